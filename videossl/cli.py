@@ -1,0 +1,97 @@
+"""The ``videossl`` command.
+
+One entry point with subcommands; each subcommand lives next to the code it drives and exposes
+``add_cli_arguments(parser)`` and ``run_cli(args) -> int``. This file only wires them together and
+turns user errors (:class:`~videossl.errors.VideosslError`) into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from videossl import __version__
+from videossl.errors import VideosslError
+
+# (group, name, module, one-line help). A module is imported only when its command runs, so
+# `videossl --help` stays fast and a broken optional piece cannot break the others.
+COMMANDS: list[tuple[str, str, str, str]] = [
+    ("data", "synth", "videossl.data.synth_cli", "generate the embedded synthetic motion dataset (with ground truth)"),
+    ("data", "make-shards", "videossl.data.make_shards", "turn a UCF101/HMDB51/Kinetics/folder/CSV tree into shards"),
+    ("data", "inspect", "videossl.data.inspect", "print what a shard set holds (counts, video params, skipped)"),
+    ("data", "preview", "videossl.data.preview", "write a contact sheet of videos with masks, flow and tracks"),
+]
+
+GROUP_HELP = {
+    "data": "make, inspect and preview WebDataset shard sets of encoded video",
+}
+
+EPILOG = """\
+Typical session (CPU, no download):
+  videossl data synth --out data/synth          # 480 labelled motion videos + ground truth
+  videossl data inspect data/synth              # counts per split and class
+  videossl data preview data/synth --out preview.png
+
+Every subcommand has its own --help, e.g. `videossl data synth --help`.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _add_command(sub, name: str, module: str, help_: str) -> None:
+    mod = importlib.import_module(module)
+    doc = (mod.__doc__ or help_).strip()
+    p = sub.add_parser(name, help=help_, description=doc, formatter_class=_Formatter, epilog=getattr(mod, "EPILOG", None))
+    mod.add_cli_arguments(p)
+    p.set_defaults(_run=mod.run_cli)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videossl",
+        description="videossl: self-supervised video representation learning — data, pretraining, evaluation.",
+        formatter_class=_Formatter,
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"videossl {__version__}")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND")
+    subs: dict[str, argparse._SubParsersAction] = {}
+    # Only import the modules of the command being run (or all of them for --help listings).
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted = argv[:2]
+    for group, name, module, help_ in COMMANDS:
+        if group not in subs:
+            gp = groups.add_parser(group, help=GROUP_HELP.get(group, ""), description=GROUP_HELP.get(group, ""),
+                                   formatter_class=_Formatter)
+            subs[group] = gp.add_subparsers(dest="command", metavar="SUBCOMMAND")
+            gp.set_defaults(_parser=gp)
+        if wanted[:1] == [group] and (len(wanted) < 2 or wanted[1] in (name, "-h", "--help")):
+            _add_command(subs[group], name, module, help_)
+        else:
+            subs[group].add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        (getattr(args, "_parser", None) or parser).print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except VideosslError as e:
+        print(f"videossl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("videossl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
