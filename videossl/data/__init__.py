@@ -1,0 +1,1 @@
+"""videossl.data"""

@@ -1,0 +1,693 @@
+"""The embedded synthetic video dataset: motion-defined classes with exact ground truth.
+
+Every video shows one textured object (a *shape*) that moves with one of eight motions over a
+textured, optionally drifting background, sometimes partly hidden by an independently moving
+*distractor*. The class is the motion of the object, never its appearance.
+
+Why no single frame reveals the class
+-------------------------------------
+The classes come in pairs that are time reversals of each other (left/right, up/down, cw/ccw,
+in/out), and the generator is symmetric under time reversal: reversing a video of class ``c`` gives
+a video with exactly the distribution of its pair. Within a pair, the distribution of one frame at
+a random time is therefore the same. Across pairs the parameters that do not move (x, y, angle,
+log-scale) are drawn from the same marginal as the moving ones, so position, size and orientation
+in one frame carry no class information either. Tested in ``tests/data/test_synthetic.py``.
+
+Geometry and ground-truth conventions
+-------------------------------------
+* Pixel ``(row i, column j)`` has its centre at image coordinates ``(x, y) = (j, i)``; x grows to
+  the right, y grows *down*.
+* An object maps its local coordinates ``u`` to the image by ``x = c_t + s_t R(theta_t) u``.
+  With y down, a growing ``theta`` turns the object **clockwise on screen**.
+* ``flow.npz`` holds ``forward`` (T-1, H, W, 2) and ``backward`` (T-1, H, W, 2), float32, in
+  pixels, channel order **(dx, dy)**:
+  ``forward[t, y, x] = p_{t+1} - p_t`` for the surface point seen at pixel (x, y) in frame t;
+  ``backward[t, y, x] = p_t - p_{t+1}`` for the surface point seen at pixel (x, y) in frame t+1.
+  So frame t+1 is reproduced by sampling frame t at ``(x, y) + backward[t, y, x]``. Flow is the
+  motion of the front-most surface (distractor > object > background) and is dense everywhere.
+* ``mask.npy`` (T, H, W) uint8: 0 background, 1 the object (visible part), 2 the distractor.
+* ``tracks.npz``: ``points`` (T, N, 2) float32 (x, y) of N points fixed on the object,
+  ``visible`` (T, N) bool (inside the frame and not hidden), ``occluded`` (T, N) bool (hidden by
+  the distractor: its shape covers the exact point, or the point's pixel shows it).
+* Frames are rendered by point sampling at pixel centres, so the ground truth is exact for the
+  rendered (pre-encoding) frames; the stored mp4 adds H.264 loss (CRF in the manifest).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from fractions import Fraction
+import multiprocessing as mp
+import os
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from videossl.errors import VideosslError
+
+CLASSES = (
+    "translate_left",
+    "translate_right",
+    "translate_up",
+    "translate_down",
+    "rotate_cw",
+    "rotate_ccw",
+    "zoom_in",
+    "zoom_out",
+)
+# class -> (dimension that moves, direction); dims: 0 x, 1 y, 2 angle, 3 log-scale
+_MOTION = {
+    "translate_left": (0, -1),
+    "translate_right": (0, +1),
+    "translate_up": (1, -1),
+    "translate_down": (1, +1),
+    "rotate_cw": (2, +1),
+    "rotate_ccw": (2, -1),
+    "zoom_in": (3, +1),
+    "zoom_out": (3, -1),
+}
+_PHRASES = {
+    "translate_left": ("moving left", "drifting left", "sliding to the left"),
+    "translate_right": ("moving right", "drifting right", "sliding to the right"),
+    "translate_up": ("moving up", "rising", "sliding upwards"),
+    "translate_down": ("moving down", "falling", "sliding downwards"),
+    "rotate_cw": ("rotating clockwise", "spinning clockwise", "turning clockwise"),
+    "rotate_ccw": ("rotating counterclockwise", "spinning anticlockwise", "turning counterclockwise"),
+    "zoom_in": ("growing", "zooming in", "getting bigger"),
+    "zoom_out": ("shrinking", "zooming out", "getting smaller"),
+}
+SHAPES = ("square", "triangle", "star", "cross", "ellipse", "diamond", "L-shape", "hexagon")
+OBJECT_TEXTURES = ("plain", "striped", "checkered", "spotted")
+BACKGROUNDS = ("plain", "striped", "checkered", "cloudy", "gradient")
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 190, 60),
+    "blue": (40, 80, 230),
+    "yellow": (240, 220, 40),
+    "magenta": (220, 50, 200),
+    "cyan": (40, 210, 220),
+    "orange": (245, 140, 30),
+    "purple": (130, 50, 190),
+    "white": (245, 245, 245),
+    "pink": (250, 150, 180),
+}
+BG_COLOURS = {
+    "grey": (110, 110, 110),
+    "dark blue": (30, 40, 80),
+    "dark green": (30, 70, 40),
+    "brown": (90, 60, 40),
+    "black": (15, 15, 15),
+    "beige": (190, 180, 150),
+}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Generator knobs. Distances scale with ``size`` (given here for a 64-px frame)."""
+
+    num_frames: int = 16
+    size: int = 64
+    fps: float = 12.0
+    speed: tuple[float, float] = (0.8, 1.8)  # px/frame at 64 px (translation)
+    angular_speed: tuple[float, float] = (5.0, 11.0)  # degrees/frame
+    zoom_rate: tuple[float, float] = (0.03, 0.06)  # d log(scale) / frame
+    radius: tuple[float, float] = (6.0, 10.0)  # object base radius (px at 64)
+    distractor_prob: float = 0.5
+    drift_prob: float = 0.5
+    drift_speed: tuple[float, float] = (0.1, 0.6)  # background px/frame at 64
+    noise_std: tuple[float, float] = (0.0, 3.0)  # grey levels
+    num_tracks: int = 8
+    crf: int = 18
+
+    @property
+    def px(self) -> float:
+        return self.size / 64.0
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "hard": dict(
+        size=128,
+        speed=(1.5, 3.0),
+        angular_speed=(8.0, 16.0),
+        zoom_rate=(0.04, 0.07),
+        distractor_prob=1.0,
+        drift_prob=0.9,
+        drift_speed=(0.3, 1.2),
+        noise_std=(4.0, 10.0),
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- shapes & textures
+def _shape_inside(shape: str, ux: np.ndarray, uy: np.ndarray) -> np.ndarray:
+    """Is local point (ux, uy) (unit = object radius) inside the shape?"""
+    ax, ay = np.abs(ux), np.abs(uy)
+    if shape == "square":
+        return (ax <= 0.78) & (ay <= 0.78)
+    if shape == "triangle":  # pointing up (-y), centroid at 0
+        return (uy <= 0.55) & (np.sqrt(3.0) * ux - uy <= 1.05) & (-np.sqrt(3.0) * ux - uy <= 1.05)
+    if shape == "star":
+        rho = np.hypot(ux, uy)
+        phi = np.arctan2(uy, ux)
+        tri = np.abs(((phi * 5 / (2 * np.pi)) % 1.0) - 0.5) * 2  # 1 at tips, 0 between
+        return rho <= 0.45 + 0.55 * tri**1.5
+    if shape == "cross":
+        return ((ax <= 0.32) & (ay <= 0.95)) | ((ay <= 0.32) & (ax <= 0.95))
+    if shape == "ellipse":
+        return (ux / 0.98) ** 2 + (uy / 0.55) ** 2 <= 1.0
+    if shape == "diamond":
+        return ax / 0.95 + ay / 0.65 <= 1.0
+    if shape == "L-shape":
+        return ((ux >= -0.8) & (ux <= -0.2) & (uy >= -0.85) & (uy <= 0.85)) | (
+            (ux >= -0.8) & (ux <= 0.8) & (uy >= 0.25) & (uy <= 0.85)
+        )
+    if shape == "hexagon":
+        return (ay <= 0.78) & (ax * 0.866 + ay * 0.5 <= 0.78)
+    raise ValueError(shape)
+
+
+_TRACK_BORDER = [(0.25 * math.cos(a), 0.25 * math.sin(a)) for a in np.linspace(0, 2 * np.pi, 12, endpoint=False)] + [(0, 0)]
+
+
+def _mix(w: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+    return c1 * w[..., None] + c2 * (1.0 - w[..., None])
+
+
+def _texture(kind: str, ux: np.ndarray, uy: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """Smooth (band-limited) textures in a layer's own coordinates -> float RGB."""
+    c1, c2 = np.asarray(p["c1"], np.float32), np.asarray(p["c2"], np.float32)
+    f, a = p["freq"], p["angle"]
+    if kind == "plain":
+        return np.broadcast_to(c1, ux.shape + (3,)).astype(np.float32)
+    if kind == "striped":
+        w = 0.5 + 0.5 * np.sin(f * (np.cos(a) * ux + np.sin(a) * uy) + p["phase"])
+    elif kind == "checkered":
+        w = 0.5 + 0.5 * np.sin(f * ux + p["phase"]) * np.sin(f * uy)
+    elif kind == "spotted":
+        w = np.clip(1.5 * np.cos(f * ux + p["phase"]) * np.cos(f * uy), 0, 1)
+    elif kind == "cloudy":
+        w = np.zeros_like(ux)
+        for fx, fy, ph, amp in p["waves"]:
+            w = w + amp * np.sin(fx * ux + fy * uy + ph)
+        w = 0.5 + 0.5 * np.tanh(w)
+    elif kind == "gradient":
+        w = 0.5 + 0.5 * np.tanh((np.cos(a) * ux + np.sin(a) * uy) * f * 0.15)
+    else:
+        raise ValueError(kind)
+    return _mix(w.astype(np.float32), c1, c2)
+
+
+# ----------------------------------------------------------------------------- parameters
+@dataclass
+class Layer:
+    """A rigid object: local u -> image x = centre + scale * R(angle) u, per frame."""
+
+    shape: str
+    texture: str
+    tex: dict[str, Any]
+    centre: np.ndarray  # (T, 2)
+    angle: np.ndarray  # (T,)
+    scale: np.ndarray  # (T,) = radius in px
+
+    def to_local(self, t: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c, s, th = self.centre[t], self.scale[t], self.angle[t]
+        dx, dy = x - c[0], y - c[1]
+        cos, sin = math.cos(th), math.sin(th)
+        return (cos * dx + sin * dy) / s, (-sin * dx + cos * dy) / s
+
+    def to_image(self, t: int, ux: np.ndarray, uy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c, s, th = self.centre[t], self.scale[t], self.angle[t]
+        cos, sin = math.cos(th), math.sin(th)
+        return c[0] + s * (cos * ux - sin * uy), c[1] + s * (sin * ux + cos * uy)
+
+
+@dataclass
+class VideoParams:
+    index: int
+    label: int
+    label_name: str
+    size: int
+    num_frames: int
+    fps: float
+    obj: Layer
+    obj_colour: str
+    distractor: Layer | None
+    distractor_colour: str | None
+    bg_kind: str
+    bg_colour: str
+    bg_tex: dict[str, Any]
+    drift: np.ndarray  # (2,) px/frame
+    noise_std: float
+    noise_seed: int
+    track_uv: np.ndarray  # (N, 2) local coords
+    knobs: dict[str, float] = field(default_factory=dict)
+    caption: str = ""
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _tex_params(rng: np.random.Generator, c1, c2, freq_range) -> dict[str, Any]:
+    return {
+        "c1": c1,
+        "c2": c2,
+        "freq": float(rng.uniform(*freq_range)),
+        "angle": float(rng.uniform(0, np.pi)),
+        "phase": float(rng.uniform(0, 2 * np.pi)),
+        "waves": [
+            (float(rng.normal(0, 0.25)), float(rng.normal(0, 0.25)), float(rng.uniform(0, 6.3)), 1.0)
+            for _ in range(4)
+        ],
+    }
+
+
+def _g(direction: int, t: np.ndarray, tau: int, T: int) -> np.ndarray:
+    """Time profile of one motion dimension: ramp up, ramp down, or constant at a random time."""
+    if direction > 0:
+        return t.astype(np.float64)
+    if direction < 0:
+        return (T - 1 - t).astype(np.float64)
+    return np.full(t.shape, float(tau))
+
+
+def sample_params(cfg: SynthConfig, index: int, label: int, seed: int) -> VideoParams:
+    """All random choices of video ``index`` (its own RNG stream: parallel-safe and reproducible)."""
+    rng = np.random.default_rng([seed, index, 7919])
+    T, S, px = cfg.num_frames, cfg.size, cfg.px
+    t = np.arange(T)
+    name = CLASSES[label]
+    moving_dim, direction = _MOTION[name]
+
+    # magnitudes of the 4 motion dimensions, all drawn whether or not they move (equal marginals)
+    m_xy = rng.uniform(*cfg.speed, size=2) * px
+    m_ang = math.radians(rng.uniform(*cfg.angular_speed))
+    m_log = rng.uniform(*cfg.zoom_rate)
+    dirs = [0, 0, 0, 0]
+    dirs[moving_dim] = direction
+    taus = rng.integers(0, T, size=4)
+
+    r_base = rng.uniform(*cfg.radius) * px
+    log_scale = math.log(r_base) + m_log * _g(dirs[3], t, taus[3], T)
+    scale = np.exp(log_scale)
+    r_ref = r_base * math.exp(m_log * (T - 1))  # class-independent extent for margins
+    margin = 0.6 * r_ref
+    centre = np.zeros((T, 2))
+    for d in (0, 1):
+        span = m_xy[d] * (T - 1)
+        lo, hi = margin, S - 1 - margin - span
+        if hi < lo:  # too fast for this frame: shrink the speed, keep the class
+            m_xy[d] = max(S - 1 - 2 * margin, 1.0) / max(T - 1, 1)
+            span = m_xy[d] * (T - 1)
+            hi = max(lo, S - 1 - margin - span)
+        base = rng.uniform(lo, hi)
+        centre[:, d] = base + m_xy[d] * _g(dirs[d], t, taus[d], T)
+    angle = rng.uniform(0, 2 * np.pi) + m_ang * _g(dirs[2], t, taus[2], T)
+
+    colours = list(COLOURS)
+    obj_colour = colours[rng.integers(len(colours))]
+    c1 = np.array(COLOURS[obj_colour], np.float32)
+    c2 = np.clip(c1 * rng.uniform(0.35, 0.6), 0, 255)
+    obj_tex_kind = OBJECT_TEXTURES[rng.integers(len(OBJECT_TEXTURES))]
+    shape = SHAPES[rng.integers(len(SHAPES))]
+    obj = Layer(shape, obj_tex_kind, _tex_params(rng, c1, c2, (3.0, 6.0)), centre, angle, scale)
+
+    bg_kind = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+    bg_colour = list(BG_COLOURS)[rng.integers(len(BG_COLOURS))]
+    b1 = np.array(BG_COLOURS[bg_colour], np.float32)
+    b2 = np.clip(b1 * rng.uniform(0.5, 0.8) + rng.uniform(10, 50), 0, 255)
+    bg_tex = _tex_params(rng, b1, b2, (0.35 / px, 0.8 / px))
+    drift = np.zeros(2)
+    if rng.random() < cfg.drift_prob:
+        a = rng.uniform(0, 2 * np.pi)
+        drift = rng.uniform(*cfg.drift_speed) * px * np.array([math.cos(a), math.sin(a)])
+
+    distractor = None
+    d_colour = None
+    if rng.random() < cfg.distractor_prob:
+        d_colour = [c for c in colours if c != obj_colour][rng.integers(len(colours) - 1)]
+        e1 = np.array(COLOURS[d_colour], np.float32)
+        d_shape = SHAPES[rng.integers(len(SHAPES))]
+        d_speed = rng.uniform(0.5, 1.6) * px
+        a = rng.uniform(0, 2 * np.pi)
+        vel = d_speed * np.array([math.cos(a), math.sin(a)])
+        t_cross = rng.integers(0, T)  # the distractor passes near the object at this frame
+        offset = rng.normal(0, 0.4 * r_base, size=2)
+        d_centre = centre[t_cross] + offset + vel[None, :] * (t - t_cross)[:, None]
+        spin = math.radians(rng.uniform(-4, 4))
+        d_angle = rng.uniform(0, 2 * np.pi) + spin * t
+        d_scale = np.full(T, r_base * rng.uniform(0.5, 0.8))
+        distractor = Layer(d_shape, "plain", _tex_params(rng, e1, e1, (3.0, 6.0)), d_centre, d_angle, d_scale)
+
+    # track points: inside the shape with a safety border so that rounding never leaves it
+    pts: list[list[float]] = []
+    while len(pts) < cfg.num_tracks:
+        u = rng.uniform(-1, 1, size=(64, 2))
+        ok = np.ones(len(u), bool)
+        for ex, ey in _TRACK_BORDER:  # eroded shape: a rounded point never leaves the object
+            ok &= _shape_inside(shape, u[:, 0] + ex, u[:, 1] + ey)
+        pts.extend(u[ok].tolist())
+    track_uv = np.array(pts[: cfg.num_tracks], np.float64)
+
+    noise_std = float(rng.uniform(*cfg.noise_std))
+    phrase = _PHRASES[name][rng.integers(3)]
+    tex_word = "" if obj_tex_kind == "plain" else obj_tex_kind + " "
+    bg_word = f"plain {bg_colour}" if bg_kind == "plain" else bg_kind
+    first = f"{tex_word}{obj_colour}"
+    caption = f"{_article(first)} {first} {shape} {phrase} over {_article(bg_word)} {bg_word} background"
+    if distractor is not None:
+        caption += f", passed by {_article(d_colour)} {d_colour} {distractor.shape}"
+    speed_knob = {0: m_xy[0], 1: m_xy[1], 2: math.degrees(m_ang), 3: m_log}[moving_dim]
+    knobs = {
+        "speed_px_per_frame": 0.0,  # filled in from the flow at render time
+        "motion_rate": float(speed_knob),
+        "motion_rate_unit": ["px/frame", "px/frame", "deg/frame", "log-scale/frame"][moving_dim],
+        "drift_px_per_frame": float(np.hypot(*drift)),
+        "noise_std": noise_std,
+        "has_distractor": distractor is not None,
+    }
+    return VideoParams(
+        index=index,
+        label=label,
+        label_name=name,
+        size=S,
+        num_frames=T,
+        fps=cfg.fps,
+        obj=obj,
+        obj_colour=obj_colour,
+        distractor=distractor,
+        distractor_colour=d_colour,
+        bg_kind=bg_kind,
+        bg_colour=bg_colour,
+        bg_tex=bg_tex,
+        drift=drift,
+        noise_std=noise_std,
+        noise_seed=int(rng.integers(2**31)),
+        track_uv=track_uv,
+        knobs=knobs,
+        caption=caption,
+    )
+
+
+# ----------------------------------------------------------------------------- rendering
+@dataclass
+class Rendered:
+    frames: np.ndarray  # (T, H, W, 3) uint8, with noise
+    clean: np.ndarray  # (T, H, W, 3) uint8, noise-free
+    mask: np.ndarray  # (T, H, W) uint8: 0 bg, 1 object, 2 distractor
+    amodal: np.ndarray  # (T, H, W) bool: the whole object, hidden parts included
+    forward: np.ndarray  # (T-1, H, W, 2) float32 (dx, dy)
+    backward: np.ndarray  # (T-1, H, W, 2) float32 (dx, dy)
+    points: np.ndarray  # (T, N, 2) float32 (x, y)
+    visible: np.ndarray  # (T, N) bool
+    occluded: np.ndarray  # (T, N) bool
+
+
+def _layer_flow(layer: Layer, t_from: int, t_to: int, x, y):
+    ux, uy = layer.to_local(t_from, x, y)
+    x2, y2 = layer.to_image(t_to, ux, uy)
+    return x2 - x, y2 - y
+
+
+def render(p: VideoParams) -> Rendered:
+    T, S = p.num_frames, p.size
+    y, x = np.mgrid[0:S, 0:S].astype(np.float64)
+    frames = np.zeros((T, S, S, 3), np.float32)
+    mask = np.zeros((T, S, S), np.uint8)
+    amodal = np.zeros((T, S, S), bool)
+    dmask = np.zeros((T, S, S), bool)
+    for t in range(T):
+        d = p.drift * t
+        img = _texture(p.bg_kind, x - d[0], y - d[1], p.bg_tex)
+        ux, uy = p.obj.to_local(t, x, y)
+        inside = _shape_inside(p.obj.shape, ux, uy)
+        img = np.where(inside[..., None], _texture(p.obj.texture, ux, uy, p.obj.tex), img)
+        amodal[t] = inside
+        m = inside.astype(np.uint8)
+        if p.distractor is not None:
+            vx, vy = p.distractor.to_local(t, x, y)
+            dins = _shape_inside(p.distractor.shape, vx, vy)
+            img = np.where(dins[..., None], _texture("plain", vx, vy, p.distractor.tex), img)
+            m[dins] = 2
+            dmask[t] = dins
+        frames[t] = img
+        mask[t] = m
+
+    def flow_between(t_from: int, t_to: int) -> np.ndarray:
+        m = mask[t_from]
+        fx = np.full((S, S), p.drift[0] * (t_to - t_from))
+        fy = np.full((S, S), p.drift[1] * (t_to - t_from))
+        ox, oy = _layer_flow(p.obj, t_from, t_to, x, y)
+        fx, fy = np.where(m == 1, ox, fx), np.where(m == 1, oy, fy)
+        if p.distractor is not None:
+            dx, dy = _layer_flow(p.distractor, t_from, t_to, x, y)
+            fx, fy = np.where(m == 2, dx, fx), np.where(m == 2, dy, fy)
+        return np.stack([fx, fy], -1).astype(np.float32)
+
+    forward = np.stack([flow_between(t, t + 1) for t in range(T - 1)]) if T > 1 else np.zeros((0, S, S, 2))
+    backward = np.stack([flow_between(t + 1, t) for t in range(T - 1)]) if T > 1 else np.zeros((0, S, S, 2))
+
+    n = len(p.track_uv)
+    points = np.zeros((T, n, 2), np.float32)
+    visible = np.zeros((T, n), bool)
+    occluded = np.zeros((T, n), bool)
+    for t in range(T):
+        px_, py_ = p.obj.to_image(t, p.track_uv[:, 0], p.track_uv[:, 1])
+        points[t, :, 0], points[t, :, 1] = px_, py_
+        ix, iy = np.round(px_).astype(int), np.round(py_).astype(int)
+        inb = (ix >= 0) & (ix < S) & (iy >= 0) & (iy < S)
+        cx, cy = np.clip(ix, 0, S - 1), np.clip(iy, 0, S - 1)
+        occ = inb & dmask[t, cy, cx]  # the pixel shows the distractor ...
+        if p.distractor is not None:  # ... or the distractor's shape covers the exact point
+            vx, vy = p.distractor.to_local(t, px_, py_)
+            occ |= inb & _shape_inside(p.distractor.shape, vx, vy)
+        occluded[t] = occ
+        visible[t] = inb & ~occ & (mask[t, cy, cx] == 1)
+
+    clean = np.clip(np.round(frames), 0, 255).astype(np.uint8)
+    if p.noise_std > 0:
+        noise = np.random.default_rng(p.noise_seed).normal(0, p.noise_std, frames.shape)
+        noisy = np.clip(np.round(frames + noise), 0, 255).astype(np.uint8)
+    else:
+        noisy = clean.copy()
+    return Rendered(noisy, clean, mask, amodal, forward, backward, points, visible, occluded)
+
+
+def difficulty(p: VideoParams, r: Rendered) -> dict[str, Any]:
+    """Difficulty knobs measured on the rendered ground truth."""
+    obj = r.mask[:-1] == 1
+    mag = np.hypot(r.forward[..., 0], r.forward[..., 1])
+    speed = float(mag[obj].mean()) if obj.any() else 0.0
+    total = np.linalg.norm(r.points[-1] - r.points[0], axis=-1).mean() if len(r.points) else 0.0
+    am = r.amodal.sum(axis=(1, 2))
+    hidden = (r.amodal & (r.mask == 2)).sum(axis=(1, 2))
+    occ = float(np.mean(np.where(am > 0, hidden / np.maximum(am, 1), 0.0)))
+    out = dict(p.knobs)
+    out.update(
+        speed_px_per_frame=round(speed, 4),
+        amplitude_px=round(float(total), 4),
+        occlusion=round(occ, 4),
+        noise_std=round(p.noise_std, 4),
+        drift_px_per_frame=round(float(np.hypot(*p.drift)), 4),
+        motion_rate=round(float(p.knobs["motion_rate"]), 6),
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------- encoding & samples
+def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, gop: int = 16) -> bytes:
+    """H.264 (yuv420p) mp4 bytes with PyAV; single-threaded so the bytes are reproducible."""
+    import av  # local import: workers only
+
+    T, H, W, _ = frames.shape
+    if H % 2 or W % 2:
+        raise VideosslError(f"H.264 yuv420p needs even frame sizes, got {W}x{H}")
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        rate = Fraction(fps).limit_denominator(1001)
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "medium", "threads": "1", "g": str(gop), "bf": "0"}
+        stream.codec_context.thread_count = 1
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def split_of(index: int, num_videos: int, num_classes: int, fractions=(0.7, 0.15, 0.15)) -> str:
+    """Stratified split: the k-th video of each class goes by its rank among that class's videos."""
+    label = index % num_classes
+    n_cls = len(range(label, num_videos, num_classes))
+    k = index // num_classes
+    n_train = int(round(fractions[0] * n_cls))
+    n_val = int(round(fractions[1] * n_cls))
+    if n_cls >= 3:
+        n_train, n_val = max(n_train, 1), max(n_val, 1)
+        n_train = min(n_train, n_cls - 2)
+    if k < n_train:
+        return "train"
+    if k < n_train + n_val:
+        return "val"
+    return "test"
+
+
+def make_sample(index: int, cfg: SynthConfig, seed: int, num_videos: int) -> tuple[str, str, int, dict[str, bytes]]:
+    """Render + encode video ``index``; returns (split, key, label, members)."""
+    from videossl.data.shards import json_bytes, npy_bytes, npz_bytes
+
+    label = index % len(CLASSES)
+    p = sample_params(cfg, index, label, seed)
+    r = render(p)
+    split = split_of(index, num_videos, len(CLASSES))
+    key = f"synth_{index:06d}"
+    meta = {
+        "key": key,
+        "label": label,
+        "label_name": p.label_name,
+        "split": split,
+        "caption": p.caption,
+        "fps": cfg.fps,
+        "num_frames": cfg.num_frames,
+        "width": cfg.size,
+        "height": cfg.size,
+        "duration": cfg.num_frames / cfg.fps,
+        "source": f"synthetic:{seed}:{index}",
+        "shape": p.obj.shape,
+        "colour": p.obj_colour,
+        "texture": p.obj.texture,
+        "background": p.bg_kind,
+        "difficulty": difficulty(p, r),
+    }
+    members = {
+        "mp4": encode_mp4(r.frames, cfg.fps, cfg.crf),
+        "json": json_bytes(meta),
+        "mask.npy": npy_bytes(r.mask),
+        "flow.npz": npz_bytes(forward=r.forward, backward=r.backward),
+        "tracks.npz": npz_bytes(points=r.points, visible=r.visible, occluded=r.occluded),
+    }
+    return split, key, label, members
+
+
+def make_config(preset: str = "default", **overrides: Any) -> SynthConfig:
+    if preset not in PRESETS:
+        raise VideosslError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = replace(SynthConfig(), **values)
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: SynthConfig) -> None:
+    if cfg.size <= 0:
+        raise VideosslError(f"--size must be a positive even number of pixels, got {cfg.size}")
+    if cfg.size < 16 or cfg.size % 2:
+        raise VideosslError(f"--size must be an even number >= 16 (H.264 needs even sizes), got {cfg.size}")
+    if cfg.num_frames < 2:
+        raise VideosslError(f"--frames must be at least 2 (motion needs two frames), got {cfg.num_frames}")
+    if not cfg.fps > 0:
+        raise VideosslError(f"--fps must be positive, got {cfg.fps}")
+
+
+def generate(
+    out: str | os.PathLike,
+    num_videos: int = 480,
+    *,
+    preset: str = "default",
+    seed: int = 0,
+    workers: int = 1,
+    max_per_shard: int = 64,
+    progress: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Generate the synthetic shard set in ``out``; returns the manifest."""
+    from videossl.data.shards import (
+        SPLITS,
+        SplitWriter,
+        build_manifest,
+        ensure_writable_dir,
+        write_manifest,
+        write_split_index,
+    )
+
+    if num_videos < 1:
+        raise VideosslError(f"--num-videos must be at least 1, got {num_videos}")
+    if workers < 1:
+        raise VideosslError(f"--workers must be at least 1, got {workers}")
+    cfg = make_config(preset, **overrides)
+    out_dir = ensure_writable_dir(out)
+    writers = {s: SplitWriter(out_dir, s, max_count=max_per_shard) for s in SPLITS}
+    labels: dict[str, list[int]] = {s: [] for s in SPLITS}
+    job = partial(make_sample, cfg=cfg, seed=seed, num_videos=num_videos)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cols = [TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"), TimeRemainingColumn()]
+    with Progress(*cols, disable=not progress, transient=False) as bar:
+        task = bar.add_task("synth", total=num_videos)
+        if workers == 1:
+            results = map(job, range(num_videos))
+            pool = None
+        else:
+            pool = mp.get_context("spawn").Pool(workers)
+            results = pool.imap(job, range(num_videos), chunksize=4)
+        try:
+            for split, key, label, members in results:  # ordered: output is independent of workers
+                writers[split].write(key, members)
+                labels[split].append(label)
+                bar.advance(task)
+        finally:
+            if pool is not None:
+                pool.terminate()
+    shards = {s: w.close() for s, w in writers.items()}
+    for s in SPLITS:
+        write_split_index(out_dir, s, shards[s])
+    params = {"preset": preset, "seed": seed, "num_videos": num_videos, **_jsonable(asdict(cfg))}
+    manifest = build_manifest(
+        kind="synthetic",
+        classes=list(CLASSES),
+        splits=shards,
+        labels_per_split=labels,
+        params=params,
+        video={"fps": cfg.fps, "width": cfg.size, "height": cfg.size, "num_frames": cfg.num_frames, "codec": "h264"},
+        extra={
+            "ground_truth": {
+                "mask.npy": "(T,H,W) uint8: 0 background, 1 object (visible part), 2 distractor",
+                "flow.npz": "forward/backward (T-1,H,W,2) float32 px, channels (dx,dy); "
+                "frame t+1 ~ frame t sampled at (x,y)+backward[t]",
+                "tracks.npz": "points (T,N,2) float32 (x,y); visible (T,N) bool; occluded (T,N) bool",
+            }
+        },
+    )
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 1)))
+
+
+__all__ = [
+    "CLASSES",
+    "PRESETS",
+    "Rendered",
+    "SynthConfig",
+    "VideoParams",
+    "encode_mp4",
+    "generate",
+    "make_config",
+    "make_sample",
+    "render",
+    "sample_params",
+]
