@@ -1,1 +1,11 @@
-"""videossl.losses"""
+"""Losses as pure functions with numeric tests.
+
+* :func:`regression_distance`, :func:`brave_loss`: BraVe's 1 − cos regression with stop-gradient.
+* :func:`infonce`, :func:`infonce_distributed`, :func:`gather_with_grad`: symmetric InfoNCE,
+  multi-positive, all-gathered across ranks with DDP-exact gradients.
+"""
+
+from videossl.losses.infonce import gather_with_grad, infonce, infonce_distributed
+from videossl.losses.regression import brave_loss, regression_distance
+
+__all__ = ["brave_loss", "gather_with_grad", "infonce", "infonce_distributed", "regression_distance"]

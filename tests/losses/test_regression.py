@@ -1,0 +1,95 @@
+"""BraVe regression loss: d(x, y) = mean ½‖x̂ − ŷ‖² = 1 − cos, stop-gradient on targets."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videossl.errors import VideosslError
+from videossl.losses import brave_loss, regression_distance
+
+torch.set_num_threads(1)
+
+
+def test_distance_against_hand_computation():
+    x = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    y = torch.tensor([[4.0, 3.0], [-1.0, 0.0]])
+    # row 0: cos = 24/25 → 1/25; row 1: opposite → 2; mean = 1.02
+    torch.testing.assert_close(regression_distance(x, y), torch.tensor(1.02))
+
+
+def test_distance_is_one_minus_cos_and_in_range():
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 8), torch.randn(16, 8)
+    torch.testing.assert_close(regression_distance(x, y), (1 - F.cosine_similarity(x, y)).mean())
+    assert regression_distance(x, 3 * x).item() == pytest.approx(0.0, abs=1e-6)
+    assert regression_distance(x, -x).item() == pytest.approx(2.0, abs=1e-6)
+    for _ in range(5):
+        d = regression_distance(torch.randn(4, 3), torch.randn(4, 3)).item()
+        assert 0.0 <= d <= 2.0
+
+
+def test_norm_is_clamped_at_eps():
+    y = torch.tensor([[1.0, 0.0]])
+    # ‖x‖ = 1e-7 is clamped to 1e-5: x̂ = (0.01, 0) → ½·0.99² (not 0 as with exact normalisation)
+    x = torch.tensor([[1e-7, 0.0]])
+    assert regression_distance(x, y).item() == pytest.approx(0.5 * 0.99**2, rel=1e-5)
+    z = torch.zeros(1, 2, requires_grad=True)
+    d = regression_distance(z, y)
+    assert d.item() == pytest.approx(0.5)
+    d.backward()
+    assert torch.isfinite(z.grad).all()
+    with pytest.raises(VideosslError, match="one shape"):
+        regression_distance(torch.ones(2, 3), torch.ones(2, 4))
+
+
+class _Side(nn.Module):
+    """backbone → (projection z, prediction p), as one BraVe head pair side."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Linear(5, 6)
+        self.proj = nn.Linear(6, 4)
+        self.pred = nn.Linear(4, 4)
+
+    def forward(self, x):
+        z = self.proj(torch.relu(self.backbone(x)))
+        return z, self.pred(z)
+
+
+def test_stop_gradient_and_both_sides_get_gradients():
+    torch.manual_seed(0)
+    narrow, broad = _Side(), _Side()
+    xn, xb = torch.randn(8, 5), torch.randn(8, 5)
+    z_n, p_n = narrow(xn)
+    z_b, p_b = broad(xb)
+
+    # one term alone: the target side receives no gradient at all
+    own = brave_loss([(p_b, z_n)])
+    grads = torch.autograd.grad(
+        own, list(narrow.parameters()) + list(broad.parameters()), allow_unused=True, retain_graph=True
+    )
+    assert all(g is None for g in grads[:6])  # narrow: only a target here
+    assert all(g is not None and g.abs().sum() > 0 for g in grads[6:])
+
+    # full loss: each backbone is trained only through its own prediction
+    loss = brave_loss([(p_b, z_n), (p_n, z_b)])
+    g_full = torch.autograd.grad(loss, list(narrow.parameters()), retain_graph=True)
+    g_own = torch.autograd.grad(
+        0.5 * regression_distance(p_n, z_b.detach()), list(narrow.parameters()), retain_graph=True
+    )
+    for a, b in zip(g_full, g_own, strict=True):
+        torch.testing.assert_close(a, b)
+    loss.backward()
+    assert narrow.backbone.weight.grad.abs().sum() > 0
+    assert broad.backbone.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("n_terms", [2, 4])
+def test_loss_is_plain_mean_of_terms(n_terms):
+    torch.manual_seed(n_terms)
+    pairs = [(torch.randn(6, 4), torch.randn(6, 4)) for _ in range(n_terms)]
+    want = sum(regression_distance(p, z) for p, z in pairs) / n_terms
+    torch.testing.assert_close(brave_loss(pairs), want)
+    with pytest.raises(VideosslError):
+        brave_loss([])
