@@ -1,0 +1,862 @@
+"""``videossl data make-shards``: a video dataset on disk -> a WebDataset shard set.
+
+What it does (``specs/data_pipeline.md`` §1-3, §7):
+
+1. Lists the source (:mod:`videossl.data.sources`): records + entries that are missing or invalid.
+2. Plans the shards before touching any video: each split's records are shuffled with ``seed``
+   (shards should mix classes) and cut into shards of at most ``max_count`` samples and at most
+   ``max_bytes`` of *source* file bytes (known before encoding, so the plan is deterministic).
+   Sample keys are the sanitised file stems (``[A-Za-z0-9_-]``; the relative path when stems collide,
+   then ``_2``, ``_3``...), independent of the seed and of the split.
+3. For each shard that is not already on disk and verified, every file is test-decoded with PyAV
+   (first frame and last frame; a demuxed packet count below the header's frame count is a truncated
+   file), optionally re-encoded, and written. Unreadable, empty or missing files never enter a shard;
+   they are listed with their reason in ``manifest.json`` ``skipped`` and printed. Invariant, asserted
+   and stored in ``manifest["counts"]``: ``input == written + skipped`` (HMDB51 flag-0 entries are
+   ``unused``, reported apart).
+
+Members of a sample: ``<key>.<container>`` (the video) and ``<key>.json``. When re-encoding the video
+is always H.264/yuv420p in ``mp4``; without re-encoding the original file bytes are stored unchanged
+under the source's extension (``mp4``, ``avi``, ``mkv``, ``webm``, ...), audio included. The json
+records ``container`` (the member extension) plus key, label (-1 if unlabelled), label_name, split,
+caption (when given), fps, num_frames (demuxed video packets), width, height, duration (s), source
+(path relative to the source root), has_audio.
+
+Re-encoding happens when any of ``short_side``, ``fps``, ``keyframe_interval`` is set (or
+``reencode=True``): short side S (aspect kept, even sizes; up- or down-scaled), frame rate F (nearest
+frame, like ffmpeg's fps filter), a keyframe exactly every G frames (default 16), CRF, audio dropped
+unless ``keep_audio`` (then AAC).
+
+Resuming: beside the tars, ``OUT/.make-shards/<shard>.json`` records what each finished shard holds
+(written samples, skipped files with reasons, a hash of the plan and of the encode parameters). On a
+rerun a shard is skipped when its state file matches the new plan and its tar exists, has the recorded
+size and exactly the planned members; anything else is rewritten. Tars are written as ``.part`` and
+renamed, and the state file is written after the tar, so a crash never leaves a half shard that counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import re
+import tarfile
+from collections import Counter
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from videossl.data.shards import (
+    SPLITS,
+    ShardInfo,
+    SplitWriter,
+    build_manifest,
+    ensure_writable_dir,
+    json_bytes,
+    load_manifest,
+    shard_name,
+    write_manifest,
+    write_split_index,
+)
+from videossl.data.sources import LAYOUTS, SourceListing, SourceRecord, list_source
+from videossl.errors import VideosslError
+
+STATE_DIR = ".make-shards"
+DEFAULT_KEYFRAME_INTERVAL = 16
+_SHARD_RE = re.compile(r"^(train|val|test)-\d{6}\.tar(\.part)?$")
+
+
+# ----------------------------------------------------------------------------- probing & encoding
+class ProbeError(Exception):
+    """A video that cannot be used; the message is the reason recorded in the manifest."""
+
+
+def probe_video(src: str | os.PathLike | bytes) -> dict[str, Any]:
+    """Open with PyAV, demux every video packet, decode the first frame and the last GOP.
+
+    Returns ``fps, num_frames, width, height, duration, has_audio``; raises :class:`ProbeError`.
+    """
+    import av
+
+    if isinstance(src, bytes | bytearray):
+        if not src:
+            raise ProbeError("empty video (0 bytes)")
+        f: Any = io.BytesIO(src)
+    else:
+        try:
+            size = os.path.getsize(src)
+        except OSError as e:
+            raise ProbeError(f"cannot read file: {e.strerror or e}") from None
+        if size == 0:
+            raise ProbeError("empty file (0 bytes)")
+        f = str(src)
+    try:
+        container = av.open(f, metadata_errors="ignore")
+    except Exception as e:  # noqa: BLE001 - any FFmpeg error is a reason, never a crash
+        raise ProbeError(f"cannot open: {_err(e)}") from None
+    try:
+        video = next((s for s in container.streams if s.type == "video"), None)
+        if video is None:
+            raise ProbeError("no video stream")
+        has_audio = any(s.type == "audio" for s in container.streams)
+        ctx = video.codec_context
+        n = 0
+        first = None
+        gop: list[Any] = []
+        try:
+            for pkt in container.demux(video):
+                if pkt.size == 0 and pkt.dts is None:  # the end-of-stream flush packet, not a frame
+                    continue
+                n += 1  # a 0-byte packet inside the stream (AVI dropped frame) counts, but is not decoded
+                if pkt.size == 0:
+                    continue
+                if first is None:
+                    frames = ctx.decode(pkt)
+                    if frames:
+                        first = frames[0]
+                if pkt.is_keyframe:
+                    gop = [pkt]
+                else:
+                    gop.append(pkt)
+            if first is None and n:
+                frames = ctx.decode(None)
+                first = frames[0] if frames else None
+        except Exception as e:  # noqa: BLE001
+            raise ProbeError(f"corrupt data after {n} packets: {_err(e)}") from None
+        if n == 0 or first is None:
+            raise ProbeError("no decodable video frame")
+        if video.frames and n < video.frames:
+            raise ProbeError(f"truncated: the header lists {video.frames} frames, only {n} can be read")
+        try:
+            ctx.flush_buffers()
+            last = None
+            for pkt in gop:
+                for fr in ctx.decode(pkt):
+                    last = fr
+            for fr in ctx.decode(None):
+                last = fr
+        except Exception as e:  # noqa: BLE001
+            raise ProbeError(f"last frame not decodable: {_err(e)}") from None
+        if last is None:
+            raise ProbeError("last frame not decodable")
+        rate = video.average_rate or video.guessed_rate or video.base_rate
+        fps = float(rate) if rate else 0.0
+        if video.duration and video.time_base:
+            duration = float(video.duration * video.time_base)
+        elif container.duration:
+            duration = container.duration / 1_000_000
+        else:
+            duration = n / fps if fps else 0.0
+        if fps <= 0:
+            fps = n / duration if duration > 0 else 0.0
+        return {
+            "fps": round(fps, 6),
+            "num_frames": n,
+            "width": int(first.width),
+            "height": int(first.height),
+            "duration": round(duration, 6),
+            "has_audio": has_audio,
+        }
+    finally:
+        container.close()
+
+
+def _err(e: BaseException) -> str:
+    msg = str(e).strip() or type(e).__name__
+    msg = re.sub(r":\s*'[^']*'$", "", msg)  # PyAV appends the (absolute) file name; the manifest has it
+    return " ".join(msg.split())[:300]
+
+
+@dataclass(frozen=True)
+class EncodeParams:
+    reencode: bool = False
+    short_side: int | None = None
+    fps: float | None = None
+    keyframe_interval: int = DEFAULT_KEYFRAME_INTERVAL
+    crf: int = 23
+    preset: str = "medium"
+    keep_audio: bool = False
+
+
+def target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(w, h) with the short side ``short_side`` (aspect kept) and both sizes even."""
+    if short_side is None:
+        return max(2, width - width % 2), max(2, height - height % 2)
+    if width <= height:
+        return short_side, max(2, int(round(height * short_side / width / 2)) * 2)
+    return max(2, int(round(width * short_side / height / 2)) * 2), short_side
+
+
+def reencode_video(path: str | os.PathLike, p: EncodeParams) -> bytes:
+    """Decode ``path`` and encode H.264 yuv420p mp4 bytes as ``p`` asks (see the module docstring)."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(str(path), metadata_errors="ignore") as inp:
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        ain = inp.streams.audio[0] if p.keep_audio and inp.streams.audio else None
+        src_rate = Fraction(vin.average_rate or vin.guessed_rate or vin.base_rate or 25)
+        out_rate = Fraction(p.fps).limit_denominator(1001) if p.fps else src_rate.limit_denominator(1001)
+        width, height = target_size(vin.codec_context.width, vin.codec_context.height, p.short_side)
+        g = p.keyframe_interval
+        # bitexact: no muxer version tag, so the bytes do not depend on which libavformat is loaded
+        with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as out:
+            vout = out.add_stream("libx264", rate=out_rate)
+            vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
+            vout.options = {
+                "crf": str(p.crf),
+                "preset": p.preset,
+                "threads": "1",  # one process per file; single-threaded x264 is reproducible
+                "x264-params": f"keyint={g}:min-keyint={g}:scenecut=0",
+            }
+            vout.codec_context.thread_count = 1
+            aout = None
+            if ain is not None:
+                aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 44100)
+                aout.options = {"flags": "+bitexact"}  # no encoder version string in the AAC stream
+            time_base = 1 / out_rate
+            state = {"k": 0, "prev": None, "t0": None, "t_last": 0.0}
+
+            def emit(frame: Any) -> None:
+                vf = frame.reformat(width=width, height=height, format="yuv420p")
+                vf.pts = state["k"]
+                vf.time_base = time_base
+                vf.pict_type = 0  # NONE: a decoded I frame would otherwise force an extra keyframe
+                for pkt in vout.encode(vf):
+                    out.mux(pkt)
+                state["k"] += 1
+
+            def slot(t: float) -> int:  # output frame index a source frame at time t lands in
+                return int(math.floor(t * out_rate + 0.5))
+
+            i_src = 0
+            streams = [vin] + ([ain] if ain is not None else [])
+            for packet in inp.demux(*streams):
+                if packet.stream.type == "audio":
+                    assert aout is not None
+                    for af in packet.decode():
+                        af.pts = None
+                        for pkt in aout.encode(af):
+                            out.mux(pkt)
+                    continue
+                for frame in packet.decode():
+                    t = frame.time if frame.time is not None else i_src / float(src_rate)
+                    i_src += 1
+                    if state["t0"] is None:
+                        state["t0"] = t
+                    t -= state["t0"]
+                    state["t_last"] = t
+                    if p.fps is None:
+                        emit(frame)
+                        continue
+                    if state["prev"] is not None:
+                        while state["k"] < slot(t):
+                            emit(state["prev"])
+                    state["prev"] = frame
+            if p.fps is not None and state["prev"] is not None:
+                end = slot(state["t_last"] + 1 / float(src_rate))
+                while state["k"] < end or state["k"] == 0:  # the last frame fills the rest of its duration
+                    emit(state["prev"])
+            for pkt in vout.encode():
+                out.mux(pkt)
+            if aout is not None:
+                for pkt in aout.encode():
+                    out.mux(pkt)
+            if state["k"] == 0:
+                raise ProbeError("re-encode produced no frames")
+    return buf.getvalue()
+
+
+def process_file(task: tuple[str, dict[str, Any]]) -> tuple:
+    """Worker: probe (and re-encode) one file. Returns ``("ok", ext, data, meta)`` or ``("skip", reason)``.
+
+    Never raises: any failure is a skip reason.
+    """
+    path, params = task
+    p = EncodeParams(**params)
+    try:
+        meta = probe_video(path)
+        if p.reencode:
+            try:
+                data = reencode_video(path, p)
+            except ProbeError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise ProbeError(f"re-encode failed: {_err(e)}") from None
+            try:
+                meta = probe_video(data)
+            except ProbeError as e:
+                raise ProbeError(f"re-encoded video does not decode: {e}") from None
+            ext = "mp4"
+        else:
+            data = Path(path).read_bytes()
+            ext = container_ext(path)
+        return ("ok", ext, data, meta)
+    except ProbeError as e:
+        return ("skip", str(e))
+    except Exception as e:  # noqa: BLE001 - a worker never crashes the run
+        return ("skip", f"{type(e).__name__}: {_err(e)}")
+
+
+def container_ext(path: str | os.PathLike) -> str:
+    ext = os.path.splitext(str(path))[1].lower().lstrip(".")
+    return ext if ext.isalnum() and ext != "json" else "mp4"
+
+
+# ----------------------------------------------------------------------------- keys & plan
+def sanitise_key(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "video"
+
+
+def make_keys(records: list[SourceRecord]) -> list[str]:
+    """Unique sample keys: file stem, or the relative path when stems collide, then ``_2``, ``_3``..."""
+    stems = [sanitise_key(PurePosixPath(r.source_id).stem) for r in records]
+    counts = Counter(stems)
+    used: set[str] = set()
+    keys = []
+    for r, stem in zip(records, stems, strict=True):
+        base = stem if counts[stem] == 1 else sanitise_key(str(PurePosixPath(r.source_id).with_suffix("")))
+        key, i = base, 2
+        while key in used:
+            key, i = f"{base}_{i}", i + 1
+        used.add(key)
+        keys.append(key)
+    return keys
+
+
+@dataclass
+class PlannedSample:
+    record: SourceRecord
+    key: str
+    label: int
+    size: int
+
+
+@dataclass
+class PlannedShard:
+    split: str
+    index: int
+    samples: list[PlannedSample]
+    digest: str = ""
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.split, self.index)
+
+
+def plan_shards(
+    samples: list[PlannedSample], *, max_count: int, max_bytes: int, seed: int, encode: dict[str, Any]
+) -> list[PlannedShard]:
+    shards: list[PlannedShard] = []
+    for split in SPLITS:
+        items = [s for s in samples if s.record.split == split]
+        random.Random(f"videossl-make-shards:{seed}:{split}").shuffle(items)
+        cur: list[PlannedSample] = []
+        cur_bytes = 0
+        for s in items:
+            if cur and (len(cur) >= max_count or cur_bytes + s.size > max_bytes):
+                shards.append(PlannedShard(split, len([x for x in shards if x.split == split]), cur))
+                cur, cur_bytes = [], 0
+            cur.append(s)
+            cur_bytes += s.size
+        if cur:
+            shards.append(PlannedShard(split, len([x for x in shards if x.split == split]), cur))
+    for sh in shards:
+        desc = {
+            "encode": encode,
+            "samples": [
+                [s.key, s.record.source_id, s.label, s.record.label_name, s.record.caption, s.size]
+                for s in sh.samples
+            ],
+        }
+        sh.digest = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
+    return shards
+
+
+# ----------------------------------------------------------------------------- shard state
+def _state_path(out: Path, shard: PlannedShard) -> Path:
+    return out / STATE_DIR / (shard.name + ".json")
+
+
+def verify_shard(out: Path, shard: PlannedShard) -> dict[str, Any] | None:
+    """The recorded state of ``shard`` if the tar on disk is exactly what the plan asks for, else None."""
+    try:
+        state = json.loads(_state_path(out, shard).read_text())
+    except (OSError, ValueError):
+        return None
+    if state.get("digest") != shard.digest:
+        return None
+    written, skipped = state.get("written", []), state.get("skipped", [])
+    if sorted([w["key"] for w in written] + [s["key"] for s in skipped]) != sorted(
+        s.key for s in shard.samples
+    ):
+        return None
+    tar_path = out / shard.name
+    if not written:
+        return None if tar_path.exists() else state
+    try:
+        if tar_path.stat().st_size != state.get("bytes"):
+            return None
+        with tarfile.open(tar_path, "r") as t:
+            names = sorted(t.getnames())
+    except (OSError, tarfile.TarError):
+        return None
+    expected = sorted(
+        [f"{w['key']}.{w['container']}" for w in written] + [f"{w['key']}.json" for w in written]
+    )
+    return state if names == expected else None
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- main entry
+def make_shards(
+    source: str,
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    annotations: str | os.PathLike | None = None,
+    split: int | str = 1,
+    short_side: int | None = None,
+    fps: float | None = None,
+    keyframe_interval: int | None = None,
+    crf: int = 23,
+    keep_audio: bool = False,
+    workers: int = 1,
+    val_fraction: float = 0.0,
+    max_count: int = 256,
+    max_bytes: int = 1 << 30,
+    seed: int = 0,
+    progress: bool = True,
+    *,
+    reencode: bool | None = None,
+    preset: str = "medium",
+    console: Any = None,
+) -> dict[str, Any]:
+    """Shard the dataset at ``root`` (layout ``source``) into ``out``; returns the manifest.
+
+    ``split``: the official split 1-3 for ucf101/hmdb51; for folder/csv a split name (``train``,
+    ``val``, ``test``) for rows without one (an int means ``train``). ``reencode`` None: re-encode iff
+    ``short_side``, ``fps`` or ``keyframe_interval`` is set. See the module docstring for the rest.
+    """
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    # ---- checks that need no worker
+    if source not in LAYOUTS:
+        raise VideosslError(f"unknown source layout {source!r}; valid layouts: {', '.join(LAYOUTS)}")
+    if workers < 1:
+        raise VideosslError(f"--workers must be at least 1, got {workers}")
+    if max_count < 1:
+        raise VideosslError(f"--max-count must be at least 1, got {max_count}")
+    if max_bytes < 1:
+        raise VideosslError(f"--max-bytes must be positive, got {max_bytes}")
+    if short_side is not None and (short_side < 2 or short_side % 2):
+        raise VideosslError(f"--short-side must be an even number (H.264 yuv420p), got {short_side}")
+    if fps is not None and not fps > 0:
+        raise VideosslError(f"--fps must be positive, got {fps}")
+    if keyframe_interval is not None and keyframe_interval < 1:
+        raise VideosslError(f"--keyframe-interval must be at least 1, got {keyframe_interval}")
+    if not 0 <= crf <= 51:
+        raise VideosslError(f"--crf must be in 0..51, got {crf}")
+    do_reencode = (
+        bool(reencode)
+        if reencode is not None
+        else any(v is not None for v in (short_side, fps, keyframe_interval))
+    )
+    if not do_reencode and any(v is not None for v in (short_side, fps, keyframe_interval)):
+        raise VideosslError(
+            "--short-side/--fps/--keyframe-interval need re-encoding (reencode=False was given)"
+        )
+    enc = EncodeParams(
+        reencode=do_reencode,
+        short_side=short_side,
+        fps=fps,
+        keyframe_interval=keyframe_interval or DEFAULT_KEYFRAME_INTERVAL,
+        crf=crf,
+        preset=preset,
+        keep_audio=keep_audio,
+    )
+    listing = list_source(source, root, annotations, split, val_fraction, seed)
+    if listing.num_entries == 0:
+        raise VideosslError(
+            f"{source} source at {listing.root}: no videos listed (check --root/--annotations)"
+        )
+    out_dir = ensure_writable_dir(out)
+    _check_out_dir(out_dir, listing)
+    (out_dir / STATE_DIR).mkdir(exist_ok=True)
+
+    # ---- plan
+    label_of = {name: i for i, name in enumerate(listing.classes)}
+    for r in listing.records:
+        if r.label_name is not None and r.label_name not in label_of:  # a layout bug, not a user error
+            raise AssertionError(f"label {r.label_name!r} of {r.source_id} is not in the class list")
+    keys = make_keys(listing.records)
+    samples = [
+        PlannedSample(r, k, label_of.get(r.label_name, -1) if r.label_name is not None else -1, _size(r.path))
+        for r, k in zip(listing.records, keys, strict=True)
+    ]
+    encode_desc = asdict(enc) if enc.reencode else {"reencode": False}
+    plan = plan_shards(samples, max_count=max_count, max_bytes=max_bytes, seed=seed, encode=encode_desc)
+    _remove_stale(out_dir, plan, console)
+
+    states: dict[str, dict[str, Any]] = {}
+    todo: list[PlannedShard] = []
+    for sh in plan:
+        st = verify_shard(out_dir, sh)
+        if st is None:
+            todo.append(sh)
+        else:
+            states[sh.name] = st
+    n_todo = sum(len(sh.samples) for sh in todo)
+    console.print(
+        f"make-shards: {source} {listing.root} -> {out_dir}: {len(listing.records)} videos in {len(plan)} shards "
+        f"({len(plan) - len(todo)} already done), {len(listing.missing)} missing/invalid"
+        + (f", {listing.unused} unused (flag 0)" if listing.unused else "")
+        + (
+            f"; re-encode short side {short_side or 'as source'}, fps {fps or 'as source'}, keyframe every "
+            f"{enc.keyframe_interval}, crf {crf}"
+            if enc.reencode
+            else "; original bytes, no re-encode"
+        )
+    )
+
+    # ---- write the shards that are not done
+    if todo:
+        params = asdict(enc)
+        tasks = [(str(s.record.path), params) for sh in todo for s in sh.samples]
+        pool = (
+            mp.get_context("spawn").Pool(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
+        )
+        try:
+            results = (
+                pool.imap(process_file, tasks, chunksize=1) if pool is not None else map(process_file, tasks)
+            )
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            cols = [
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+            ]
+            with Progress(*cols, console=console, disable=not progress) as bar:
+                task = bar.add_task("make-shards", total=n_todo)
+                for sh in todo:
+                    bar.update(task, description=sh.name)
+                    states[sh.name] = _write_shard(out_dir, sh, results, bar, task)
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+
+    # ---- manifest, indexes, counts
+    shard_infos: dict[str, list[ShardInfo]] = {}
+    labels_per_split: dict[str, list[int]] = {}
+    durations: dict[str, float] = {}
+    skipped: list[dict[str, Any]] = [{"source": s, "reason": why} for s, why in listing.missing]
+    splits_present = [s for s in SPLITS if any(r.split == s for r in listing.records)]
+    for split_name in splits_present:
+        shard_infos[split_name], labels_per_split[split_name], durations[split_name] = [], [], 0.0
+    for sh in plan:
+        st = states[sh.name]
+        if st["written"]:
+            shard_infos[sh.split].append(ShardInfo(sh.name, len(st["written"]), st["bytes"]))
+        labels_per_split[sh.split] += [w["label"] for w in st["written"]]
+        durations[sh.split] += sum(w["duration"] for w in st["written"])
+        skipped += [
+            {"source": s["source"], "reason": s["reason"], "split": sh.split, "shard": sh.name}
+            for s in st["skipped"]
+        ]
+    n_in = listing.num_entries
+    n_written = sum(len(v) for v in labels_per_split.values())
+    n_skipped = len(skipped)
+    assert n_in == n_written + n_skipped, f"count invariant broken: {n_in} in != {n_written} + {n_skipped}"
+    for split_name in splits_present:
+        write_split_index(out_dir, split_name, shard_infos[split_name])
+    containers = sorted({w["container"] for st in states.values() for w in st["written"]})
+    params_out = {
+        "source": source,
+        "annotations": str(listing.annotations) if listing.annotations else None,
+        "official_split": int(split) if source in ("ucf101", "hmdb51") else None,
+        "reencode": enc.reencode,
+        "short_side": short_side,
+        "fps": fps,
+        "keyframe_interval": enc.keyframe_interval if enc.reencode else None,
+        "crf": crf if enc.reencode else None,
+        "preset": preset if enc.reencode else None,
+        "keep_audio": keep_audio,  # without re-encoding the original bytes (with any audio) are stored
+        "val_fraction": val_fraction,
+        "max_count": max_count,
+        "max_bytes": max_bytes,
+        "seed": seed,
+    }
+    manifest = build_manifest(
+        kind=source,
+        classes=listing.classes,
+        splits=shard_infos,
+        labels_per_split=labels_per_split,
+        params=params_out,
+        skipped=skipped,
+        video={"codec": "h264", "container": "mp4"} if enc.reencode else {"containers": containers},
+        source_root=str(listing.root),
+        extra={
+            "counts": {"input": n_in, "written": n_written, "skipped": n_skipped, "unused": listing.unused},
+            "total_duration": {k: round(v, 3) for k, v in durations.items()},
+        },
+    )
+    write_manifest(out_dir, manifest)
+    _report(console, manifest, len(todo), len(plan))
+    return manifest
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _check_out_dir(out_dir: Path, listing: SourceListing) -> None:
+    """Refuse to mix two different datasets in one folder (a rerun of the same one is fine)."""
+    if not (out_dir / "manifest.json").exists():
+        return
+    try:
+        old = load_manifest(out_dir)
+    except VideosslError:
+        return
+    if old.get("kind") != listing.kind or old.get("source_root") != str(listing.root):
+        raise VideosslError(
+            f"{out_dir} already holds a shard set of {old.get('kind')} from {old.get('source_root')}; "
+            "choose another --out or delete that folder"
+        )
+
+
+def _remove_stale(out_dir: Path, plan: list[PlannedShard], console: Any) -> None:
+    """Remove ``.part`` leftovers of a crash and shard tars/states that the current plan has no place for."""
+    wanted = {sh.name for sh in plan}
+    removed = []
+    for p in sorted(out_dir.iterdir()):
+        if _SHARD_RE.match(p.name) and (p.name.endswith(".part") or p.name not in wanted):
+            p.unlink()
+            removed.append(p.name)
+    for p in sorted((out_dir / STATE_DIR).glob("*.json*")):
+        name = p.name.removesuffix(".part").removesuffix(".json")
+        if p.name.endswith(".part") or name not in wanted:
+            p.unlink()
+    splits = {sh.split for sh in plan}
+    for s in SPLITS:
+        idx = out_dir / f"{s}.index.json"
+        if s not in splits and idx.exists():
+            idx.unlink()
+            removed.append(idx.name)
+    if removed:
+        console.print(
+            f"removed {len(removed)} stale file(s) of an earlier run: {', '.join(removed[:5])}"
+            + (" ..." if len(removed) > 5 else "")
+        )
+
+
+def _write_shard(out_dir: Path, sh: PlannedShard, results: Any, bar: Any, task: Any) -> dict[str, Any]:
+    state_path = _state_path(out_dir, sh)
+    state_path.unlink(missing_ok=True)
+    (out_dir / sh.name).unlink(missing_ok=True)
+    writer = SplitWriter(
+        out_dir, sh.split, max_count=len(sh.samples) + 1, max_bytes=1 << 62, start_index=sh.index
+    )
+    written: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for s in sh.samples:
+        res = next(results)
+        bar.advance(task)
+        r = s.record
+        if res[0] != "ok":
+            skipped.append({"key": s.key, "source": r.source_id, "reason": res[1]})
+            continue
+        _, ext, data, meta = res
+        info = {
+            "key": s.key,
+            "label": s.label,
+            "label_name": r.label_name,
+            "split": r.split,
+            **({"caption": r.caption} if r.caption is not None else {}),
+            "fps": meta["fps"],
+            "num_frames": meta["num_frames"],
+            "width": meta["width"],
+            "height": meta["height"],
+            "duration": meta["duration"],
+            "source": r.source_id,
+            "container": ext,
+            "has_audio": meta["has_audio"],
+        }
+        writer.write(s.key, {ext: data, "json": json_bytes(info)})
+        written.append(info)
+    infos = writer.close()
+    assert len(infos) <= 1 and (not infos or infos[0].name == sh.name)
+    state = {
+        "shard": sh.name,
+        "digest": sh.digest,
+        "bytes": infos[0].bytes if infos else 0,
+        "written": written,
+        "skipped": skipped,
+    }
+    _write_json_atomic(state_path, state)
+    return state
+
+
+def _report(console: Any, manifest: dict[str, Any], n_new: int, n_plan: int) -> None:
+    from rich.table import Table
+
+    c = manifest["counts"]
+    skipped = manifest["skipped"]
+    if skipped:
+        t = Table(title=f"skipped: {len(skipped)} file(s) (all listed in manifest.json)", show_lines=False)
+        t.add_column("source", overflow="fold")
+        t.add_column("reason", overflow="fold")
+        for s in skipped[:20]:
+            t.add_row(s["source"], s["reason"])
+        if len(skipped) > 20:
+            t.add_row(f"... {len(skipped) - 20} more", "")
+        console.print(t)
+    per_split = ", ".join(f"{k} {v['num_samples']}" for k, v in manifest["splits"].items())
+    console.print(
+        f"input {c['input']} = written {c['written']} ({per_split}) + skipped {c['skipped']}"
+        + (f"; unused {c['unused']}" if c["unused"] else "")
+        + f"; shards written this run: {n_new} of {n_plan}"
+    )
+
+
+# ----------------------------------------------------------------------------- CLI
+_EPILOG = """\
+examples:
+  # UCF101, official split 1, keep the original AVIs
+  videossl data make-shards --source ucf101 --root UCF-101 --annotations ucfTrainTestlist --split 1 --out shards/ucf101-s1
+  # HMDB51 split 2, re-encoded to short side 256 with a keyframe every 16 frames
+  videossl data make-shards --source hmdb51 --root hmdb51_org --annotations testTrainMulti_7030_splits \\
+      --split 2 --short-side 256 --keyframe-interval 16 --out shards/hmdb51-s2 --workers 8
+  # Kinetics-400 (CVDF layout), short side 320, 8 workers; missing videos are counted and listed
+  videossl data make-shards --source kinetics --root k400 --annotations k400/annotations --short-side 320 \\
+      --out shards/k400 --workers 8
+  # any ROOT/<class>/<video> folder, 10% of each class to val
+  videossl data make-shards --source folder --root my_videos --val-fraction 0.1 --out shards/mine
+  # a CSV of path,label[,split][,caption]
+  videossl data make-shards --source csv --root clips --annotations clips/list.csv --out shards/clips
+
+Rerunning the same command resumes: finished shards that verify are kept, the rest is rewritten.
+Skipped files (missing, empty, undecodable) are printed and listed in OUT/manifest.json.
+"""
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*", str(text))
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1G, 512M, 1000000)")
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
+    return int(float(m.group(1)) * mult)
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = (
+        "Turn a video dataset into WebDataset shards (encoded video + json per sample) with a manifest. "
+        "Every file is test-decoded; unreadable or missing files are skipped and listed."
+    )
+    parser.epilog = _EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--source", required=True, choices=LAYOUTS, help="layout of the source dataset")
+    parser.add_argument("--root", required=True, help="folder holding the videos")
+    parser.add_argument(
+        "--annotations",
+        default=None,
+        help="split/annotation files: ucfTrainTestlist folder, testTrainMulti_7030_splits folder, "
+        "Kinetics CSV or folder of CSVs, or the csv source's CSV (default: looked up near ROOT)",
+    )
+    parser.add_argument(
+        "--split",
+        default="1",
+        help="ucf101/hmdb51: official split 1, 2 or 3; folder/csv: split for rows without one "
+        "(train|val|test, default train)",
+    )
+    parser.add_argument("--out", required=True, help="output folder for the shards and manifest.json")
+    parser.add_argument("--short-side", type=int, default=None, help="re-encode to this short side (even)")
+    parser.add_argument("--fps", type=float, default=None, help="re-encode to this frame rate")
+    parser.add_argument(
+        "--keyframe-interval",
+        type=int,
+        default=None,
+        help=f"re-encode with a keyframe every G frames (default {DEFAULT_KEYFRAME_INTERVAL} when re-encoding)",
+    )
+    parser.add_argument("--crf", type=int, default=23, help="H.264 CRF when re-encoding (default 23)")
+    parser.add_argument("--preset", default="medium", help="x264 preset when re-encoding (default medium)")
+    parser.add_argument(
+        "--reencode",
+        action="store_true",
+        help="re-encode to H.264 mp4 even without --short-side/--fps/--keyframe-interval",
+    )
+    parser.add_argument("--keep-audio", action="store_true", help="keep the audio (AAC) when re-encoding")
+    parser.add_argument("--workers", type=int, default=1, help="processes decoding/encoding in parallel")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="folder/csv: move this fraction of each class to val (stratified, seeded)",
+    )
+    parser.add_argument("--max-count", type=int, default=256, help="samples per shard at most (default 256)")
+    parser.add_argument(
+        "--max-bytes",
+        type=parse_size,
+        default=1 << 30,
+        help="source bytes per shard at most, e.g. 512M (default 1G)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle and of --val-fraction")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    split: int | str = int(args.split) if str(args.split).strip().isdigit() else str(args.split)
+    manifest = make_shards(
+        args.source,
+        args.root,
+        args.out,
+        annotations=args.annotations,
+        split=split,
+        short_side=args.short_side,
+        fps=args.fps,
+        keyframe_interval=args.keyframe_interval,
+        crf=args.crf,
+        keep_audio=args.keep_audio,
+        workers=args.workers,
+        val_fraction=args.val_fraction,
+        max_count=args.max_count,
+        max_bytes=args.max_bytes,
+        seed=args.seed,
+        progress=not args.no_progress,
+        reencode=True if args.reencode else None,
+        preset=args.preset,
+    )
+    return 0 if manifest["counts"]["written"] > 0 else 1
+
+
+__all__ = [
+    "EncodeParams",
+    "ProbeError",
+    "add_cli_arguments",
+    "make_keys",
+    "make_shards",
+    "probe_video",
+    "process_file",
+    "reencode_video",
+    "run_cli",
+    "target_size",
+    "verify_shard",
+]
