@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from videossl.data.decoding import DecodeError, available_backends, measure_rss_growth, open_video
+from videossl.errors import VideosslError
+
+BACKENDS = [b for b in ("decord", "pyav") if b in available_backends()]
+
+
+def test_available_backends_lists_decord_and_pyav_not_torchcodec():
+    have = available_backends()
+    assert "decord" in have and "pyav" in have
+    assert "torchcodec" not in have  # not installed here; auto must not pick it
+    with pytest.raises(VideosslError, match="not installed"):
+        open_video(b"x", "torchcodec")
+    with pytest.raises(VideosslError, match="unknown decoder backend"):
+        open_video(b"x", "ffmpeg")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_metadata_and_frames_match_reference(backend, mp4_bytes, mp4_reference):
+    with open_video(mp4_bytes, backend) as r:
+        assert (r.num_frames, r.width, r.height) == (40, 64, 48)
+        assert r.fps == pytest.approx(25.0)
+        idx = [0, 7, 8, 9, 23, 39]  # keyframe boundaries (gop 8) and the last frame
+        x = r.get_frames(idx)
+    assert x.dtype == torch.uint8 and x.shape == (6, 48, 64, 3)
+    mae = np.abs(x.numpy().astype(float) - mp4_reference[idx].astype(float)).mean()
+    assert mae <= 1.0
+
+
+def test_decord_and_pyav_agree_on_the_same_indices(mp4_bytes):
+    idx = np.array([3, 17, 30, 31, 12])
+    with open_video(mp4_bytes, "decord") as a, open_video(mp4_bytes, "pyav") as b:
+        fa, fb = a.get_frames(idx).float(), b.get_frames(idx).float()
+    assert (fa - fb).abs().mean().item() <= 1.0
+    # frames really differ from each other (the index is not ignored)
+    assert (fa[0] - fa[1]).abs().mean().item() > 20
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unsorted_and_repeated_indices(backend, mp4_bytes, mp4_reference):
+    idx = [25, 2, 2, 39, 0, 25, 16]
+    with open_video(mp4_bytes, backend) as r:
+        x = r.get_frames(idx).numpy().astype(float)
+        empty = r.get_frames([])
+    assert x.shape[0] == len(idx)
+    assert np.abs(x - mp4_reference[idx]).mean() <= 1.0
+    assert np.array_equal(x[1], x[2]) and np.array_equal(x[0], x[5])
+    assert empty.shape == (0, 48, 64, 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_out_of_range_and_closed(backend, mp4_bytes):
+    r = open_video(mp4_bytes, backend)
+    with pytest.raises(DecodeError, match="out of range: the video has 40 frames"):
+        r.get_frames([0, 40])
+    with pytest.raises(DecodeError, match="out of range"):
+        r.get_frames([-1])
+    r.close()
+    with pytest.raises(DecodeError, match="closed"):
+        r.get_frames([0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda b: b"",
+        lambda b: np.random.default_rng(0).bytes(4000),
+        lambda b: b[: len(b) // 2],  # moov at the end: cut off
+        lambda b: b[:100],
+    ],
+    ids=["empty", "garbage", "truncated-half", "truncated-header"],
+)
+def test_bad_bytes_raise_decode_error(backend, make, mp4_bytes):
+    with pytest.raises(DecodeError):
+        with open_video(make(mp4_bytes), backend) as r:
+            r.get_frames(range(r.num_frames))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_truncated_faststart_file_raises_decode_error(backend, tmp_path, make_mp4):
+    # moov in front: the container opens, the sample data is cut: must fail at open or get_frames
+    data = make_mp4(32, 64, 48, path=tmp_path / "fs.mp4")
+    assert data[4:8] == b"ftyp" and b"moov" in data[:2000]
+    cut = data[: int(len(data) * 0.7)]
+    with pytest.raises(DecodeError):
+        with open_video(cut, backend, expected_frames=32) as r:
+            r.get_frames(range(r.num_frames))
+
+
+def test_expected_frames_far_off_is_truncation(mp4_bytes):
+    with pytest.raises(DecodeError, match="metadata says 200"):
+        open_video(mp4_bytes, "pyav", expected_frames=200)
+    with open_video(mp4_bytes, "pyav", expected_frames=41) as r:  # small mismatch: tolerated
+        assert r.num_frames == 40
+
+
+def test_open_from_path(tmp_path, mp4_bytes):
+    p = tmp_path / "v.mp4"
+    p.write_bytes(mp4_bytes)
+    with open_video(p) as r:
+        assert r.get_frames([5]).shape == (1, 48, 64, 3)
+    with pytest.raises(DecodeError, match="does not exist"):
+        open_video(tmp_path / "missing.mp4")
+
+
+def test_pyav_seek_only_decodes_from_the_keyframe(mp4_bytes, monkeypatch):
+    # frame 33 lies in the GOP starting at 32: PyAV must seek there and decode <= 8 frames
+    import av
+
+    calls = {"n": 0}
+    orig = av.packet.Packet.decode
+
+    def counting(self):
+        out = orig(self)
+        calls["n"] += len(out)
+        return out
+
+    with open_video(mp4_bytes, "pyav") as r:
+        monkeypatch.setattr(av.packet.Packet, "decode", counting)
+        r.get_frames([33])
+    assert 0 < calls["n"] <= 8
+
+
+def test_measure_rss_growth_reports_numbers(mp4_bytes):
+    out = measure_rss_growth(mp4_bytes, "pyav", iterations=5, warmup=1)
+    assert set(out) == {"rss_start_mb", "rss_end_mb", "growth_mb", "per_iter_kb", "iterations"}
+    assert out["rss_start_mb"] > 10 and out["iterations"] == 5

@@ -1,0 +1,204 @@
+"""``VideoDataModule``: the one LightningDataModule every method uses (args usable from LightningCLI YAML).
+
+Example recipe (BraVe narrow/broad)::
+
+    data:
+      class_path: videossl.data.datamodule.VideoDataModule
+      init_args:
+        data_dir: shards/ucf101
+        batch_size: 32
+        num_workers: 8
+        placement: inside_random
+        train_views:
+          - {name: narrow, sampler: narrow, frames: 16, stride: 2, size: 224}
+          - {name: broad, sampler: broad, frames: 64, stride: 4, size: 112}
+        eval_views:
+          - {name: clip, sampler: uniform, frames: 32, stride: 2, size: 224, train: false, num_clips: 10, crops: 3}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytorch_lightning as pl
+
+from videossl.data.pipeline import (
+    EpochDataLoader,
+    SkipLog,
+    VideoShardDataset,
+    ViewSpec,
+    check_ram,
+    make_loader,
+    ram_estimate,
+)
+from videossl.data.shards import load_manifest
+from videossl.data.transforms import AugmentConfig
+from videossl.errors import VideosslError
+
+log = logging.getLogger(__name__)
+
+
+def default_train_views() -> list[ViewSpec]:
+    return [ViewSpec(name="clip", sampler="random", frames=16, stride=2, size=224, copies=2)]
+
+
+def default_eval_views() -> list[ViewSpec]:
+    return [ViewSpec(name="clip", sampler="uniform", frames=16, stride=2, size=224, train=False, augment=AugmentConfig())]
+
+
+class VideoDataModule(pl.LightningDataModule):
+    """Train / val / test loaders over one shard set (``data_dir`` with ``manifest.json``).
+
+    ``data_dir`` may also be a brace pattern, glob or list when only one split is used: then
+    ``train_split`` etc. are ignored and every stage reads those shards. ``rank``/``world_size``
+    default to the trainer's. Each stage's dataset is built in ``setup`` (all checks happen there,
+    before any worker starts), and the host-RAM estimate is printed and checked against
+    ``ram_fraction`` of the machine's RAM.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | list[str],
+        train_split: str | None = "train",
+        val_split: str | None = "val",
+        test_split: str | None = "test",
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        prefetch_factor: int = 2,
+        train_views: list[ViewSpec] | None = None,
+        eval_views: list[ViewSpec] | None = None,
+        placement: str = "inside_random",
+        decoder: str = "auto",
+        decoder_threads: int = 1,
+        shuffle_buffer: int = 64,
+        seed: int = 0,
+        num_classes: int | None = None,
+        extras: list[str] | None = None,
+        skip_log_dir: str | None = None,
+        ram_fraction: float = 0.5,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        super().__init__()
+        self.data_dir = data_dir
+        self.splits = {"fit": train_split, "validate": val_split, "test": test_split}
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers, self.prefetch_factor = int(num_workers), int(prefetch_factor)
+        self.train_views = list(train_views) if train_views else default_train_views()
+        self.eval_views = list(eval_views) if eval_views else default_eval_views()
+        self.placement, self.decoder, self.decoder_threads = placement, decoder, int(decoder_threads)
+        self.shuffle_buffer, self.seed, self.num_classes = int(shuffle_buffer), int(seed), num_classes
+        self.extras = list(extras or [])
+        self.skip_log_dir = skip_log_dir
+        self.ram_fraction = float(ram_fraction)
+        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        self.rank, self.world_size = rank, world_size
+        self.datasets: dict[str, VideoShardDataset] = {}
+        if self.num_workers < 0:
+            raise VideosslError(f"num_workers must be >= 0, got {num_workers}")
+        if not 0 < self.ram_fraction <= 1:
+            raise VideosslError(f"ram_fraction must be in (0, 1], got {ram_fraction}")
+
+    @property
+    def classes(self) -> list[str] | None:
+        ds = next(iter(self.datasets.values()), None)
+        return ds.source.classes if ds is not None else None
+
+    def _rank(self) -> tuple[int | None, int | None]:
+        if self.rank is not None and self.world_size is not None:
+            return self.rank, self.world_size
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        return self.rank, self.world_size
+
+    def _source_hw(self) -> tuple[int, int] | None:
+        if isinstance(self.data_dir, str) and os.path.isdir(self.data_dir):
+            try:
+                video = load_manifest(self.data_dir).get("video") or {}
+            except VideosslError:
+                return None
+            h, w = video.get("height"), video.get("width")
+            if h and w:
+                return int(h), int(w)
+        return None
+
+    def _skip_dir(self, split: str) -> str | None:
+        return os.path.join(self.skip_log_dir, split) if self.skip_log_dir else None
+
+    def build(self, stage: str, split: str | None) -> VideoShardDataset:
+        train = stage == "fit"
+        rank, world = self._rank()
+        views = self.train_views if train else self.eval_views
+        ds = VideoShardDataset(
+            self.data_dir,
+            views,
+            split=split,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            train=train,
+            placement=self.placement,
+            decoder=self.decoder,
+            shuffle_buffer=self.shuffle_buffer if train else 0,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            num_classes=self.num_classes,
+            extras=self.extras,
+            skip_log_dir=self._skip_dir(split or stage),
+            decoder_threads=self.decoder_threads,
+        )
+        est = ram_estimate(
+            ds.views, ds.batch_size, self.num_workers, self.prefetch_factor,
+            ds.shuffle_buffer if train else 0, ds.source.avg_sample_bytes, self._source_hw(),
+        )
+        msg = check_ram(est, self.ram_fraction, what=f"data[{split or stage}]")
+        log.info(msg)
+        if rank in (None, 0):
+            print(msg, flush=True)
+        return ds
+
+    def setup(self, stage: str | None = None) -> None:
+        stages = ["fit", "validate", "test"] if stage is None else [stage]
+        if stage == "fit" and self.splits["validate"]:
+            stages.append("validate")
+        for st in stages:
+            split = self.splits.get(st if st != "predict" else "test")
+            if split is None or st in self.datasets:
+                continue
+            self.datasets[st] = self.build(st, split)
+
+    def _loader(self, stage: str) -> EpochDataLoader:
+        if stage not in self.datasets:
+            self.setup(stage)
+        if stage not in self.datasets:
+            raise VideosslError(f"no {stage} split configured (set {'train' if stage == 'fit' else stage}_split)")
+        trainer = getattr(self, "trainer", None)
+        epoch_fn = (lambda: trainer.current_epoch) if (trainer is not None and stage == "fit") else None
+        return make_loader(
+            self.datasets[stage],
+            num_workers=self.num_workers,
+            prefetch_factor=self.prefetch_factor,
+            epoch_fn=epoch_fn,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> EpochDataLoader:
+        return self._loader("fit")
+
+    def val_dataloader(self) -> EpochDataLoader:
+        return self._loader("validate")
+
+    def test_dataloader(self) -> EpochDataLoader:
+        return self._loader("test")
+
+    def skip_log(self, stage: str = "fit") -> SkipLog:
+        return self.datasets[stage].skip_log
+
+
+__all__ = ["VideoDataModule", "ViewSpec", "AugmentConfig", "default_train_views", "default_eval_views"]

@@ -1,0 +1,401 @@
+"""One decoder interface over decord (default), PyAV (fallback) and torchcodec (when installed).
+
+``open_video(data, backend="auto")`` takes the encoded bytes (or a path) and returns a
+:class:`VideoReader`: a context manager with ``num_frames``, ``fps``, ``width``, ``height`` and
+``get_frames(indices) -> uint8 tensor (N, H, W, 3)`` in the order asked for.
+
+Rules every backend follows:
+
+- only the frames asked for are decoded; each distinct index once, even when ``indices`` repeats
+  or is unsorted (``np.unique`` + inverse gather);
+- frame ``i`` is the ``i``-th frame in decode output order, never looked up by raw timestamp
+  (PyAV: seek to the keyframe packet at or before the first index, number the decoder's output
+  from that packet's decode-order position; valid for closed GOPs, which is what x264 writes);
+- truncated, zero-length or garbage bytes and out-of-range indices raise :class:`DecodeError`
+  (a :class:`~videossl.errors.VideosslError`) at open or at ``get_frames``; every handle is closed
+  by ``close()`` / ``with``.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import io
+import logging
+import os
+import resource
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from videossl.errors import VideosslError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("decord", "pyav", "torchcodec")
+
+
+class DecodeError(VideosslError):
+    """The bytes are not a decodable video, or a requested frame does not exist."""
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def available_backends() -> list[str]:
+    """Backends importable here, in the order ``backend="auto"`` tries them."""
+    out = []
+    if _has("decord"):
+        out.append("decord")
+    if _has("av"):
+        out.append("pyav")
+    if _has("torchcodec"):
+        out.append("torchcodec")
+    return out
+
+
+def _check_indices(indices: Sequence[int] | np.ndarray | torch.Tensor, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= num_frames):
+        bad = idx[(idx < 0) | (idx >= num_frames)]
+        raise DecodeError(f"frame index {int(bad[0])} out of range: the video has {num_frames} frames (0..{num_frames - 1})")
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    return uniq, inverse
+
+
+class VideoReader:
+    """Base class: subclasses implement ``_decode_sorted(unique_sorted_indices) -> (n, H, W, 3) uint8``."""
+
+    backend = "?"
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def get_frames(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Frames at ``indices`` (any order, repeats allowed) as a uint8 tensor (N, H, W, 3)."""
+        if self._closed:
+            raise DecodeError(f"{self.backend} reader is closed")
+        uniq, inverse = _check_indices(indices, self.num_frames)
+        if uniq.size == 0:
+            return torch.empty((0, self.height, self.width, 3), dtype=torch.uint8)
+        try:
+            frames = self._decode_sorted(uniq)
+        except DecodeError:
+            raise
+        except Exception as e:  # decoder libraries raise assorted types for corrupt data
+            raise DecodeError(f"{self.backend}: cannot decode frames {uniq[:4].tolist()}...: {_short(e)}") from None
+        if frames.shape[0] != uniq.size:
+            raise DecodeError(f"{self.backend}: decoded {frames.shape[0]} of {uniq.size} requested frames (truncated video?)")
+        t = torch.from_numpy(np.ascontiguousarray(frames))
+        if inverse.size == uniq.size and np.array_equal(inverse, np.arange(uniq.size)):
+            return t
+        return t[torch.from_numpy(inverse)]
+
+    def close(self) -> None:
+        self._closed = True
+
+    _closed = False
+
+    def _decode_sorted(self, uniq: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.num_frames} frames, {self.fps:.3f} fps, {self.width}x{self.height})"
+
+
+def _short(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def _as_source(data: bytes | bytearray | memoryview | str | os.PathLike) -> tuple[bytes | None, str | None]:
+    if isinstance(data, bytes | bytearray | memoryview):
+        b = bytes(data)
+        if len(b) == 0:
+            raise DecodeError("empty video data (zero-length member)")
+        return b, None
+    p = Path(data)
+    if not p.is_file():
+        raise DecodeError(f"video file {p} does not exist")
+    if p.stat().st_size == 0:
+        raise DecodeError(f"video file {p} is empty")
+    return None, str(p)
+
+
+# ----------------------------------------------------------------------------------------- decord
+class DecordReader(VideoReader):
+    backend = "decord"
+
+    def __init__(self, data: bytes | None, path: str | None, num_threads: int = 1):
+        import decord
+
+        src = io.BytesIO(data) if data is not None else path
+        try:
+            self._vr = decord.VideoReader(src, ctx=decord.cpu(0), num_threads=num_threads)
+        except Exception as e:
+            raise DecodeError(f"decord cannot open the video: {_short(e)}") from None
+        self.num_frames = len(self._vr)
+        if self.num_frames <= 0:
+            self.close()
+            raise DecodeError("decord: the video has no frames")
+        self.fps = float(self._vr.get_avg_fps())
+        self._size: tuple[int, int] | None = None  # decord has no size getter: learnt from the first decode
+
+    @property
+    def height(self) -> int:  # type: ignore[override]
+        return self._probe_size()[0]
+
+    @property
+    def width(self) -> int:  # type: ignore[override]
+        return self._probe_size()[1]
+
+    def _probe_size(self) -> tuple[int, int]:
+        if self._size is None:
+            if self._closed:
+                raise DecodeError("decord reader is closed")
+            h, w = self._vr.get_batch([0]).shape[1:3]
+            self._size = (int(h), int(w))
+        return self._size
+
+    def _decode_sorted(self, uniq: np.ndarray) -> np.ndarray:
+        frames = self._vr.get_batch(uniq.tolist()).asnumpy()
+        if self._size is None and frames.ndim == 4:
+            self._size = (int(frames.shape[1]), int(frames.shape[2]))
+        return frames
+
+    def close(self) -> None:
+        if not self._closed:
+            self._vr = None
+        super().close()
+
+
+# ------------------------------------------------------------------------------------------- PyAV
+class PyAVReader(VideoReader):
+    """Indexes packets once (demux only, no decode), then seeks to a keyframe per ``get_frames``."""
+
+    backend = "pyav"
+
+    def __init__(self, data: bytes | None, path: str | None, num_threads: int = 1):
+        import av
+
+        self._av = av
+        self._data, self._path = data, path
+        self._container = None
+        try:
+            self._container = self._open()
+            if not self._container.streams.video:
+                raise DecodeError("pyav: no video stream in the data")
+            stream = self._container.streams.video[0]
+            self._stream_index = stream.index
+            self.width, self.height = int(stream.codec_context.width), int(stream.codec_context.height)
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            self.fps = float(rate) if rate else 0.0
+            self._threads = num_threads
+            stream.thread_type = "AUTO" if num_threads > 1 else "SLICE"
+            stream.thread_count = num_threads
+            # decode-order packet table: (pos, pts, dts, keyframe); one packet = one frame for video
+            pos, key, pts = [], [], []
+            for pkt in self._container.demux(stream):
+                if pkt.size == 0 or pkt.dts is None and pkt.pts is None:
+                    continue
+                pos.append(-1 if pkt.pos is None else int(pkt.pos))
+                pts.append(pkt.pts if pkt.pts is not None else pkt.dts)
+                key.append(bool(pkt.is_keyframe))
+        except DecodeError:
+            self.close()
+            raise
+        except Exception as e:
+            self.close()
+            raise DecodeError(f"pyav cannot open the video: {_short(e)}") from None
+        self.num_frames = len(pos)
+        if self.num_frames == 0:
+            self.close()
+            raise DecodeError("pyav: the video has no frames")
+        meta = stream.frames
+        if meta and meta != self.num_frames:
+            log.debug("pyav: container says %d frames, demux found %d; using %d", meta, self.num_frames, self.num_frames)
+        self._pos, self._pts, self._key = pos, pts, np.asarray(key)
+        self._pos_to_order = {p: i for i, p in enumerate(pos) if p >= 0}
+        if not self._key[0]:
+            self._key[0] = True  # decoding always starts from the first packet when nothing else fits
+
+    def _open(self):
+        src = io.BytesIO(self._data) if self._data is not None else self._path
+        return self._av.open(src, mode="r", metadata_errors="ignore")
+
+    def _decode_sorted(self, uniq: np.ndarray) -> np.ndarray:
+        first = int(uniq[0])
+        start = int(np.flatnonzero(self._key[: first + 1])[-1])  # last keyframe at or before `first`
+        if start > 0:
+            try:
+                return self._decode_from(start, uniq, seek=True)
+            except _SeekMissed:
+                log.debug("pyav: seek to packet %d landed after it; decoding from the start", start)
+        return self._decode_from(0, uniq, seek=False)
+
+    def _decode_from(self, start: int, uniq: np.ndarray, seek: bool) -> np.ndarray:
+        if not seek:  # reopen: cheaper and safer than seeking to 0 on odd files
+            if self._container is not None:
+                self._container.close()
+            self._container = self._open()
+            fresh = self._container.streams.video[self._stream_index]
+            fresh.thread_type = "AUTO" if self._threads > 1 else "SLICE"
+            fresh.thread_count = self._threads
+        c = self._container
+        stream = c.streams.video[self._stream_index]
+        if seek:
+            c.seek(int(self._pts[start]), stream=stream, backward=True, any_frame=False)  # also flushes the decoder
+        wanted = set(uniq.tolist())
+        last = int(uniq[-1])
+        out: dict[int, np.ndarray] = {}
+        order: int | None = None
+        for pkt in c.demux(stream):
+            if order is None:
+                if pkt.size == 0:
+                    continue
+                # frames are numbered from the decode-order position of the first packet read
+                order = self._pos_to_order.get(int(pkt.pos), None) if pkt.pos is not None else None
+                if order is None:
+                    order = start
+                if order > int(uniq[0]):
+                    raise _SeekMissed
+            for frame in pkt.decode():
+                if order in wanted:
+                    out[order] = frame.to_ndarray(format="rgb24")
+                order += 1
+            if order > last:
+                break
+        return np.stack([out[i] for i in uniq.tolist() if i in out]) if out else np.empty((0, self.height, self.width, 3), np.uint8)
+
+    def close(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # closing a half-open container must not raise
+                pass
+            self._container = None
+        super().close()
+
+
+class _SeekMissed(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------------- torchcodec
+class TorchCodecReader(VideoReader):  # pragma: no cover - torchcodec is not installed in CI
+    backend = "torchcodec"
+
+    def __init__(self, data: bytes | None, path: str | None, num_threads: int = 1):
+        from torchcodec.decoders import VideoDecoder
+
+        src = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data is not None else path
+        try:
+            self._dec = VideoDecoder(src, dimension_order="NHWC", num_ffmpeg_threads=num_threads, seek_mode="exact")
+        except Exception as e:
+            raise DecodeError(f"torchcodec cannot open the video: {_short(e)}") from None
+        md = self._dec.metadata
+        self.num_frames = int(md.num_frames or len(self._dec))
+        self.fps = float(md.average_fps or 0.0)
+        self.width, self.height = int(md.width), int(md.height)
+
+    def _decode_sorted(self, uniq: np.ndarray) -> np.ndarray:
+        return self._dec.get_frames_at(uniq.tolist()).data.numpy()
+
+    def close(self) -> None:
+        self._dec = None
+        super().close()
+
+
+_READERS: dict[str, Callable[..., VideoReader]] = {
+    "decord": DecordReader,
+    "pyav": PyAVReader,
+    "torchcodec": TorchCodecReader,
+}
+
+
+def open_video(
+    data: bytes | bytearray | memoryview | str | os.PathLike,
+    backend: str = "auto",
+    *,
+    num_threads: int = 1,
+    expected_frames: int | None = None,
+) -> VideoReader:
+    """Open encoded video bytes (or a file path) with ``backend`` (auto | decord | pyav | torchcodec).
+
+    ``auto`` uses decord, then PyAV. ``expected_frames`` (from the sample's metadata) is compared
+    with the decoder's count: a video with fewer than half the frames its metadata claims is a
+    :class:`DecodeError` (truncated); smaller differences are logged at debug level.
+    """
+    if backend not in ("auto", *BACKENDS):
+        raise VideosslError(f"unknown decoder backend {backend!r}: choose one of auto, {', '.join(BACKENDS)}")
+    have = available_backends()
+    if backend == "auto":
+        if not have:
+            raise VideosslError("no video decoder installed: pip install decord2 or av")
+        backend = "decord" if "decord" in have else have[0]
+    elif backend not in have:
+        raise VideosslError(f"decoder backend {backend!r} is not installed here (available: {', '.join(have) or 'none'})")
+    raw, path = _as_source(data)
+    reader = _READERS[backend](raw, path, num_threads=num_threads)
+    if expected_frames is not None and expected_frames > 0 and reader.num_frames != expected_frames:
+        if reader.num_frames < expected_frames // 2:
+            n = reader.num_frames
+            reader.close()
+            raise DecodeError(f"{backend}: found {n} frames but the metadata says {expected_frames} (truncated video)")
+        log.debug("%s: %d frames, metadata says %d", backend, reader.num_frames, expected_frames)
+    return reader
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure_rss_growth(
+    data: bytes, backend: str = "auto", iterations: int = 300, indices: Sequence[int] | None = None, warmup: int = 20
+) -> dict[str, float]:
+    """Open/get/close ``data`` ``iterations`` times; report RSS before/after (for benchmarks, not a test).
+
+    Returns ``{"rss_start_mb", "rss_end_mb", "growth_mb", "per_iter_kb", "iterations"}``; the start is
+    taken after ``warmup`` iterations so that allocator warm-up is not counted as a leak.
+    """
+
+    def once() -> None:
+        with open_video(data, backend) as r:
+            idx = indices if indices is not None else np.linspace(0, r.num_frames - 1, min(8, r.num_frames)).astype(int)
+            r.get_frames(idx)
+
+    for _ in range(warmup):
+        once()
+    gc.collect()
+    start = _rss_bytes()
+    for _ in range(iterations):
+        once()
+    gc.collect()
+    end = _rss_bytes()
+    growth = (end - start) / 2**20
+    return {
+        "rss_start_mb": start / 2**20,
+        "rss_end_mb": end / 2**20,
+        "growth_mb": growth,
+        "per_iter_kb": growth * 1024 / max(iterations, 1),
+        "iterations": float(iterations),
+    }
