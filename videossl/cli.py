@@ -22,14 +22,23 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("data", "make-shards", "videossl.data.make_shards", "turn a UCF101/HMDB51/Kinetics/folder/CSV tree into shards"),
     ("data", "inspect", "videossl.data.inspect", "print what a shard set holds (counts, video params, skipped)"),
     ("data", "preview", "videossl.data.preview", "write a contact sheet of videos with masks, flow and tracks"),
+    ("eval", "linear", "videossl.eval.linear", "linear probe of a frozen encoder (vs random init), with report and plots"),
 ]
+
+LIGHTNING = ("fit", "validate", "test")
 
 GROUP_HELP = {
     "data": "make, inspect and preview WebDataset shard sets of encoded video",
+    "eval": "evaluate frozen encoders: linear probe, calibration, selective prediction",
 }
 
 EPILOG = """\
-Typical session (CPU, no download):
+Training (LightningCLI over composed recipes; every value can be overridden):
+  videossl fit --config recipes/brave/synthetic.yaml
+  videossl fit --config recipes/brave/ucf101.yaml --print_config
+  videossl {fit,validate,test} --help
+
+Typical data session (CPU, no download):
   videossl data synth --out data/synth          # 480 labelled motion videos + ground truth
   videossl data inspect data/synth              # counts per split and class
   videossl data preview data/synth --out preview.png
@@ -59,6 +68,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"videossl {__version__}")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND")
+    for name in LIGHTNING:  # listed for --help; dispatched to LightningCLI in main()
+        groups.add_parser(name, help=f"{name} a recipe with LightningCLI (videossl {name} --help)", add_help=False)
     subs: dict[str, argparse._SubParsersAction] = {}
     # Only import the modules of the command being run (or all of them for --help listings).
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -78,6 +89,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in LIGHTNING:  # LightningCLI parses these itself
+        try:
+            from videossl.train import run_lightning
+
+            return run_lightning(argv[0], argv[1:])
+        except VideosslError as e:
+            print(f"videossl: error: {e}", file=sys.stderr)
+            return 2
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:

@@ -178,12 +178,16 @@ class VideoDataModule(pl.LightningDataModule):
         if stage not in self.datasets:
             raise VideosslError(f"no {stage} split configured (set {'train' if stage == 'fit' else stage}_split)")
         trainer = getattr(self, "trainer", None)
-        epoch_fn = (lambda: trainer.current_epoch) if (trainer is not None and stage == "fit") else None
+        fitting = trainer is not None and stage == "fit"
+        epoch_fn = (lambda: trainer.current_epoch) if fitting else None
+        # batches already trained on in this epoch: > 0 only when resuming mid-epoch from a checkpoint
+        skip_fn = (lambda: int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)) if fitting else None
         return make_loader(
             self.datasets[stage],
             num_workers=self.num_workers,
             prefetch_factor=self.prefetch_factor,
             epoch_fn=epoch_fn,
+            skip_fn=skip_fn,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )

@@ -278,6 +278,39 @@ def plan_worker(total: int, rank: int, world_size: int, worker: int, num_workers
     return WorkerPlan(start, real, quotas[worker])
 
 
+def resume_plan(skip_batches: int, total: int, world_size: int, num_workers: int, batch_size: int,
+                train: bool) -> list[tuple[int, int]]:
+    """For each DataLoader worker: (the worker plan it plays, how many of that plan's batches it drops).
+
+    A DataLoader takes batches from its workers round-robin starting at worker 0, passing over
+    exhausted ones, and the worker plans' quotas differ by at most one batch, larger first
+    (:func:`plan_worker`). After ``skip_batches`` batches the next one belongs to some plan ``l``;
+    so that a restarted loader continues the uninterrupted order exactly, worker 0 plays plan
+    ``l``, worker 1 the plan after it, and so on, each dropping the batches of its plan that were
+    already consumed. With ``skip_batches=0`` this is the identity with no drops.
+    """
+    workers = max(num_workers, 1)
+    remaining = [plan_worker(total, 0, world_size, w, workers, batch_size, train).quota // batch_size for w in range(workers)]
+    drops = [0] * workers
+    order: list[int] = []  # owners of the global batch sequence, round-robin over non-exhausted plans
+    left = list(remaining)
+    while any(left):
+        for w in range(workers):
+            if left[w]:
+                left[w] -= 1
+                order.append(w)
+    for w in order[:skip_batches]:
+        drops[w] += 1
+    nxt = []
+    for w in order[skip_batches:]:
+        if w not in nxt:
+            nxt.append(w)
+        if len(nxt) == workers:
+            break
+    finished = [w for w in range(workers) if w not in nxt]  # fully consumed plans: drop everything
+    return [(w, drops[w]) for w in nxt + finished]
+
+
 def batches_per_rank(total: int, world_size: int, batch_size: int, train: bool) -> int:
     if train:
         return (total // world_size) // batch_size
@@ -444,6 +477,7 @@ class VideoShardDataset(IterableDataset):
         self.extras = tuple(e.lstrip(".").lower() for e in extras)
         self.skip_log = SkipLog(skip_log_dir or tempfile.mkdtemp(prefix="videossl-skips-"))
         self._epoch = torch.multiprocessing.Value("l", 0)  # shared with DataLoader workers
+        self._skip = torch.multiprocessing.Value("l", 0)  # batches of this epoch to drop (exact resume)
         self.transforms = [
             VideoAugment(v.size, v.augment) if v.train else EvalTransform(v.size, v.resize, v.crops, v.augment) for v in self.views
         ]
@@ -456,6 +490,15 @@ class VideoShardDataset(IterableDataset):
     # -- epoch / length -------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         self._epoch.value = int(epoch)
+
+    def set_skip(self, batches: int) -> None:
+        """Start the next iteration at batch ``batches`` of the epoch (resuming mid-epoch).
+
+        The dropped batches are still read and decoded (a bad sample is only known by decoding it,
+        and the augmentation RNG must advance), so the stream after them is exactly the one an
+        uninterrupted run sees; they are just not yielded.
+        """
+        self._skip.value = int(batches)
 
     @property
     def epoch(self) -> int:
@@ -605,6 +648,10 @@ class VideoShardDataset(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self.epoch
+        drop = 0
+        if self._skip.value:  # resuming mid-epoch: this worker plays the plan that comes next
+            worker, drop = resume_plan(self._skip.value, self.source.total, self.world_size, num_workers,
+                                       self.batch_size, self.train)[worker]
         plan = plan_worker(self.source.total, self.rank, self.world_size, worker, num_workers, self.batch_size, self.train)
         if plan.quota == 0:
             return
@@ -637,6 +684,10 @@ class VideoShardDataset(IterableDataset):
                 batch.append(sample)
                 produced += 1
                 if len(batch) == self.batch_size:
+                    if drop > 0:  # resuming mid-epoch: this batch was consumed before the restart
+                        drop -= 1
+                        batch = []
+                        continue
                     out = collate(batch)
                     out["skipped"], batch, skipped = skipped, [], []
                     yield out
@@ -649,6 +700,19 @@ class VideoShardDataset(IterableDataset):
             )
 
 
+class _LazyIterator:
+    def __init__(self, start):
+        self._start, self._it = start, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._it is None:
+            self._it = self._start()
+        return next(self._it)
+
+
 class EpochDataLoader(torch.utils.data.DataLoader):
     """DataLoader over a :class:`VideoShardDataset` that sets the dataset's epoch at each ``iter()``.
 
@@ -656,20 +720,38 @@ class EpochDataLoader(torch.utils.data.DataLoader):
     counted from 0.
     """
 
-    def __init__(self, dataset: VideoShardDataset, epoch_fn=None, **kw: Any):
+    def __init__(self, dataset: VideoShardDataset, epoch_fn=None, skip_fn=None, **kw: Any):
         kw.setdefault("batch_size", None)
         super().__init__(dataset, **kw)
         self._epoch_fn = epoch_fn
+        self._skip_fn = skip_fn
         self._iters = 0
 
     def __iter__(self):
+        # Workers start at the first next(), not at iter(): Lightning may call iter() before it has
+        # restored a checkpoint's epoch and batch position (e.g. to count steps); what the epoch and
+        # the data position are is only known when the first batch is asked for.
+        return _LazyIterator(self._start)
+
+    def _start(self):
         ds = self.dataset
         ds.set_epoch(self._epoch_fn() if self._epoch_fn is not None else self._iters)
+        ds.set_skip(self._skip_fn() if self._skip_fn is not None else 0)
         self._iters += 1
         return super().__iter__()
 
+    # Lightning's resumable-loader protocol. The data position itself is restored from the
+    # trainer's batch progress (``skip_fn``), which counts consumed batches exactly, whereas a
+    # loader-side count would include batches prefetched but never trained on.
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": int(self.dataset.epoch), "iterations": self._iters}
 
-def make_loader(dataset: VideoShardDataset, num_workers: int = 0, prefetch_factor: int = 2, epoch_fn=None, **kw: Any) -> EpochDataLoader:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._iters = int(state.get("iterations", 0))
+
+
+def make_loader(dataset: VideoShardDataset, num_workers: int = 0, prefetch_factor: int = 2, epoch_fn=None, skip_fn=None,
+                **kw: Any) -> EpochDataLoader:
     if num_workers > 0:
         kw.setdefault("prefetch_factor", prefetch_factor)
-    return EpochDataLoader(dataset, epoch_fn=epoch_fn, num_workers=num_workers, **kw)
+    return EpochDataLoader(dataset, epoch_fn=epoch_fn, skip_fn=skip_fn, num_workers=num_workers, **kw)

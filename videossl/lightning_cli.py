@@ -1,0 +1,98 @@
+"""The LightningCLI that `videossl fit/validate/test` runs, with videossl's run-folder conventions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from videossl.data.datamodule import VideoDataModule
+from videossl.data.shards import load_manifest
+from videossl.methods.base import SSLMethod
+
+
+def _num_classes(data: Any) -> int:
+    """Number of classes of the data module's shard set (for the online probe)."""
+    if getattr(data, "num_classes", None):
+        return int(data.num_classes)
+    d = data.data_dir if isinstance(data.data_dir, str) else None
+    if d and os.path.isdir(d):
+        return len(load_manifest(d)["classes"])
+    return 0
+
+
+class ResumeCheckpoint(pl.Callback):
+    """Writes ``<run>/checkpoints/last.ckpt`` every ``every_n_steps`` optimiser steps and at each
+    epoch end (atomically: a kill never leaves a half-written file), and ``<run>/encoder.pt``
+    (the encoder's weights under the ``encoder.`` prefix) when training ends."""
+
+    def __init__(self, dirpath: str, every_n_steps: int = 50) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = int(every_n_steps)
+        self._last_saved_step = -1
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.global_step == self._last_saved_step:
+            return
+        self._last_saved_step = trainer.global_step
+        tmp = self.dirpath / "last.ckpt.part"
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.dirpath / "last.ckpt")
+        trainer.strategy.barrier("videossl-checkpoint")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 and trainer.global_step > 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save(trainer)  # a run stopped by max_steps mid-epoch can be extended later
+        if trainer.is_global_zero and isinstance(pl_module, SSLMethod):
+            sd = {k: v.detach().cpu() for k, v in pl_module.encoder_state_dict().items()}
+            torch.save(sd, self.dirpath.parent / "encoder.pt")
+
+
+class VideosslCLI(LightningCLI):
+    def __init__(self, args: list[str]) -> None:
+        super().__init__(
+            model_class=SSLMethod,
+            datamodule_class=VideoDataModule,
+            subclass_mode_model=True,
+            seed_everything_default=0,
+            trainer_defaults={"enable_checkpointing": False},
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--checkpoint_every", type=int, default=50,
+                            help="write <run>/checkpoints/last.ckpt every N optimiser steps (and each epoch end)")
+        parser.add_argument("--wandb", type=bool, default=False, help="also log to Weights & Biases (offline by default)")
+        parser.link_arguments("data", "model.init_args.num_classes", compute_fn=_num_classes, apply_on="instantiate")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> pl.Trainer:
+        sub = self.config[self.subcommand]
+        root = Path(config.get("default_root_dir") or "runs/default")
+        config["default_root_dir"] = str(root)
+        if config.get("logger") in (None, True):
+            from pytorch_lightning.loggers import CSVLogger
+
+            loggers: list = [CSVLogger(save_dir=str(root), name="", version="")]
+            if sub.get("wandb"):
+                from pytorch_lightning.loggers import WandbLogger
+
+                os.environ.setdefault("WANDB_MODE", "offline")
+                loggers.append(WandbLogger(save_dir=str(root), project="videossl", id=root.name, resume="allow"))
+            config["logger"] = loggers
+        if self.subcommand == "fit":
+            callbacks = list(callbacks) + [ResumeCheckpoint(str(root / "checkpoints"), sub.get("checkpoint_every", 50))]
+        return super()._instantiate_trainer(config, callbacks)

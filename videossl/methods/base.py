@@ -1,0 +1,247 @@
+"""The small base every method builds on.
+
+What lives here, once, for every method: the optimiser and LR schedule from config (AdamW, SGD,
+LARS, RMSprop; linear warmup + cosine or step decay; LR scaled by the global batch), per-parameter
+gradient multipliers (BraVe's predictor ×10), the online linear probe on detached features,
+logging, and the checkpoint convention: the encoder that evaluation uses is ``module.encoder``
+and its weights are saved under the ``encoder.`` prefix.
+
+What does not live here: views, heads and losses. A method subclasses :class:`SSLMethod`, sets
+``self.encoder`` and implements :meth:`SSLMethod.ssl_step`, which returns the loss and the
+features the online probe should see.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videossl.errors import VideosslError
+
+OPTIMIZERS = ("adamw", "sgd", "lars", "rmsprop")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule.
+
+    ``lr`` is the peak LR at ``ref_batch_size``; the LR used is ``lr * global_batch / ref_batch_size``
+    where global batch = per-device batch × devices × nodes × gradient accumulation (set
+    ``ref_batch_size: null`` to use ``lr`` as is). ``warmup`` and ``total`` are in optimiser steps;
+    a value in (0, 1) is a fraction of the run's steps; ``total: null`` = the whole run.
+    """
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    ref_batch_size: int | None = 256
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    trust_coefficient: float = 1e-3
+    schedule: str = "cosine"
+    warmup: float = 0.0
+    total: float | None = None
+    min_lr_ratio: float = 0.0
+    step_every: int = 1000  # step schedule: multiply by step_gamma every step_every steps
+    step_gamma: float = 0.5
+    exclude_bias_and_norm: bool = True
+    grad_multipliers: dict[str, float] = field(default_factory=dict)  # regex on param name -> x
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise VideosslError(f"unknown optimizer {self.name!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise VideosslError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.lr <= 0:
+            raise VideosslError(f"optim.lr must be positive, got {self.lr}")
+
+
+def _steps(value: float | None, total_steps: int) -> int:
+    if value is None:
+        return total_steps
+    return int(round(value * total_steps)) if 0 < value < 1 else int(value)
+
+
+def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
+    """Multiplier of the peak LR at optimiser step ``step`` (pure; tested)."""
+    warmup = _steps(cfg.warmup, total_steps)
+    total = max(_steps(cfg.total, total_steps), 1)
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** (step // max(cfg.step_every, 1))
+    progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def is_bias_or_norm(name: str, param: nn.Parameter) -> bool:
+    return param.ndim <= 1 or name.endswith(".bias")
+
+
+def build_optimizer(named_params, cfg: OptimConfig, lr: float, extra_groups=()) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in named_params:
+        if not p.requires_grad:
+            continue
+        (no_decay if cfg.exclude_bias_and_norm and is_bias_or_norm(name, p) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        # weight_decay 0 also keeps these out of LARS' trust-ratio scaling (timm's Lars adapts only
+        # groups with weight decay), as BraVe does for biases and BN parameters.
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    groups = [g for g in groups if g["params"]] + list(extra_groups)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, momentum=cfg.momentum if cfg.momentum else 0.0)
+    from timm.optim import Lars
+
+    return Lars(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, trust_coeff=cfg.trust_coefficient)
+
+
+def to_clip(view: torch.Tensor) -> torch.Tensor:
+    """A batch of views from the pipeline (B, T, C, H, W), uint8 or float → float (B, C, T, H, W)."""
+    if view.dtype == torch.uint8:
+        view = view.float().div_(255.0)
+    return view.permute(0, 2, 1, 3, 4).contiguous()
+
+
+class SSLMethod(pl.LightningModule):
+    """Base of every self-supervised method.
+
+    Subclasses set ``self.encoder`` (the network evaluation uses; ``feature_dim`` attribute) and
+    implement :meth:`ssl_step`. ``num_classes`` > 0 adds an online linear probe on the detached
+    features of the first view: a learning signal per epoch, never a gradient into the encoder.
+    """
+
+    encoder: nn.Module
+
+    def __init__(self, optim: OptimConfig | None = None, num_classes: int = 0, probe_lr: float = 1e-2) -> None:
+        super().__init__()
+        self.optim = optim if optim is not None else OptimConfig()
+        if isinstance(self.optim, dict):
+            self.optim = OptimConfig(**self.optim)
+        self.num_classes = int(num_classes)
+        self.probe_lr = float(probe_lr)
+        self.online_probe: nn.Module | None = None
+        self._grad_hooks: list = []
+
+    # -- hooks for subclasses ------------------------------------------------------------------
+    def ssl_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Return (loss, features for the online probe (B, D), extra scalars to log)."""
+        raise NotImplementedError
+
+    def eval_features(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Features of the encoder on the first view (what probes and kNN see)."""
+        return self.encoder(to_clip(batch["views"][0]))
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _build_probe(self) -> None:
+        if self.num_classes > 0 and self.online_probe is None:
+            dim = getattr(self.encoder, "feature_dim", None)
+            if dim is None:
+                raise VideosslError(f"{type(self.encoder).__name__} declares no feature_dim: the online probe needs it")
+            self.online_probe = nn.Linear(dim, self.num_classes)
+
+    def configure_model(self) -> None:  # called by Lightning before optimisers; idempotent
+        self._build_probe()
+
+    def global_batch_size(self) -> int:
+        trainer = self._trainer
+        per_device = getattr(getattr(trainer, "datamodule", None), "batch_size", None) if trainer else None
+        if per_device is None:
+            return self.optim.ref_batch_size or 1
+        world = trainer.world_size if trainer else 1
+        return int(per_device) * int(world) * int(trainer.accumulate_grad_batches if trainer else 1)
+
+    def scaled_lr(self) -> float:
+        if not self.optim.ref_batch_size:
+            return self.optim.lr
+        return self.optim.lr * self.global_batch_size() / self.optim.ref_batch_size
+
+    def configure_optimizers(self):
+        self._build_probe()
+        self._install_grad_multipliers()
+        params = [(n, p) for n, p in self.named_parameters() if not n.startswith("online_probe.")]
+        extra = []
+        if self.online_probe is not None:
+            extra.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0,
+                          "lr": self.probe_lr, "fixed_lr": True})
+        lr = self.scaled_lr()
+        opt = build_optimizer(params, self.optim, lr, extra)
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        cfg = self.optim
+        factors = [(lambda s: 1.0) if g.get("fixed_lr") else (lambda s: lr_factor(s, cfg, total)) for g in opt.param_groups]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _install_grad_multipliers(self) -> None:
+        for h in self._grad_hooks:
+            h.remove()
+        self._grad_hooks = []
+        for pattern, mult in self.optim.grad_multipliers.items():
+            rx = re.compile(pattern)
+            hit = [p for n, p in self.named_parameters() if rx.search(n) and p.requires_grad]
+            if not hit:
+                raise VideosslError(f"optim.grad_multipliers: pattern {pattern!r} matches no parameter")
+            for p in hit:  # scale gradients before the optimiser (BraVe: predictor x10 before LARS)
+                self._grad_hooks.append(p.register_hook(lambda g, m=float(mult): g * m))
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _probe_loss(self, feats: torch.Tensor, labels: torch.Tensor, stage: str) -> torch.Tensor:
+        logits = self.online_probe(feats.detach().float())
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(1) == labels).float().mean()
+        bs = labels.shape[0]
+        self.log(f"{stage}/probe_loss", loss, on_step=stage == "train", on_epoch=True, batch_size=bs, sync_dist=stage != "train")
+        self.log(f"{stage}/probe_acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, feats, logs = self.ssl_step(batch)
+        bs = batch["label"].shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        for k, v in logs.items():
+            self.log(f"train/{k}", v, on_step=True, on_epoch=True, batch_size=bs)
+        if self.online_probe is not None:
+            loss = loss + self._probe_loss(feats, batch["label"], "train")
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False, prog_bar=False)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self.online_probe is None:
+            return
+        keep = ~batch["duplicate"] if "duplicate" in batch else slice(None)
+        feats = self.eval_features(batch)
+        self._probe_loss(feats[keep], batch["label"][keep], "val")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # RNG state (RandConv kernels, etc.) so a resumed run draws what an uninterrupted one would
+        # (rank 0's state; other ranks re-seed from it).
+        checkpoint["videossl_rng"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("videossl_rng")
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
+        """The encoder's weights under the stable ``encoder.`` prefix (what evaluation loads)."""
+        return {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+
+    def hparams_dict(self) -> dict[str, Any]:
+        return {"optim": asdict(self.optim), "num_classes": self.num_classes}

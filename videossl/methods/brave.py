@@ -1,0 +1,95 @@
+"""BraVe: Broaden your Views for self-supervised video learning (Recasens et al., ICCV 2021).
+
+Two views of one video, each with its own backbone: a *narrow* view (short clip, high resolution)
+and a *broad* view (long clip, low resolution; RGB, RandConv RGB, or frame differences as a
+second modality). Each side has a projector and a predictor; each side's prediction regresses the
+other side's projection (stop-gradient), in both directions; the loss is the plain mean of the
+terms. No EMA target, no negatives. The encoder kept for evaluation is the narrow backbone:
+``module.encoder``. See ``shared/specs/brave.md``.
+
+Batches come from the shared pipeline with views ``[narrow, broad]`` (the BraVe sampler pair).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from videossl.losses.regression import brave_loss
+from videossl.methods.base import OptimConfig, SSLMethod, to_clip
+from videossl.models.encoders import RandConv, predictor, projector
+
+BROAD_MODALITIES = ("rgb", "randconv", "frame_diff")
+
+
+def frame_differences(clip: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) → (B, C, T, H, W): x[t+1] − x[t], the last difference repeated to keep T."""
+    d = clip[:, :, 1:] - clip[:, :, :-1]
+    return torch.cat([d, d[:, :, -1:]], dim=2)
+
+
+class BraVe(SSLMethod):
+    """BraVe with one broad modality.
+
+    Args:
+        narrow_encoder: backbone of the narrow view; becomes ``self.encoder``.
+        broad_encoder: backbone of the broad view (own weights; its ``in_channels`` must match the
+            modality: 3 for rgb / randconv / frame_diff).
+        broad_modality: ``rgb``, ``randconv`` (a random convolution per clip, as BraVe's code
+            does for every broad video view) or ``frame_diff`` (temporal differences: a cheap
+            motion modality computed on the fly).
+        proj_hidden, out_dim, pred_hidden: head sizes (paper: 4096, 128, 4096).
+        optim: optimiser/schedule (paper: LARS, nesterov, wd 1e-2, predictor gradients x10).
+        num_classes: > 0 adds the online linear probe on detached narrow features.
+    """
+
+    def __init__(
+        self,
+        narrow_encoder: nn.Module,
+        broad_encoder: nn.Module,
+        broad_modality: str = "rgb",
+        proj_hidden: int = 4096,
+        out_dim: int = 128,
+        pred_hidden: int = 4096,
+        optim: OptimConfig | None = None,
+        num_classes: int = 0,
+        probe_lr: float = 1e-2,
+    ) -> None:
+        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr)
+        if broad_modality not in BROAD_MODALITIES:
+            from videossl.errors import VideosslError
+
+            raise VideosslError(f"unknown broad_modality {broad_modality!r}: choose one of {', '.join(BROAD_MODALITIES)}")
+        self.encoder = narrow_encoder
+        self.broad_encoder = broad_encoder
+        self.broad_modality = broad_modality
+        self.randconv = RandConv() if broad_modality == "randconv" else None
+        dn, db = narrow_encoder.feature_dim, broad_encoder.feature_dim
+        self.narrow_projector = projector(dn, proj_hidden, out_dim)
+        self.narrow_predictor = predictor(out_dim, pred_hidden, out_dim)
+        self.broad_projector = projector(db, proj_hidden, out_dim)
+        self.broad_predictor = predictor(out_dim, pred_hidden, out_dim)
+        self._build_probe()
+
+    def broad_input(self, clip: torch.Tensor) -> torch.Tensor:
+        if self.broad_modality == "randconv":
+            return self.randconv(clip)
+        if self.broad_modality == "frame_diff":
+            return frame_differences(clip)
+        return clip
+
+    def ssl_step(self, batch: dict[str, Any]):
+        narrow, broad = batch["views"][0], batch["views"][1]
+        f_n = self.encoder(to_clip(narrow))
+        f_b = self.broad_encoder(self.broad_input(to_clip(broad)))
+        z_n = self.narrow_projector(f_n)
+        p_n = self.narrow_predictor(z_n)
+        z_b = self.broad_projector(f_b)
+        p_b = self.broad_predictor(z_b)
+        # broad predicts narrow, narrow predicts broad; targets are detached inside brave_loss
+        loss = brave_loss([(p_b, z_n), (p_n, z_b)])
+        with torch.no_grad():
+            std = torch.nn.functional.normalize(z_n.float(), dim=1).std(0).mean()  # collapse monitor
+        return loss, f_n, {"z_std": std}
