@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("data", "inspect", "videossl.data.inspect", "print what a shard set holds (counts, video params, skipped)"),
     ("data", "preview", "videossl.data.preview", "write a contact sheet of videos with masks, flow and tracks"),
     ("eval", "linear", "videossl.eval.linear", "linear probe of a frozen encoder (vs random init), with report and plots"),
+    ("bench", "data", "videossl.bench.data", "clips/s of the data pipeline vs raw decoding vs a naive loader, RSS"),
 ]
 
 LIGHTNING = ("fit", "validate", "test")
@@ -30,6 +31,7 @@ LIGHTNING = ("fit", "validate", "test")
 GROUP_HELP = {
     "data": "make, inspect and preview WebDataset shard sets of encoded video",
     "eval": "evaluate frozen encoders: linear probe, calibration, selective prediction",
+    "bench": "benchmarks that print ratios against a baseline measured in the same run",
 }
 
 EPILOG = """\

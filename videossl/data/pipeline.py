@@ -420,6 +420,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "key": [s["key"] for s in samples],
         "shard": [s["shard"] for s in samples],
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.long),
+        "caption": [s.get("caption", "") for s in samples],
         "duplicate": torch.tensor([s["duplicate"] for s in samples], dtype=torch.bool),
         "padded": torch.tensor([s["padded"] for s in samples], dtype=torch.bool),
         "looped": torch.tensor([s["looped"] for s in samples], dtype=torch.bool),
@@ -640,6 +641,7 @@ class VideoShardDataset(IterableDataset):
             "padded": padded,
             "looped": looped,
             "extras": extras,
+            "caption": meta.get("caption") or "",
             "duplicate": False,
         }
 
