@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from videossl.callbacks import ResumeCheckpoint
 from videossl.data.datamodule import VideoDataModule
 from videossl.data.shards import load_manifest
 from videossl.methods.base import SSLMethod
@@ -25,42 +25,6 @@ def _num_classes(data: Any) -> int:
     return 0
 
 
-class ResumeCheckpoint(pl.Callback):
-    """Writes ``<run>/checkpoints/last.ckpt`` every ``every_n_steps`` optimiser steps and at each
-    epoch end (atomically: a kill never leaves a half-written file), and ``<run>/encoder.pt``
-    (the encoder's weights under the ``encoder.`` prefix) when training ends."""
-
-    def __init__(self, dirpath: str, every_n_steps: int = 50) -> None:
-        self.dirpath = Path(dirpath)
-        self.every_n_steps = int(every_n_steps)
-        self._last_saved_step = -1
-
-    def _save(self, trainer: pl.Trainer) -> None:
-        if trainer.global_step == self._last_saved_step:
-            return
-        self._last_saved_step = trainer.global_step
-        tmp = self.dirpath / "last.ckpt.part"
-        if trainer.is_global_zero:
-            self.dirpath.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)
-        if trainer.is_global_zero:
-            os.replace(tmp, self.dirpath / "last.ckpt")
-        trainer.strategy.barrier("videossl-checkpoint")
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 and trainer.global_step > 0:
-            self._save(trainer)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._save(trainer)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._save(trainer)  # a run stopped by max_steps mid-epoch can be extended later
-        if trainer.is_global_zero and isinstance(pl_module, SSLMethod):
-            sd = {k: v.detach().cpu() for k, v in pl_module.encoder_state_dict().items()}
-            torch.save(sd, self.dirpath.parent / "encoder.pt")
-
-
 class VideosslCLI(LightningCLI):
     def __init__(self, args: list[str]) -> None:
         super().__init__(
@@ -70,6 +34,9 @@ class VideosslCLI(LightningCLI):
             seed_everything_default=0,
             trainer_defaults={"enable_checkpointing": False},
             save_config_kwargs={"overwrite": True},
+            # no prefix matching of options: a misspelt key is an error, not another key
+            parser_kwargs={"allow_abbrev": False, "exit_on_error": False,
+                           **{sub: {"allow_abbrev": False, "exit_on_error": False} for sub in ("fit", "validate", "test")}},
             args=args,
         )
 

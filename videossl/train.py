@@ -16,6 +16,7 @@ otherwise or ``--fresh`` is given.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -65,8 +66,13 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
     from videossl.lightning_cli import VideosslCLI
 
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    # sys.argv stays as it is on purpose: Lightning's DDP launcher re-runs it for the other ranks
+    warnings.filterwarnings("ignore", ".*LightningCLI's args parameter is intended to run from within Python.*")
+    warnings.filterwarnings("ignore", ".*`IterableDataset` has `__len__` defined.*")
+    warnings.filterwarnings("ignore", ".*isinstance.treespec, LeafSpec.*")
     fresh = "--fresh" in argv
     argv = [a for a in argv if a != "--fresh"]
+    resumed = False
     with tempfile.TemporaryDirectory(prefix="videossl-recipe-") as tmp:
         args, merged = _compose_configs(argv, tmp)
         if subcommand == "fit" and not fresh and _override(args, "ckpt_path") is None and "--print_config" not in " ".join(args):
@@ -75,9 +81,18 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
             if last is not None and last.is_file():
                 print(f"videossl: resuming from {last} (use --fresh to start over)", file=sys.stderr)
                 args += ["--ckpt_path", str(last)]
+                resumed = True
         if _override(args, "ckpt_path") is not None and _override(args, "weights_only") is None:
             args += ["--weights_only", "true"]  # checkpoints hold tensors and plain types only
-        VideosslCLI(args=[subcommand, *args])
+        from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+        try:
+            VideosslCLI(args=[subcommand, *args])
+        except argparse.ArgumentError as e:  # bad or misspelt key, bad value: one line, naming it
+            raise VideosslError(f"{str(e).strip().splitlines()[0]} (see `videossl {subcommand} --help`)") from None
+        except MisconfigurationException as e:
+            hint = " (this run resumed from its last.ckpt: add --fresh to start over)" if resumed else ""
+            raise VideosslError(f"{str(e).strip().splitlines()[0]}{hint}") from None
     return 0
 
 

@@ -129,8 +129,10 @@ class SSLMethod(pl.LightningModule):
 
     encoder: nn.Module
 
-    def __init__(self, optim: OptimConfig | None = None, num_classes: int = 0, probe_lr: float = 1e-2) -> None:
+    def __init__(self, optim: OptimConfig | None = None, num_classes: int = 0, probe_lr: float = 1e-2,
+                 seed: int = 0) -> None:
         super().__init__()
+        self.seed = int(seed)
         self.optim = optim if optim is not None else OptimConfig()
         if isinstance(self.optim, dict):
             self.optim = OptimConfig(**self.optim)
@@ -138,6 +140,20 @@ class SSLMethod(pl.LightningModule):
         self.probe_lr = float(probe_lr)
         self.online_probe: nn.Module | None = None
         self._grad_hooks: list = []
+
+    # -- randomness inside the model -----------------------------------------------------------
+    def step_generator(self, stream: int = 0) -> torch.Generator:
+        """A CPU generator seeded from (seed, rank, global step, stream) for random draws inside a step.
+
+        Methods draw model-side randomness (e.g. RandConv kernels) from it rather than from the
+        global RNG, so a run resumed from a checkpoint draws exactly what an uninterrupted run
+        would (no RNG state to save), and ranks draw differently from each other.
+        """
+        rank = self.global_rank if self._trainer is not None else 0
+        step = self.global_step if self._trainer is not None else 0
+        g = torch.Generator()
+        g.manual_seed(hash((self.seed, rank, step, stream)) & 0x7FFF_FFFF_FFFF_FFFF)
+        return g
 
     # -- hooks for subclasses ------------------------------------------------------------------
     def ssl_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -229,16 +245,6 @@ class SSLMethod(pl.LightningModule):
         self._probe_loss(feats[keep], batch["label"][keep], "val")
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # RNG state (RandConv kernels, etc.) so a resumed run draws what an uninterrupted one would
-        # (rank 0's state; other ranks re-seed from it).
-        checkpoint["videossl_rng"] = {"torch": torch.get_rng_state()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("videossl_rng")
-        if state is not None:
-            torch.set_rng_state(state["torch"])
-
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The encoder's weights under the stable ``encoder.`` prefix (what evaluation loads)."""
         return {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}

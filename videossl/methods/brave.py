@@ -56,8 +56,9 @@ class BraVe(SSLMethod):
         optim: OptimConfig | None = None,
         num_classes: int = 0,
         probe_lr: float = 1e-2,
+        seed: int = 0,
     ) -> None:
-        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr)
+        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr, seed=seed)
         if broad_modality not in BROAD_MODALITIES:
             from videossl.errors import VideosslError
 
@@ -75,7 +76,7 @@ class BraVe(SSLMethod):
 
     def broad_input(self, clip: torch.Tensor) -> torch.Tensor:
         if self.broad_modality == "randconv":
-            return self.randconv(clip)
+            return self.randconv(clip, generator=self.step_generator())
         if self.broad_modality == "frame_diff":
             return frame_differences(clip)
         return clip

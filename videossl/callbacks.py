@@ -1,0 +1,77 @@
+"""Callbacks that `videossl fit` adds or that recipes can name (``trainer.callbacks``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from videossl.methods.base import SSLMethod
+
+
+class ResumeCheckpoint(pl.Callback):
+    """Writes ``<run>/checkpoints/last.ckpt`` every ``every_n_steps`` optimiser steps and at each
+    epoch end (atomically: a kill never leaves a half-written file), and ``<run>/encoder.pt``
+    (the encoder's weights under the ``encoder.`` prefix) when training ends."""
+
+    def __init__(self, dirpath: str, every_n_steps: int = 50) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = int(every_n_steps)
+        self._last_saved_step = -1
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.global_step == self._last_saved_step:
+            return
+        self._last_saved_step = trainer.global_step
+        tmp = self.dirpath / "last.ckpt.part"
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.dirpath / "last.ckpt")
+        trainer.strategy.barrier("videossl-checkpoint")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 and trainer.global_step > 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save(trainer)  # a run stopped by max_steps mid-epoch can be extended later
+        if trainer.is_global_zero and isinstance(pl_module, SSLMethod):
+            sd = {k: v.detach().cpu() for k, v in pl_module.encoder_state_dict().items()}
+            torch.save(sd, self.dirpath.parent / "encoder.pt")
+
+
+class WeightSyncCheck(pl.Callback):
+    """At the end of training, checks that every rank holds the same weights (a DDP sanity check).
+
+    Each rank hashes its parameters and buffers; rank 0 writes ``<run>/weight_sync.json`` with the
+    hashes, whether they are equal, and the global step. Add it in a recipe::
+
+        trainer:
+          callbacks: [{class_path: videossl.callbacks.WeightSyncCheck}]
+    """
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        h = hashlib.sha256()
+        for k, v in sorted(pl_module.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().numpy().tobytes())
+        mine = h.hexdigest()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            hashes: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(hashes, mine)
+        else:
+            hashes = [mine]
+        if trainer.is_global_zero:
+            report = {"hashes": hashes, "equal": len(set(hashes)) == 1, "global_step": trainer.global_step,
+                      "world_size": trainer.world_size}
+            Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
+            Path(trainer.default_root_dir, "weight_sync.json").write_text(json.dumps(report, indent=2) + "\n")

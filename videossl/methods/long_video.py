@@ -1,0 +1,321 @@
+"""Masked long-video contrastive pre-training ("LongViViT", Papalampidi et al., CVPR 2024).
+
+A joint space-time ViViT (``module.encoder``, :class:`videossl.models.vivit.ViViT`) sees clips with
+most tubelet tokens *dropped* at training time (75%), and is trained contrastively:
+
+* ``objective="video_text"``: video ↔ caption symmetric InfoNCE with a learnable CLIP temperature
+  (logit scale initialised to 1/0.07, clamped ≤ 100), negatives gathered over all ranks with exact
+  gradients; captions that repeat in the global batch are all positives (uniform targets).
+  The text tower is the offline MiniLM (:class:`videossl.models.text.MiniLMText`, fine-tuned at
+  ``text_lr_mult`` × the LR) or a small word-level transformer from scratch (the default).
+  Captions are ``batch["caption"]``; with ``caption_source="class_prompt"`` (or ``auto`` on empty
+  captions) they are class-name prompts, one template drawn per sample.
+* ``objective="video_video"``: no text; two independently masked views of the same video (two
+  ``copies`` of a random view, or the same long view twice: the masks differ) → MLP projector →
+  symmetric InfoNCE (temperature 0.1, fixed or learnable).
+* ``objective="both"``: the sum.
+
+Stage 1 (short clips, everything trains) and stage 2 (long videos, 75% masking, only the last 4
+ViViT blocks; ``freeze_text=True``) are two recipes (``recipes/long_video/``), not two classes.
+See ``shared/specs/long_video_masked_contrastive.md`` §3–5 and §10.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videossl.errors import VideosslError
+from videossl.losses.infonce import infonce_distributed
+from videossl.methods.base import OptimConfig, SSLMethod, build_optimizer, is_bias_or_norm, lr_factor, to_clip
+
+OBJECTIVES = ("video_text", "video_video", "both")
+CAPTION_SOURCES = ("caption", "class_prompt", "auto")
+
+__all__ = ["CAPTION_SOURCES", "LongVideoContrastive", "OBJECTIVES", "caption_ids"]
+
+
+def caption_ids(captions: list[str], device=None) -> torch.Tensor:
+    """(B,) int64 ids equal iff the (whitespace/case-normalised) captions are equal; stable across processes."""
+    out = []
+    for c in captions:
+        key = " ".join(str(c).lower().split()).encode()
+        out.append(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little", signed=True))
+    return torch.tensor(out, dtype=torch.long, device=device)
+
+
+def _accepts_valid(module: nn.Module) -> bool:
+    try:
+        return "valid" in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class LongVideoContrastive(SSLMethod):
+    """Masked video–text / video–video contrastive learning.
+
+    Args:
+        encoder: the video encoder (a :class:`~videossl.models.vivit.ViViT`; its ``mask_ratio`` and
+            ``trainable_blocks`` say how it is masked and what trains); ``self.encoder``.
+        objective: ``video_text`` | ``video_video`` | ``both``.
+        text_encoder: text tower (``list[str] → (B, D)``); default a from-scratch
+            :class:`~videossl.models.text.HashTextTransformer`. Unused for ``video_video``.
+        embed_dim: joint embedding size (linear video / text projections).
+        init_temperature, max_logit_scale: CLIP-style learnable logit scale (1/0.07, ≤ 100).
+        video_temperature, learn_video_temperature: video–video InfoNCE temperature.
+        proj_hidden: hidden width of the video–video MLP projector.
+        text_lr_mult: LR multiplier of the text tower (0.1 for a pre-trained tower).
+        freeze_text: stage 2: the text tower gets no gradient (the projections still train).
+        caption_source: ``caption`` (batch captions), ``class_prompt`` (templates around the class
+            name of ``batch["label"]``), ``auto`` (captions, prompts where a caption is empty).
+        class_names: class list for prompts (default: the datamodule's).
+        local_loss: distributed InfoNCE computes only local rows (less memory, same gradient).
+        init_from: a previous stage's Lightning checkpoint (or state dict): every module's weights
+            (encoder, text tower, projections, temperature) with the ViViT position tables resized
+            to this encoder's sizes (stage 1 at 16 frames → stage 2 at 128).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        objective: str = "video_text",
+        text_encoder: nn.Module | None = None,
+        embed_dim: int = 256,
+        init_temperature: float = 0.07,
+        max_logit_scale: float = 100.0,
+        video_temperature: float = 0.1,
+        learn_video_temperature: bool = False,
+        proj_hidden: int = 1024,
+        text_lr_mult: float = 1.0,
+        freeze_text: bool = False,
+        caption_source: str = "auto",
+        class_names: list[str] | None = None,
+        local_loss: bool = False,
+        init_from: str | None = None,
+        optim: OptimConfig | None = None,
+        num_classes: int = 0,
+        probe_lr: float = 1e-2,
+    ) -> None:
+        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr)
+        if objective not in OBJECTIVES:
+            raise VideosslError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        if caption_source not in CAPTION_SOURCES:
+            raise VideosslError(f"unknown caption_source {caption_source!r}: choose one of {', '.join(CAPTION_SOURCES)}")
+        if min(init_temperature, max_logit_scale, video_temperature) <= 0:
+            raise VideosslError("temperatures and max_logit_scale must be positive")
+        dim = getattr(encoder, "feature_dim", None)
+        if dim is None:
+            raise VideosslError(f"{type(encoder).__name__} declares no feature_dim")
+        self.encoder = encoder
+        self.objective = objective
+        self.caption_source = caption_source
+        self.class_names = list(class_names) if class_names else None
+        self.local_loss = bool(local_loss)
+        self.text_lr_mult = float(text_lr_mult)
+        self.max_logit_scale = float(max_logit_scale)
+        self._valid_kw = _accepts_valid(encoder)
+        self.uses_text = objective in ("video_text", "both")
+        self.uses_video = objective in ("video_video", "both")
+        self.text_encoder = None
+        if self.uses_text:
+            if text_encoder is None:
+                from videossl.models.text import HashTextTransformer
+
+                text_encoder = HashTextTransformer()
+            tdim = getattr(text_encoder, "feature_dim", None)
+            if tdim is None:
+                raise VideosslError(f"{type(text_encoder).__name__} declares no feature_dim")
+            self.text_encoder = text_encoder
+            if freeze_text:
+                for p in self.text_encoder.parameters():
+                    p.requires_grad_(False)
+            self.video_proj = nn.Linear(dim, embed_dim)
+            self.text_proj = nn.Linear(tdim, embed_dim)
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+        self.freeze_text = bool(freeze_text)
+        if self.uses_video:
+            self.video_head = nn.Sequential(
+                nn.Linear(dim, proj_hidden), nn.BatchNorm1d(proj_hidden), nn.ReLU(inplace=True), nn.Linear(proj_hidden, embed_dim)
+            )
+            t = torch.tensor(math.log(1.0 / video_temperature))
+            if learn_video_temperature:
+                self.video_logit_scale = nn.Parameter(t)
+            else:
+                self.register_buffer("video_logit_scale", t)
+        self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._build_probe()
+        if init_from:
+            self.load_previous_stage(init_from)
+
+    def load_previous_stage(self, source) -> None:
+        """Weights of a previous stage (checkpoint path or state dict); the online probe is not carried over."""
+        import os
+
+        from videossl.models.vivit import resize_spatial_table, resize_temporal_table
+
+        sd = source
+        if isinstance(source, str | os.PathLike):
+            if not os.path.isfile(source):
+                raise VideosslError(f"init_from: checkpoint not found: {source}")
+            sd = torch.load(source, map_location="cpu", weights_only=True)
+        sd = dict(sd.get("state_dict", sd))
+        sd = {k: v for k, v in sd.items() if not k.startswith("online_probe.")}
+        own = self.state_dict()
+        for k in ("encoder.pos_temporal", "encoder.pos_spatial"):
+            if k in sd and k in own and sd[k].shape != own[k].shape:
+                if k.endswith("temporal"):
+                    sd[k] = resize_temporal_table(sd[k].float(), own[k].shape[1])
+                else:
+                    g0 = int(round(math.sqrt(sd[k].shape[1])))
+                    g1 = tuple(getattr(self.encoder, "grid", (int(round(math.sqrt(own[k].shape[1]))),) * 2))
+                    sd[k] = resize_spatial_table(sd[k].float(), (g0, g0), g1)
+        bad = [k for k, v in sd.items() if k in own and v.shape != own[k].shape]
+        if bad:
+            raise VideosslError(f"init_from: {len(bad)} tensor(s) do not fit this model, e.g. {bad[:3]}")
+        missing, unexpected = self.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith("online_probe.")]
+        if missing or unexpected:
+            raise VideosslError(f"init_from: missing {missing[:3]}, unexpected {list(unexpected)[:3]} (a different model?)")
+
+    # -- encoders ------------------------------------------------------------------------------
+    def encode(self, clip: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder features (B, D) of a float clip (B, C, T, H, W); masked in training mode."""
+        if self._valid_kw and valid is not None and not bool(valid.all()):
+            return self.encoder(clip, valid=valid)
+        return self.encoder(clip)
+
+    def temperature(self) -> torch.Tensor:
+        return 1.0 / self.logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    def embed_video(self, clip: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """L2-normalised joint-space video embeddings (video–text objective)."""
+        return F.normalize(self.video_proj(self.encode(clip, valid)), dim=-1)
+
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised joint-space caption embeddings."""
+        if self.text_encoder is None:
+            raise VideosslError("this model has no text tower (objective video_video)")
+        return F.normalize(self.text_proj(self.text_encoder(list(texts))), dim=-1)
+
+    # -- captions ------------------------------------------------------------------------------
+    def _class_names(self) -> list[str] | None:
+        if self.class_names is None and self._trainer is not None:
+            dm = getattr(self.trainer, "datamodule", None)
+            names = getattr(dm, "classes", None)
+            self.class_names = list(names) if names else None
+        return self.class_names
+
+    def captions(self, batch: dict[str, Any]) -> list[str]:
+        caps = [str(c) for c in batch.get("caption") or [""] * len(batch["label"])]
+        need = [i for i, c in enumerate(caps) if self.caption_source == "class_prompt" or (self.caption_source == "auto" and not c.strip())]
+        if need:
+            from videossl.data.prompts import class_prompts, dataset_kind
+
+            names = self._class_names()
+            if not names:
+                raise VideosslError("class-name prompts need class names (class_names or a datamodule with classes)")
+            kind = dataset_kind(names)
+            labels = batch["label"].tolist()
+            for i in need:
+                if not 0 <= labels[i] < len(names):
+                    raise VideosslError(f"sample without caption and without a valid label ({labels[i]})")
+                options = class_prompts(names[labels[i]], kind)
+                caps[i] = options[int(torch.randint(len(options), ()).item())]
+        if self.caption_source == "caption" and any(not c.strip() for c in caps):
+            raise VideosslError("empty caption in the batch: use caption_source auto/class_prompt for labelled data")
+        return caps
+
+    # -- steps ---------------------------------------------------------------------------------
+    @staticmethod
+    def _view(batch: dict[str, Any], i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        views = batch["views"]
+        i = min(i, len(views) - 1)
+        valid = batch.get("valid")
+        return to_clip(views[i]), (valid[i] if valid is not None and len(valid) > i else None)
+
+    def ssl_step(self, batch: dict[str, Any]):
+        logs: dict[str, torch.Tensor] = {}
+        clip0, valid0 = self._view(batch, 0)
+        f0 = self.encode(clip0, valid0)
+        loss = f0.new_zeros(())
+        if self.uses_text:
+            caps = self.captions(batch)
+            v = self.video_proj(f0)
+            t = self.text_proj(self.text_encoder(caps))
+            ids = caption_ids(caps, v.device)
+            temp = self.temperature()
+            l_vt = infonce_distributed(v.float(), t.float(), temp, labels=ids, local_loss=self.local_loss)
+            loss = loss + l_vt
+            logs["vt_loss"] = l_vt.detach()
+            logs["logit_scale"] = (1.0 / temp).detach()
+            with torch.no_grad():
+                sim = F.normalize(t.float(), dim=-1) @ F.normalize(v.float(), dim=-1).t()
+                logs["t2v_r1_batch"] = (ids[sim.argmax(1)] == ids).float().mean()
+        if self.uses_video:
+            clip1, valid1 = self._view(batch, 1)
+            f1 = self.encode(clip1, valid1)  # a second, independently masked view
+            z0, z1 = self.video_head(f0), self.video_head(f1)
+            temp_v = 1.0 / self.video_logit_scale.exp().clamp(max=self.max_logit_scale)
+            l_vv = infonce_distributed(z0.float(), z1.float(), temp_v, local_loss=self.local_loss)
+            loss = loss + l_vv
+            logs["vv_loss"] = l_vv.detach()
+        return loss, f0, logs
+
+    def eval_features(self, batch: dict[str, Any]) -> torch.Tensor:
+        clip, valid = self._view(batch, 0)
+        return self.encode(clip, valid)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        if not self.uses_text:
+            return
+        keep = ~batch["duplicate"] if "duplicate" in batch else torch.ones(len(batch["label"]), dtype=torch.bool)
+        clip, valid = self._view(batch, 0)
+        caps = [c for c, k in zip(self.captions(batch), keep.tolist(), strict=True) if k]
+        if not caps:
+            return
+        v = self.embed_video(clip[keep.to(clip.device)], None if valid is None else valid[keep.to(valid.device)])
+        t = self.embed_text(caps)
+        self._val.append((v.float(), t.float(), caption_ids(caps, v.device)))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        from videossl.eval.retrieval import retrieval_metrics
+
+        v, t, ids = (torch.cat(x) for x in zip(*self._val, strict=True))
+        self._val = []
+        m = retrieval_metrics(t @ v.t(), ids, ids)
+        for k in ("t2v_r1", "t2v_r5", "v2t_r1"):
+            self.log(f"val/{k}", m[k], sync_dist=True)
+
+    # -- optimiser -----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        self._build_probe()
+        self._install_grad_multipliers()
+        lr = self.scaled_lr()
+        cfg = self.optim
+        text_names = {f"text_encoder.{n}" for n, _ in self.text_encoder.named_parameters()} if self.text_encoder is not None else set()
+        params = [(n, p) for n, p in self.named_parameters() if not n.startswith("online_probe.") and n not in text_names]
+        extra = []
+        if text_names:
+            decay, no_decay = [], []
+            for n, p in self.text_encoder.named_parameters():
+                if p.requires_grad:
+                    (no_decay if cfg.exclude_bias_and_norm and is_bias_or_norm(n, p) else decay).append(p)
+            for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
+                if ps:
+                    extra.append({"params": ps, "weight_decay": wd, "lr": lr * self.text_lr_mult})
+        if self.online_probe is not None:
+            extra.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0, "lr": self.probe_lr, "fixed_lr": True})
+        opt = build_optimizer(params, cfg, lr, extra)
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        factors = [(lambda s: 1.0) if g.get("fixed_lr") else (lambda s: lr_factor(s, cfg, total)) for g in opt.param_groups]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
