@@ -24,6 +24,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("data", "preview", "videossl.data.preview", "write a contact sheet of videos with masks, flow and tracks"),
     ("eval", "linear", "videossl.eval.linear", "linear probe of a frozen encoder (vs random init), with report and plots"),
     ("bench", "data", "videossl.bench.data", "clips/s of the data pipeline vs raw decoding vs a naive loader, RSS"),
+    ("bench", "train", "videossl.bench.train", "steps/s, clips/s, peak memory and MFU of a recipe's training step"),
+    ("launch", "slurm", "videossl.launch", "submit a recipe to SLURM (submitit) or write its sbatch script"),
 ]
 
 LIGHTNING = ("fit", "validate", "test")
@@ -32,6 +34,7 @@ GROUP_HELP = {
     "data": "make, inspect and preview WebDataset shard sets of encoded video",
     "eval": "evaluate frozen encoders: linear probe, calibration, selective prediction",
     "bench": "benchmarks that print ratios against a baseline measured in the same run",
+    "launch": "run recipes on clusters (SLURM, multi-node)",
 }
 
 EPILOG = """\

@@ -26,7 +26,7 @@ def _num_classes(data: Any) -> int:
 
 
 class VideosslCLI(LightningCLI):
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], run: bool = True) -> None:
         super().__init__(
             model_class=SSLMethod,
             datamodule_class=VideoDataModule,
@@ -38,6 +38,7 @@ class VideosslCLI(LightningCLI):
             parser_kwargs={"allow_abbrev": False, "exit_on_error": False,
                            **{sub: {"allow_abbrev": False, "exit_on_error": False} for sub in ("fit", "validate", "test")}},
             args=args,
+            run=run,
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -47,7 +48,7 @@ class VideosslCLI(LightningCLI):
         parser.link_arguments("data", "model.init_args.num_classes", compute_fn=_num_classes, apply_on="instantiate")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> pl.Trainer:
-        sub = self.config[self.subcommand]
+        sub = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(config.get("default_root_dir") or "runs/default")
         config["default_root_dir"] = str(root)
         if config.get("logger") in (None, True):

@@ -60,6 +60,12 @@ def _override(argv: list[str], key: str) -> str | None:
     return None
 
 
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest of ``<run>/checkpoints/last.ckpt`` and Lightning's SLURM requeue checkpoints."""
+    found = [p for p in [root / "checkpoints" / "last.ckpt", *root.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def run_lightning(subcommand: str, argv: list[str]) -> int:
     import warnings
 
@@ -77,8 +83,8 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
         args, merged = _compose_configs(argv, tmp)
         if subcommand == "fit" and not fresh and _override(args, "ckpt_path") is None and "--print_config" not in " ".join(args):
             root = _override(args, "trainer.default_root_dir") or (merged.get("trainer") or {}).get("default_root_dir")
-            last = Path(root) / "checkpoints" / "last.ckpt" if root else None
-            if last is not None and last.is_file():
+            last = latest_checkpoint(Path(root)) if root else None
+            if last is not None:
                 print(f"videossl: resuming from {last} (use --fresh to start over)", file=sys.stderr)
                 args += ["--ckpt_path", str(last)]
                 resumed = True

@@ -1,0 +1,164 @@
+"""Benchmark a recipe's training step: steps/s, clips/s, peak memory and an MFU estimate.
+
+The model is built from the recipe exactly as `videossl fit` builds it; the batch is random
+video of the recipe's view shapes (uint8, like the pipeline's output), so the figure is the model
+step alone (the data pipeline has its own benchmark, `videossl bench data`) and needs no dataset.
+In the same run it times a plain-torch reference: forward + backward of the method's encoder(s)
+alone on the same views with plain SGD, and prints the method step's ratio against it. FLOPs are
+counted with torch.utils.flop_counter; MFU = achieved FLOP/s / the device's peak (bf16 dense
+peak of H100 SXM by default on CUDA; pass --peak-tflops for other devices).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from videossl.errors import VideosslError
+
+EPILOG = """\
+examples:
+  videossl bench train --config recipes/brave/kinetics400.yaml --device cuda --batch-size 32 --steps 20
+  videossl bench train --config recipes/brave/synthetic.yaml --device cpu --steps 3
+"""
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def add_cli_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="training recipe")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=None, help="per-device batch (default: the recipe's)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (after --warmup)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--precision", choices=["bf16", "fp32"], default=None, help="default: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
+    p.add_argument("--json", default=None, help="also write the results as JSON")
+
+
+def build(config: str, batch_size: int | None):
+    from videossl.lightning_cli import VideosslCLI
+    from videossl.train import _compose_configs
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args, merged = _compose_configs(["--config", config], tmp)
+        cli = VideosslCLI(args=args, run=False)
+    views = (merged.get("data") or {}).get("train_views") or []
+    bs = batch_size or int((merged.get("data") or {}).get("batch_size") or 8)
+    return cli.model, views, bs
+
+
+def random_batch(views, batch_size: int, device) -> dict:
+    if not views:
+        raise VideosslError("the recipe has no data.train_views: cannot shape a batch")
+    out = []
+    for v in views:
+        n = v.get("copies", 1)
+        for _ in range(n):
+            out.append(torch.randint(0, 256, (batch_size, v["frames"], 3, v["size"], v["size"]), dtype=torch.uint8,
+                                     device=device))
+    return {"views": out, "label": torch.zeros(batch_size, dtype=torch.long, device=device), "caption": [""] * batch_size}
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step, steps: int, warmup: int, device) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def count_flops(step) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from videossl.methods.base import to_clip
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VideosslError("--device cuda but no CUDA device is available")
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    model, views, bs = build(args.config, args.batch_size)
+    model.to(device).train()
+    batch = random_batch(views, bs, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+    def method_step():
+        with autocast:
+            loss, _, _ = model.ssl_step(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    encoders = [model.encoder] + ([model.broad_encoder] if hasattr(model, "broad_encoder") else [])
+    ref_params = [p for e in encoders for p in e.parameters()]
+    ref_opt = torch.optim.SGD(ref_params, lr=1e-4, momentum=0.9)
+
+    def reference_step():
+        with autocast:
+            loss = sum(enc(to_clip(batch["views"][min(i, len(batch["views"]) - 1)])).float().pow(2).mean()
+                       for i, enc in enumerate(encoders))
+        loss.backward()
+        ref_opt.step()
+        ref_opt.zero_grad(set_to_none=True)
+
+    results = {}
+    for name, step in (("method step", method_step), ("plain-torch encoders", reference_step)):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        sec = time_steps(step, args.steps, args.warmup, device)
+        flops = count_flops(step)
+        peak_mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        peak = args.peak_tflops
+        if peak is None and device.type == "cuda":
+            gpu = torch.cuda.get_device_name()
+            peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+        results[name] = {
+            "sec_per_step": sec,
+            "steps_per_s": 1 / sec,
+            "clips_per_s": bs / sec,
+            "tflop_per_step": flops / 1e12,
+            "achieved_tflops": flops / sec / 1e12,
+            "mfu": (flops / sec / 1e12) / peak if peak else None,
+            "peak_mem_gib": peak_mem,
+        }
+    ref = results["plain-torch encoders"]
+    for r in results.values():
+        r["ratio_vs_reference"] = ref["sec_per_step"] / r["sec_per_step"]
+    dev = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    table = Table(title=f"{args.config} on {dev}, batch {bs}/device, {precision}")
+    for col in ("step", "steps/s", "clips/s", "TFLOP/step", "TFLOP/s", "MFU", "peak GiB", "x reference"):
+        table.add_column(col, justify="right" if col != "step" else "left")
+    for name, r in results.items():
+        table.add_row(name, f"{r['steps_per_s']:.2f}", f"{r['clips_per_s']:.1f}", f"{r['tflop_per_step']:.3f}",
+                      f"{r['achieved_tflops']:.2f}", "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
+                      "-" if r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.1f}", f"{r['ratio_vs_reference']:.2f}")
+    Console().print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"config": args.config, "device": dev, "batch_size": bs,
+                                               "precision": precision, "results": results}, indent=2) + "\n")
+    return 0
