@@ -138,7 +138,7 @@ def test_missing_member_bad_json_and_bad_label_skipped(tmp_path, make_shards):
     assert sorted(good) == ["train0000", "train0002", "train0005"]
     reasons = {r["key"]: r["reason"] for r in ds.skip_log.records()}
     assert reasons == {
-        "train0001": "missing member: .mp4",
+        "train0001": "missing member: .mp4 (or another video container)",
         "train0003": reasons["train0003"],
         "train0004": "label outside the class list: 9 not in 0..2",
     }

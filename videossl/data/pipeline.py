@@ -66,6 +66,7 @@ from videossl.errors import VideosslError
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("random", "uniform", "long", "narrow", "broad")
+VIDEO_EXTS = ("mp4", "avi", "mkv", "webm", "mov")
 
 
 # ------------------------------------------------------------------------------------ view config
@@ -355,6 +356,10 @@ class _Skip(Exception):
     pass
 
 
+def _is_identity(pos: np.ndarray, n: int) -> bool:
+    return pos.shape[0] == n and (n == 0 or (int(pos[0]) == 0 and int(pos[-1]) == n - 1 and bool((np.diff(pos) == 1).all())))
+
+
 # ------------------------------------------------------------------------------------ RAM estimate
 def _host_ram_bytes() -> int:
     try:
@@ -600,11 +605,12 @@ class VideoShardDataset(IterableDataset):
             raise _Skip(f"bad label: {label!r} is not an int")
         if self.num_classes is not None and not -1 <= label < self.num_classes:
             raise _Skip(f"label outside the class list: {label} not in 0..{self.num_classes - 1}")
-        if "mp4" not in raw:
-            raise _Skip("missing member: .mp4")
-        data = raw["mp4"]
+        video_ext = next((e for e in VIDEO_EXTS if e in raw), None)  # make-shards keeps .avi etc. unless re-encoding
+        if video_ext is None:
+            raise _Skip("missing member: .mp4 (or another video container)")
+        data = raw[video_ext]
         if len(data) == 0:
-            raise _Skip("zero-length member: .mp4")
+            raise _Skip(f"zero-length member: .{video_ext}")
         extras = {}
         for ext in self.extras:
             if ext not in raw:
@@ -618,12 +624,17 @@ class VideoShardDataset(IterableDataset):
                 fps = reader.fps or float(meta.get("fps") or 0)
                 clips = self.sample_clips(reader.num_frames, fps, rng)
                 union, positions = sampling.union_indices([c for _, c in clips])
-                frames = reader.get_frames(union).permute(0, 3, 1, 2)  # (U, 3, H, W) view
+                frames = reader.get_frames(union)  # (U, H, W, 3) uint8, contiguous
         except VideosslError as e:
             raise _Skip(f"decode error: {str(e)[:200]}") from None
         views, valid, indices, padded, looped = [], [], [], [], []
         for (vi, clip), pos in zip(clips, positions, strict=True):
-            out = self.transforms[vi](frames[torch.from_numpy(pos)], gen)
+            # Cut the view on the contiguous (U, H, W, 3) frames (a row gather; no copy when the view
+            # is the whole union), then hand the transform a (T, 3, H, W) channels-last *view*:
+            # indexing the permuted tensor instead made a full-resolution NCHW copy (~25 ms for
+            # 16 frames at 602x256), and the uint8 antialiased resize is ~3x faster on channels-last.
+            sel = frames if _is_identity(pos, frames.shape[0]) else frames[torch.from_numpy(pos)]
+            out = self.transforms[vi](sel.permute(0, 3, 1, 2), gen)
             outs = out if isinstance(out, list) else [out]
             for o in outs:
                 views.append(o)

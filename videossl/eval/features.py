@@ -5,6 +5,18 @@ crops (the eval views of the data config), each view one feature row. Rows are k
 key; the pipeline's padding duplicates are dropped, so every video appears exactly once. Features
 are cached under ``cache_dir`` by a content hash of (encoder weights, shard set, split, views),
 so re-running an evaluation with the same checkpoint does not decode the videos again.
+
+Distributed (``torch.distributed`` initialised, or explicit ``rank``/``world_size``): every rank
+reads its contiguous part of the split in evaluation order (:class:`VideoShardDataset` with
+``rank``/``world_size``), drops the pipeline's padding duplicates, and the per-rank rows are
+gathered with ``all_gather_object`` and de-duplicated by video key, so every rank returns the
+same :class:`FeatureSet` holding every video exactly once, in the split's order. Only rank 0
+writes the cache.
+
+Augmented train features (BraVe's SVM protocol, brave.md §9): ``passes`` > 1 re-reads the split
+``passes`` times with a different epoch seed each time; with random-augmentation views
+(``train=True``) each pass adds one augmented embedding per view and video. The rows of all passes
+share the video key, so probes, aggregation and held-out splits still group them by video.
 """
 
 from __future__ import annotations
@@ -60,6 +72,27 @@ def cache_key(encoder: nn.Module, data_dir: Any, split: str, views) -> str:
     return h.hexdigest()[:20]
 
 
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def gather_rows(rows: list[tuple[str, torch.Tensor, int]], world_size: int) -> list[tuple[str, torch.Tensor, int]]:
+    """All ranks' (key, feats, label) rows, rank order, de-duplicated by key (first occurrence wins)."""
+    if world_size > 1:
+        parts: list[Any] = [None] * world_size
+        torch.distributed.all_gather_object(parts, rows)
+        rows = [r for part in parts for r in part]
+    seen: set[str] = set()
+    out = []
+    for key, f, label in rows:
+        if key not in seen:
+            seen.add(key)
+            out.append((key, f, label))
+    return out
+
+
 @torch.no_grad()
 def extract_features(
     encoder: nn.Module,
@@ -73,50 +106,73 @@ def extract_features(
     device: str | torch.device = "cpu",
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    passes: int = 1,
+    rank: int | None = None,
+    world_size: int | None = None,
+    seed: int = 0,
 ) -> FeatureSet:
-    """Features of every video of ``split`` for every eval view (``views`` = ViewSpec list)."""
+    """Features of every video of ``split`` for every view (``views`` = ViewSpec list).
+
+    ``rank``/``world_size`` default to ``torch.distributed`` (else a single process); with more
+    than one rank, the call is collective (every rank must make it) and returns the gathered set.
+    """
     from videossl.data.pipeline import VideoShardDataset, make_loader
     from videossl.methods.base import to_clip
 
+    if passes < 1:
+        raise VideosslError(f"passes must be >= 1, got {passes}")
+    d_rank, d_world = _dist()
+    rank = d_rank if rank is None else rank
+    world_size = d_world if world_size is None else world_size
     cache_path = None
     if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"feats-{split}-{cache_key(encoder, data_dir, split, views)}.pt"
+        extra = "" if passes == 1 and seed == 0 else f"-p{passes}s{seed}"
+        cache_path = Path(cache_dir) / f"feats-{split}-{cache_key(encoder, data_dir, split, views)}{extra}.pt"
         if cache_path.is_file():
             d = torch.load(cache_path, weights_only=True)
             log.info("features from cache %s", cache_path)
             return FeatureSet(d["feats"], d["labels"], list(d["video_ids"]), int(d["views_per_video"]))
 
     ds = VideoShardDataset(data_dir, views, split=split, batch_size=batch_size, train=False, decoder=decoder,
-                           rank=0, world_size=1)
+                           rank=rank, world_size=world_size, seed=seed)
     loader = make_loader(ds, num_workers=num_workers)
     was_training = encoder.training
     encoder.eval().to(device)
-    feats, labels, ids = [], [], []
-    seen: set[str] = set()
-    vpv = None
+    rows: list[tuple[str, torch.Tensor, int]] = []  # (key, (V, D) feats, label) of this rank
     from rich.progress import Progress
 
-    with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task(f"features [{split}]", total=len(ds))
-        for batch in loader:
-            keep = (~batch["duplicate"]).tolist()
-            per_view = [encoder(to_clip(v.to(device))).float().cpu() for v in batch["views"]]
-            f = torch.stack(per_view, 1)  # (B, V, D)
-            vpv = f.shape[1]
-            for i, key in enumerate(batch["key"]):
-                if not keep[i] or key in seen:
-                    continue
-                seen.add(key)
-                feats.append(f[i])
-                labels += [int(batch["label"][i])] * vpv
-                ids += [key] * vpv
-            bar.advance(task)
+    with Progress(transient=True, disable=not progress or rank != 0) as bar:
+        task = bar.add_task(f"features [{split}]", total=len(ds) * passes)
+        for p in range(passes):
+            ds.set_epoch(p)
+            seen: set[str] = set()
+            for batch in loader:
+                keep = (~batch["duplicate"]).tolist()
+                per_view = [encoder(to_clip(v.to(device))).float().cpu() for v in batch["views"]]
+                f = torch.stack(per_view, 1)  # (B, V, D)
+                for i, key in enumerate(batch["key"]):
+                    if not keep[i] or key in seen:
+                        continue
+                    seen.add(key)
+                    rows.append((f"{key}\x00{p}" if passes > 1 else key, f[i].clone(), int(batch["label"][i])))
+                bar.advance(task)
     encoder.train(was_training)
-    if not feats:
+    rows = gather_rows(rows, world_size)
+    if not rows:
         raise VideosslError(f"split {split!r} of {data_dir} yielded no videos: nothing to evaluate")
-    out = FeatureSet(torch.cat(feats), torch.tensor(labels), ids, int(vpv or 1))
-    if cache_path is not None:
+    if passes > 1:  # group the passes of a video together, video order kept
+        order = {k.split("\x00")[0]: i for i, (k, _, _) in reversed(list(enumerate(rows)))}
+        rows = sorted(rows, key=lambda r: (order[r[0].split("\x00")[0]], int(r[0].split("\x00")[1])))
+        rows = [(k.split("\x00")[0], f, lab) for k, f, lab in rows]
+    vpv = int(rows[0][1].shape[0]) * passes
+    feats = torch.cat([f for _, f, _ in rows])
+    labels = torch.tensor([lab for _, f, lab in rows for _ in range(f.shape[0])])
+    ids = [k for k, f, _ in rows for _ in range(f.shape[0])]
+    out = FeatureSet(feats, labels, ids, vpv)
+    if cache_path is not None and rank == 0:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(".part")
         torch.save({"feats": out.feats, "labels": out.labels, "video_ids": out.video_ids,
-                    "views_per_video": out.views_per_video}, cache_path)
+                    "views_per_video": out.views_per_video}, tmp)
+        tmp.replace(cache_path)
     return out

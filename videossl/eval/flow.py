@@ -1,0 +1,425 @@
+"""Flow, next-frame and label-propagation evaluation of a flow autoencoder on ground-truth video.
+
+    videossl eval flow --run runs/flow_ae-synthetic
+
+Needs a shard set with ``flow.npz`` and ``mask.npy`` members (``videossl data synth``). Each video
+is read whole (``--frames``, default all) at its full frame (no crop, no resize), so ground truth and
+predictions share pixels. The model forecasts the backward flow B_{t+1→t} and the frame Y_{t+1} from
+frames ≤ t, for t ≥ burn_in. Reported (means over forecast steps, then videos):
+
+* **EPE** (px, full resolution) of the forecast flow against ``flow.npz['backward']`` on all pixels,
+  on foreground pixels (mask of frame t+1 > 0: object or distractor) and on moving pixels
+  (‖GT‖ ≥ 0.5 px), beside the zero-flow baseline (‖GT‖) on the same pixels. Forecast, not estimate:
+  the model never sees frame t+1.
+* **Next frame**: PSNR (data range 1) and SSIM (Gaussian 11×11, σ 1.5) of Ŷ_{t+1} clamped to [0, 1],
+  in the model's channel space (grey when the model converts RGB), beside copy-last-frame (Y_t).
+* **Label propagation**: the GT mask at a start frame s ≥ burn_in is backward-warped along the
+  forecast flows k steps (no re-seeding; one-hot per object, zero padding = background, argmax);
+  IoU per object present at s (1.0 when prediction and truth are both empty), averaged over
+  objects, start frames, then videos, for k ∈ {1, 2, 5, 10}; beside copy-mask (zero flow) and
+  propagation with the ground-truth flow (upper bound).
+
+Outputs in ``--out`` (default ``<run>/eval/flow-<data>``): ``results.json``, ``report.md`` and one
+PNG panel per video for the first ``--panels`` videos (frames, forecast frames, true vs forecast
+flow on a common colour scale (torchvision ``flow_to_image``), masks propagated from frame burn_in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from videossl.errors import VideosslError
+from videossl.losses.photometric import psnr, ssim
+from videossl.models.warp import backward_warp
+
+EPILOG = """\
+examples:
+  videossl eval flow --run runs/flow_ae-synthetic
+  videossl eval flow --run runs/flow_ae-synthetic --data data/synth --split test --panels 8
+  videossl eval flow --config recipes/flow_ae/synthetic.yaml --random     # untrained model (sanity baseline)
+"""
+
+KS = (1, 2, 5, 10)
+MOVING_PX = 0.5
+
+
+# ------------------------------------------------------------------------------------ metrics
+def end_point_error(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Per-pixel ‖pred − gt‖₂; flows (..., 2, H, W) → (..., H, W)."""
+    return (pred.float() - gt.float()).norm(dim=-3)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    m = mask.float()
+    n = float(m.sum())
+    return float((x * m).sum()) / n if n > 0 else float("nan")
+
+
+def one_hot(mask: torch.Tensor, labels: list[int]) -> torch.Tensor:
+    """(B, H, W) int labels → (B, len(labels), H, W) float one-hot of the given object labels."""
+    return torch.stack([(mask == lab).float() for lab in labels], 1)
+
+
+def propagate(soft: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """One step of label propagation: soft object maps (B, K, H, W) at frame t → frame t+1 with the
+    backward flow B_{t+1→t} (B, 2, H, W) px: M_{t+1}(q) = M_t(q + B(q)); outside the frame = background."""
+    return backward_warp(soft, flow, align_corners=True, padding_mode="zeros")
+
+
+def hard_labels(soft: torch.Tensor, labels: list[int]) -> torch.Tensor:
+    """Soft object maps (B, K, H, W) → label map: argmax over [background = 1 − Σ objects, objects]."""
+    bg = (1 - soft.sum(1, keepdim=True)).clamp_min(0)
+    idx = torch.cat([bg, soft], 1).argmax(1)
+    lut = torch.tensor([0, *labels], device=soft.device)
+    return lut[idx]
+
+
+def mask_iou(pred: torch.Tensor, gt: torch.Tensor, labels: list[int]) -> torch.Tensor:
+    """(B, H, W) label maps → (B,) IoU averaged over ``labels`` (1.0 for a label empty in both)."""
+    ious = []
+    for lab in labels:
+        a, b = pred == lab, gt == lab
+        inter = (a & b).flatten(1).sum(1).float()
+        union = (a | b).flatten(1).sum(1).float()
+        ious.append(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)))
+    return torch.stack(ious, 1).mean(1)
+
+
+def propagation_ious(mask_start: torch.Tensor, flows: list[torch.Tensor], gts: list[torch.Tensor], ks=KS) -> dict[int, float]:
+    """One video: propagate ``mask_start`` (H, W) along ``flows`` (each (2, H, W)), IoU vs ``gts`` at k steps."""
+    labels = [int(v) for v in torch.unique(mask_start).tolist() if v != 0]
+    if not labels:
+        return {}
+    soft = one_hot(mask_start[None], labels)
+    out = {}
+    for j, flow in enumerate(flows):
+        soft = propagate(soft, flow[None])
+        k = j + 1
+        if k in ks:
+            out[k] = float(mask_iou(hard_labels(soft, labels), gts[j][None], labels)[0])
+    return out
+
+
+# ------------------------------------------------------------------------------------ model / data
+def _load_yaml(path: Path) -> dict[str, Any]:
+    from videossl.recipes import load_recipe
+
+    return load_recipe(path)
+
+
+def build_model(cfg: dict[str, Any]):
+    """The LightningModule of a run / recipe config (its ``model:`` entry), without the online probe."""
+    from jsonargparse import ArgumentParser
+
+    from videossl.methods.base import SSLMethod
+
+    spec = dict(cfg.get("model") or {})
+    if "class_path" not in spec:
+        raise VideosslError("the config has no model.class_path")
+    spec["init_args"] = {**(spec.get("init_args") or {}), "num_classes": 0}
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(SSLMethod, "model", required=True)
+    try:
+        model = parser.instantiate_classes(parser.parse_object({"model": spec})).model
+    except Exception as e:
+        raise VideosslError(f"cannot build the model from the config: {str(e).splitlines()[0]}") from None
+    if not hasattr(model, "forecast"):
+        raise VideosslError(f"{type(model).__name__} is not a flow autoencoder (no forecast())")
+    return model
+
+
+def load_checkpoint(model, path: Path) -> None:
+    if not path.is_file():
+        raise VideosslError(f"checkpoint not found: {path}")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    sd = {k: v for k, v in sd.items() if not k.startswith("online_probe.")}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise VideosslError(f"{path} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def gt_for_clip(batch: dict[str, Any], view: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground truth aligned with view ``view``: (backward flow (B, T−1, 2, H, W), masks (B, T, H, W))."""
+    if "flow" not in batch or "mask" not in batch:
+        raise VideosslError("the shard set has no flow.npz / mask.npy members (ground truth): use `videossl data synth`")
+    idx = batch["indices"][view].long()  # (B, T)
+    if (idx[:, 1:] - idx[:, :-1] != 1).any():
+        raise VideosslError("flow evaluation needs consecutive frames (stride 1, no padding or looping)")
+    bwd = batch["flow"]["backward"]  # (B, T0-1, H, W, 2)
+    masks = batch["mask"]  # (B, T0, H, W)
+    b = torch.arange(idx.shape[0])[:, None]
+    flow = bwd[b, idx[:, :-1]].permute(0, 1, 4, 2, 3).float()
+    return flow, masks[b, idx].long()
+
+
+# ------------------------------------------------------------------------------------ evaluation
+class Accumulator:
+    """Sums per metric over videos; each video contributes its mean over steps / start frames."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, name: str, value: float) -> None:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return
+        self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+
+
+@torch.no_grad()
+def evaluate_video_batch(model, clip: torch.Tensor, gt_flow: torch.Tensor, masks: torch.Tensor, acc: Accumulator,
+                         ks=KS) -> dict[str, Any]:
+    """Evaluate a batch of whole clips (B, C, T, H, W) with aligned GT; adds one entry per video to ``acc``."""
+    res = model.forecast(clip)
+    steps = res["steps"]
+    s0 = steps[0]
+    flow = res["flow"].float()  # (B, n, 2, H, W)
+    gt = gt_flow[:, s0:s0 + len(steps)].to(flow.device)
+    m_next = masks[:, s0 + 1:s0 + 1 + len(steps)].to(flow.device)
+    err = end_point_error(flow, gt)  # (B, n, H, W)
+    zero = gt.norm(dim=2)
+    pred = res["pred"].float().clamp(0, 1)
+    tgt, src = res["target"].float(), res["source"].float()
+    B, n = pred.shape[:2]
+    ps = psnr(pred.flatten(0, 1), tgt.flatten(0, 1)).view(B, n)
+    ps0 = psnr(src.flatten(0, 1), tgt.flatten(0, 1)).view(B, n)
+    ss = ssim(pred.flatten(0, 1), tgt.flatten(0, 1), reduction="none").view(B, n)
+    ss0 = ssim(src.flatten(0, 1), tgt.flatten(0, 1), reduction="none").view(B, n)
+    T = clip.shape[2]
+    for b in range(B):
+        fg, moving = m_next[b] > 0, zero[b] >= MOVING_PX
+        allpix = torch.ones_like(fg)
+        for name, sel in (("all", allpix), ("fg", fg), ("moving", moving)):
+            acc.add(f"epe_{name}", masked_mean(err[b], sel))
+            acc.add(f"epe_{name}_zero", masked_mean(zero[b], sel))
+        acc.add("psnr", float(ps[b].mean()))
+        acc.add("psnr_copy_last", float(ps0[b].mean()))
+        acc.add("ssim", float(ss[b].mean()))
+        acc.add("ssim_copy_last", float(ss0[b].mean()))
+        per: dict[str, dict[int, list[float]]] = {"model": {}, "copy_mask": {}, "gt_flow": {}}
+        for s in steps:
+            horizon = T - 1 - s
+            if horizon < 1:
+                continue
+            j0 = s - s0
+            srcs = {
+                "model": [flow[b, j0 + j] for j in range(horizon)],
+                "copy_mask": [torch.zeros_like(flow[b, 0]) for _ in range(horizon)],
+                "gt_flow": [gt_flow[b, s + j].to(flow.device) for j in range(horizon)],
+            }
+            gts = [masks[b, s + j + 1].to(flow.device) for j in range(horizon)]
+            for name, fl in srcs.items():
+                for k, v in propagation_ious(masks[b, s].to(flow.device), fl, gts, ks).items():
+                    per[name].setdefault(k, []).append(v)
+        for name, d in per.items():
+            for k, vals in d.items():
+                acc.add(f"iou_{name}_k{k}", sum(vals) / len(vals))
+    return res
+
+
+def _colour_masks(m: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) labels → (N, 3, H, W) uint8 (bg dark grey, object orange, distractor cyan)."""
+    lut = torch.tensor([[40, 40, 40], [245, 140, 30], [40, 210, 220]], dtype=torch.uint8)
+    return lut[m.clamp(0, 2).cpu()].permute(0, 3, 1, 2)
+
+
+def save_panel(path: Path, clip: torch.Tensor, res: dict[str, Any], b: int, gt_flow: torch.Tensor, masks: torch.Tensor,
+               max_cols: int = 8) -> None:
+    """One PNG: rows = frame t, forecast Ŷ_{t+1}, true Y_{t+1}, true flow, forecast flow,
+    GT mask at t+1, mask propagated with the forecast flow from frame burn_in."""
+    from PIL import Image, ImageDraw
+    from torchvision.utils import flow_to_image, make_grid
+
+    steps = res["steps"][:max_cols]
+    n = len(steps)
+    s0 = steps[0]
+
+    def img3(x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) float → (N, 3, H, W) uint8
+        x = x.float().clamp(0, 1)
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        return (x * 255).round().to(torch.uint8).cpu()
+
+    src = img3(res["source"][b, :n])
+    pred = img3(res["pred"][b, :n])
+    tgt = img3(res["target"][b, :n])
+    fl_pred = res["flow"][b, :n].float().cpu()
+    fl_gt = gt_flow[b, s0:s0 + n].float().cpu()
+    both = flow_to_image(torch.cat([fl_gt, fl_pred]))  # one colour scale for both
+    m_gt = masks[b, s0 + 1:s0 + 1 + n]
+    labels = [int(v) for v in torch.unique(masks[b, s0]).tolist() if v != 0] or [1]
+    soft = one_hot(masks[b, s0][None].cpu(), labels)
+    props = []
+    for j in range(n):
+        soft = propagate(soft, fl_pred[j][None])
+        props.append(hard_labels(soft, labels)[0])
+    rows = [("frame t", src), ("forecast t+1", pred), ("true t+1", tgt), ("true flow", both[:n]),
+            ("forecast flow", both[n:]), ("GT mask t+1", _colour_masks(m_gt)),
+            ("propagated", _colour_masks(torch.stack(props)))]
+    grid = make_grid(torch.cat([r for _, r in rows]), nrow=n, padding=2, pad_value=255)
+    h = src.shape[-2]
+    scale = max(1, 96 // h)
+    im = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    label_w = 110
+    canvas = Image.new("RGB", (im.width + label_w, im.height + 18), "white")
+    canvas.paste(im, (label_w, 18))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((label_w, 2), "steps t = " + ", ".join(map(str, steps)), fill="black")
+    for i, (name, _) in enumerate(rows):
+        draw.text((4, 18 + (2 + i * (h + 2)) * scale + 4), name, fill="black")
+    canvas.save(path)
+
+
+def evaluate(model, data_dir: str, split: str, frames: int | None, batch_size: int, num_workers: int,
+             max_videos: int | None, out_dir: Path, panels: int, device: str, decoder: str = "auto",
+             ks=KS) -> dict[str, Any]:
+    from videossl.data.pipeline import VideoShardDataset, ViewSpec, make_loader
+    from videossl.data.shards import load_manifest
+    from videossl.methods.base import to_clip
+
+    manifest = load_manifest(data_dir)
+    video = manifest.get("video") or {}
+    size, nf = video.get("height"), video.get("num_frames")
+    if not size or video.get("width") != size:
+        raise VideosslError(f"{data_dir}: flow evaluation needs square videos of known size (manifest 'video')")
+    frames = int(frames or nf)
+    if frames > nf:
+        raise VideosslError(f"--frames {frames} exceeds the {nf} frames of the videos")
+    view = ViewSpec(name="clip", sampler="uniform", frames=frames, stride=1, size=int(size), train=False, num_clips=1, crops=1)
+    ds = VideoShardDataset(data_dir, [view], split=split, batch_size=batch_size, train=False, decoder=decoder,
+                           extras=["flow.npz", "mask.npy"], rank=0, world_size=1)
+    loader = make_loader(ds, num_workers=num_workers)
+    model.eval().to(device)
+    acc = Accumulator()
+    seen, panel_paths = 0, []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for batch in loader:
+        keep = ~batch["duplicate"]
+        if max_videos is not None:
+            room = max_videos - seen
+            keep &= torch.cumsum(keep.long(), 0) <= room
+        if not keep.any():
+            if max_videos is not None and seen >= max_videos:
+                break
+            continue
+        gt_flow, masks = gt_for_clip(batch)
+        clip = to_clip(batch["views"][0][keep]).to(device)
+        gt_flow, masks = gt_flow[keep], masks[keep]
+        res = evaluate_video_batch(model, clip, gt_flow, masks, acc, ks)
+        keys = [k for k, kp in zip(batch["key"], keep.tolist(), strict=True) if kp]
+        for b, key in enumerate(keys):
+            if len(panel_paths) < panels:
+                p = out_dir / f"panel-{key}.png"
+                save_panel(p, clip, res, b, gt_flow, masks)
+                panel_paths.append(str(p))
+        seen += len(keys)
+    if seen == 0:
+        raise VideosslError(f"no videos evaluated in {data_dir} split {split}")
+    return {"metrics": acc.means(), "videos": seen, "frames": frames, "size": int(size), "panels": panel_paths,
+            "burn_in": int(model.burn_in), "ks": list(ks)}
+
+
+def report_lines(r: dict[str, Any]) -> list[str]:
+    m = r["metrics"]
+
+    def f(key: str, fmt: str = "{:.3f}") -> str:
+        return fmt.format(m[key]) if key in m else "–"
+
+    lines = [
+        f"videos: {r['videos']}, frames per video: {r['frames']} at {r['size']}x{r['size']}, burn-in {r['burn_in']} "
+        f"(forecast flow from frames <= t)", "",
+        "| EPE (px) | model | zero flow |", "|---|---|---|",
+    ]
+    for name in ("all", "fg", "moving"):
+        lines.append(f"| {name} | {f(f'epe_{name}')} | {f(f'epe_{name}_zero')} |")
+    lines += ["", "| next frame | model | copy last frame |", "|---|---|---|",
+              f"| PSNR (dB) | {f('psnr', '{:.2f}')} | {f('psnr_copy_last', '{:.2f}')} |",
+              f"| SSIM | {f('ssim', '{:.4f}')} | {f('ssim_copy_last', '{:.4f}')} |",
+              "", "| label propagation IoU | " + " | ".join(f"k={k}" for k in r["ks"]) + " |",
+              "|---|" + "---|" * len(r["ks"])]
+    for name in ("model", "copy_mask", "gt_flow"):
+        lines.append(f"| {name} | " + " | ".join(f(f"iou_{name}_k{k}") for k in r["ks"]) + " |")
+    return lines
+
+
+# ------------------------------------------------------------------------------------ CLI
+def add_cli_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", default=None, help="a `videossl fit` run folder (config.yaml + checkpoints/last.ckpt)")
+    p.add_argument("--config", default=None, help="a training recipe / config YAML giving the model (instead of --run)")
+    p.add_argument("--ckpt", default=None, help="weights (Lightning checkpoint or state dict); default <run>/checkpoints/last.ckpt")
+    p.add_argument("--random", action="store_true", help="evaluate the model randomly initialised (no weights)")
+    p.add_argument("--data", default=None, help="shard set with flow.npz/mask.npy (default: the config's data_dir)")
+    p.add_argument("--split", default="test", help="split to evaluate")
+    p.add_argument("--frames", type=int, default=None, help="frames per video (default: all); k=10 needs burn_in + 11")
+    p.add_argument("--max-videos", type=int, default=None, help="evaluate at most this many videos")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--panels", type=int, default=4, help="PNG panels for the first N videos")
+    p.add_argument("--out", default=None, help="output folder (default <run>/eval/flow-<data>)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random init (with --random)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    if not args.run and not args.config:
+        raise VideosslError("give --run RUN (a `videossl fit` folder) or --config RECIPE")
+    run = Path(args.run) if args.run else None
+    cfg_path = Path(args.config) if args.config else run / "config.yaml"
+    if not cfg_path.is_file():
+        raise VideosslError(f"{cfg_path} does not exist")
+    cfg = _load_yaml(cfg_path)
+    torch.manual_seed(args.seed)
+    model = build_model(cfg)
+    ckpt = None
+    if not args.random:
+        ckpt = Path(args.ckpt) if args.ckpt else (run / "checkpoints" / "last.ckpt" if run else None)
+        if ckpt is None:
+            raise VideosslError("no weights: give --run, --ckpt, or --random for an untrained model")
+        load_checkpoint(model, ckpt)
+    data = args.data or ((cfg.get("data") or {}).get("init_args") or cfg.get("data") or {}).get("data_dir")
+    if not data:
+        raise VideosslError("no data: give --data")
+    out = Path(args.out) if args.out else ((run or Path("runs/eval")) / "eval" / f"flow-{Path(str(data)).name}")
+    r = evaluate(model, str(data), args.split, args.frames, args.batch_size, args.num_workers, args.max_videos,
+                 out, args.panels, args.device)
+    r.update({"checkpoint": str(ckpt) if ckpt else None, "config": str(cfg_path), "data": str(data), "split": args.split,
+              "preset": getattr(model, "preset", None), "seconds": round(time.perf_counter() - start, 1)})
+    (out / "results.json").write_text(json.dumps(r, indent=2))
+    lines = [f"# Flow evaluation: {cfg_path} ({'random init' if args.random else ckpt}) on {data} [{args.split}]", ""]
+    lines += report_lines(r)
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(report_lines(r)))
+    console.print(f"[green]wrote[/] {out}/results.json, report.md and {len(r['panels'])} panel(s) in {r['seconds']} s")
+    return 0
+
+
+__all__ = [
+    "KS",
+    "Accumulator",
+    "build_model",
+    "end_point_error",
+    "evaluate",
+    "evaluate_video_batch",
+    "gt_for_clip",
+    "hard_labels",
+    "mask_iou",
+    "one_hot",
+    "propagate",
+    "propagation_ious",
+]

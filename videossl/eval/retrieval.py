@@ -1,0 +1,235 @@
+"""Zero-shot evaluation of a video–text model: text↔video retrieval R@1/5/10 and zero-shot
+classification by class-name prompts.
+
+Pure metric functions (tested against hand computations):
+
+* :func:`recall_at_k` — for each query row of a similarity matrix, is any gallery item with the
+  query's id among its top k? (several videos may share one caption: all of them count);
+* :func:`retrieval_metrics` — text→video and video→text R@1/5/10 and median rank;
+* :func:`zeroshot_accuracy` — top-1/top-5 and mean per-class accuracy of ``argmax video · classᵀ``;
+* :func:`class_embeddings` — mean of the normalised embeddings of every prompt of a class.
+
+``videossl eval zeroshot --run RUN`` rebuilds the model of a ``videossl fit`` run (its
+``config.yaml``), loads ``checkpoints/last.ckpt``, embeds every test video (eval views of the run,
+unmasked, embeddings averaged over clips × crops) and every caption, and reports the numbers next
+to chance (1/N for retrieval R@1, 1/classes for classification). Duplicate samples (the padding of
+the last eval batch) are dropped; identical captions are one retrieval target shared by their videos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from videossl.errors import VideosslError
+
+__all__ = ["class_embeddings", "recall_at_k", "retrieval_metrics", "zeroshot_accuracy", "add_cli_arguments", "run_cli"]
+
+EPILOG = """\
+Examples:
+  videossl eval zeroshot --run runs/long-video-synthetic                 # test split, run's eval views
+  videossl eval zeroshot --run runs/long-video-synthetic --split train --device cuda
+  videossl eval zeroshot --run RUN --ckpt RUN/checkpoints/last.ckpt --out results/zs
+Chance: R@1 = 1/(number of distinct captions), zero-shot top-1 = 1/(number of classes).
+"""
+
+
+# ------------------------------------------------------------------------------------ metrics
+def recall_at_k(sim: torch.Tensor, query_ids: torch.Tensor, gallery_ids: torch.Tensor, ks=(1, 5, 10)) -> dict[int, float]:
+    """Fraction of queries whose top-k gallery items (by ``sim`` (Q, G), higher = closer) hold a positive.
+
+    Positives of query q are the gallery items g with ``gallery_ids[g] == query_ids[q]``; a query
+    without any positive is an error. Ties are broken by gallery order.
+    """
+    if sim.ndim != 2 or sim.shape != (len(query_ids), len(gallery_ids)):
+        raise VideosslError(f"sim must be (Q, G) = ({len(query_ids)}, {len(gallery_ids)}), got {tuple(sim.shape)}")
+    pos = query_ids[:, None].to(gallery_ids.device) == gallery_ids[None, :]
+    if not bool(pos.any(dim=1).all()):
+        raise VideosslError("recall_at_k: a query has no positive in the gallery")
+    rank = first_positive_rank(sim, pos)
+    return {k: float((rank < k).float().mean()) for k in ks}
+
+
+def first_positive_rank(sim: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """(Q,) 0-based rank of the best-ranked positive of each query."""
+    order = sim.float().argsort(dim=1, descending=True, stable=True)
+    hit = pos.gather(1, order.to(pos.device))
+    return hit.float().argmax(dim=1)
+
+
+def retrieval_metrics(sim_t2v: torch.Tensor, text_ids: torch.Tensor, video_ids: torch.Tensor, ks=(1, 5, 10)) -> dict[str, float]:
+    """Text→video and video→text R@k and median rank (1-based) from the (texts, videos) similarities.
+
+    ``text_ids``/``video_ids`` are caption ids: a text's positives are the videos with its id.
+    """
+    out: dict[str, float] = {}
+    for name, sim, q, g in (("t2v", sim_t2v, text_ids, video_ids), ("v2t", sim_t2v.t(), video_ids, text_ids)):
+        pos = q[:, None].to(g.device) == g[None, :]
+        if not bool(pos.any(dim=1).all()):
+            raise VideosslError(f"retrieval_metrics: a {name[0]} query has no positive")
+        rank = first_positive_rank(sim, pos)
+        for k in ks:
+            out[f"{name}_r{k}"] = float((rank < k).float().mean())
+        out[f"{name}_medr"] = float(rank.float().median() + 1)
+    return out
+
+
+def zeroshot_accuracy(video_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """top-1, top-5 and mean per-class accuracy of ``argmax(video_emb @ class_embᵀ)``."""
+    if video_emb.shape[1] != class_emb.shape[1] or len(video_emb) != len(labels):
+        raise VideosslError(f"zeroshot_accuracy: shapes {tuple(video_emb.shape)}, {tuple(class_emb.shape)}, {tuple(labels.shape)}")
+    logits = video_emb.float() @ class_emb.float().t()
+    k = min(5, class_emb.shape[0])
+    top = logits.topk(k, dim=1).indices
+    correct1 = top[:, 0] == labels
+    per_class = [float(correct1[labels == c].float().mean()) for c in labels.unique().tolist()]
+    return {"top1": float(correct1.float().mean()), "top5": float((top == labels[:, None]).any(1).float().mean()),
+            "mean_class": float(sum(per_class) / max(len(per_class), 1))}
+
+
+@torch.no_grad()
+def class_embeddings(embed_text, classes: list[str], kind: str = "generic") -> torch.Tensor:
+    """(C, D): per class, the renormalised mean of its prompts' normalised text embeddings."""
+    from videossl.data.prompts import class_prompts
+
+    rows = []
+    for name in classes:
+        e = F.normalize(embed_text(class_prompts(name, kind)).float(), dim=-1)
+        rows.append(F.normalize(e.mean(0), dim=-1))
+    return torch.stack(rows)
+
+
+# ------------------------------------------------------------------------------------ model + data
+def load_run_model(run: Path, ckpt: Path | None = None):
+    """The LightningModule of a ``videossl fit`` run, weights from ``ckpt`` or ``checkpoints/last.ckpt``."""
+    import yaml
+
+    from videossl.eval.linear import build_from_spec
+
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise VideosslError(f"{run} has no config.yaml: is it a `videossl fit` run folder?")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    spec = cfg.get("model")
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise VideosslError(f"{cfg_path} has no model.class_path")
+    model = build_from_spec(spec)
+    if not hasattr(model, "embed_text"):
+        raise VideosslError(f"{spec['class_path']} has no text tower: zero-shot evaluation needs a video–text model")
+    ckpt = ckpt or run / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise VideosslError(f"checkpoint not found: {ckpt}")
+    sd = torch.load(ckpt, map_location="cpu", weights_only=True)
+    sd = sd.get("state_dict", sd)
+    if hasattr(model, "_build_probe"):
+        model._build_probe()
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    bad = [k for k in missing if not k.startswith("online_probe.")]
+    unexpected = [k for k in unexpected if not k.startswith("online_probe.")]
+    if bad or unexpected:
+        raise VideosslError(f"{ckpt} does not fit the run's model: missing {bad[:3]}, unexpected {list(unexpected)[:3]}")
+    data = cfg.get("data") or {}
+    data = data.get("init_args", data)
+    return model.eval(), data
+
+
+@torch.no_grad()
+def embed_split(model, data_dir: str, split: str, views, batch_size: int = 32, device: str = "cpu") -> dict[str, Any]:
+    """Per video: joint-space embedding (mean over views, renormalised), caption, label."""
+    from videossl.data.pipeline import VideoShardDataset, make_loader
+    from videossl.methods.base import to_clip
+
+    ds = VideoShardDataset(data_dir, views, split=split, batch_size=batch_size, train=False, rank=0, world_size=1)
+    model.to(device)
+    embs, caps, labels, seen = [], [], [], set()
+    for batch in make_loader(ds, num_workers=0):
+        keep = (~batch["duplicate"]).tolist()
+        per_view = []
+        for i, v in enumerate(batch["views"]):
+            valid = batch["valid"][i].to(device) if "valid" in batch else None
+            per_view.append(model.embed_video(to_clip(v.to(device)), valid).float().cpu())
+        e = F.normalize(torch.stack(per_view, 1).mean(1), dim=-1)
+        for j, k in enumerate(keep):
+            key = batch["key"][j]
+            if not k or key in seen:
+                continue
+            seen.add(key)
+            embs.append(e[j])
+            caps.append(batch["caption"][j])
+            labels.append(int(batch["label"][j]))
+    return {"emb": torch.stack(embs), "captions": caps, "labels": torch.tensor(labels), "classes": ds.source.classes}
+
+
+def evaluate(model, data_dir: str, split: str, views, device: str = "cpu", batch_size: int = 32) -> dict[str, Any]:
+    from videossl.data.prompts import dataset_kind
+    from videossl.methods.long_video import caption_ids
+
+    d = embed_split(model, data_dir, split, views, batch_size, device)
+    out: dict[str, Any] = {"split": split, "videos": len(d["captions"])}
+    if all(c.strip() for c in d["captions"]):
+        uniq = list(dict.fromkeys(d["captions"]))
+        t = torch.cat([model.embed_text(uniq[i : i + 256]).float().cpu() for i in range(0, len(uniq), 256)])
+        sim = t @ d["emb"].t()
+        out.update(retrieval_metrics(sim, caption_ids(uniq), caption_ids(d["captions"])))
+        out["captions"] = len(uniq)
+        out["chance_r1"] = 1.0 / len(uniq)
+    classes = d["classes"]
+    if classes:
+        kind = dataset_kind(classes)
+        ce = class_embeddings(lambda txt: model.embed_text(txt).cpu(), classes, kind)
+        out.update({f"zs_{k}": v for k, v in zeroshot_accuracy(d["emb"], ce, d["labels"]).items()})
+        out["classes"] = len(classes)
+        out["chance_top1"] = 1.0 / len(classes)
+    return out
+
+
+# ------------------------------------------------------------------------------------ CLI
+def add_cli_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="a `videossl fit` run folder of a video–text model (config.yaml + checkpoints/)")
+    p.add_argument("--ckpt", default=None, help="checkpoint (default RUN/checkpoints/last.ckpt)")
+    p.add_argument("--data-dir", default=None, help="shard-set folder (default: the run's data_dir)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--views", default=None, help="eval views as JSON list of ViewSpec dicts (default: the run's eval_views)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default=None, help="folder for results.json (default RUN/zeroshot)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from videossl.data.pipeline import ViewSpec
+
+    run = Path(args.run)
+    model, data = load_run_model(run, Path(args.ckpt) if args.ckpt else None)
+    data_dir = args.data_dir or data.get("data_dir")
+    if not data_dir:
+        raise VideosslError("no data: give --data-dir (the run's config names no data_dir)")
+    views = json.loads(args.views) if args.views else data.get("eval_views")
+    if not views:
+        raise VideosslError("no eval views: give --views (the run's config has no eval_views)")
+    views = [ViewSpec(**{**v, "train": False}) if isinstance(v, dict) else v for v in views]
+    res = evaluate(model, data_dir, args.split, views, args.device, args.batch_size)
+    table = Table(title=f"zero-shot: {run} [{args.split}, {res['videos']} videos]")
+    table.add_column("metric")
+    table.add_column("value %", justify="right")
+    table.add_column("chance %", justify="right")
+    for k in ("t2v_r1", "t2v_r5", "t2v_r10", "v2t_r1", "v2t_r5", "v2t_r10"):
+        if k in res:
+            table.add_row(k, f"{100 * res[k]:.1f}", f"{100 * min(1.0, int(k.split('_r')[1]) * res['chance_r1']):.1f}")
+    for k in ("zs_top1", "zs_top5", "zs_mean_class"):
+        if k in res:
+            ch = res["chance_top1"] * (min(5, res["classes"]) if k == "zs_top5" else 1)
+            table.add_row(k, f"{100 * res[k]:.1f}", f"{100 * ch:.1f}")
+    Console().print(table)
+    out = Path(args.out) if args.out else run / "zeroshot"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    print(f"results: {out / 'results.json'}")
+    return 0
