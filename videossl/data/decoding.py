@@ -41,11 +41,17 @@ class DecodeError(VideosslError):
     """The bytes are not a decodable video, or a requested frame does not exist."""
 
 
+_HAS: dict[str, bool] = {}
+
+
 def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+    # cached: find_spec walks sys.path (a dozen stat calls), and open_video asks once per clip
+    if module not in _HAS:
+        try:
+            _HAS[module] = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            _HAS[module] = False
+    return _HAS[module]
 
 
 def available_backends() -> list[str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as F
@@ -88,17 +89,27 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.T
     return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
 
 
+def _rand(shape: tuple[int, ...], g: torch.Generator | None) -> np.ndarray:
+    return torch.rand(shape, generator=g, dtype=torch.float64).numpy()
+
+
 def _crop_boxes(n: int, height: int, width: int, scale, ratio, g: torch.Generator | None) -> torch.Tensor:
-    """RandomResizedCrop boxes (top, left, h, w) per sample, torchvision's rule (10 tries, then centre)."""
+    """RandomResizedCrop boxes (top, left, h, w) per sample, torchvision's rule (10 tries, then centre).
+
+    The draws come from ``g`` (torch, float64, in a fixed order); the arithmetic is done in numpy
+    (the same IEEE float64 operations; ``exp`` stays torch's) because ~40 torch calls on tiny
+    tensors cost ~1.5 ms per clip of Python overhead in a data worker.
+    """
     area = height * width
     tries = 10
-    target = area * _uniform(n * tries, scale[0], scale[1], g).view(n, tries)
-    logr = _uniform(n * tries, math.log(ratio[0]), math.log(ratio[1]), g).view(n, tries)
-    ar = torch.exp(logr)
-    w = torch.round(torch.sqrt(target * ar))
-    h = torch.round(torch.sqrt(target / ar))
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    target = area * (scale[0] + (scale[1] - scale[0]) * _rand((n * tries,), g).reshape(n, tries))
+    logr = lo + (hi - lo) * torch.rand(n * tries, generator=g, dtype=torch.float64)
+    ar = torch.exp(logr).numpy().reshape(n, tries)
+    w = np.round(np.sqrt(target * ar))
+    h = np.round(np.sqrt(target / ar))
     ok = (w > 0) & (h > 0) & (w <= width) & (h <= height)
-    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))
+    first = np.where(ok.any(1), ok.argmax(1), -1)
     # fallback: centre crop at the clamped aspect ratio
     in_ratio = width / height
     if in_ratio < ratio[0]:
@@ -107,31 +118,36 @@ def _crop_boxes(n: int, height: int, width: int, scale, ratio, g: torch.Generato
         fh, fw = height, int(round(height * ratio[1]))
     else:
         fw, fh = width, height
-    rows = torch.arange(n)
-    hh = torch.where(first >= 0, h[rows, first.clamp(min=0)], torch.tensor(float(fh), dtype=torch.float64))
-    ww = torch.where(first >= 0, w[rows, first.clamp(min=0)], torch.tensor(float(fw), dtype=torch.float64))
-    u = torch.rand(n, 2, generator=g, dtype=torch.float64)
-    top = torch.where(first >= 0, torch.floor(u[:, 0] * (height - hh + 1)), torch.floor((height - hh) / 2 + 0.5))
-    left = torch.where(first >= 0, torch.floor(u[:, 1] * (width - ww + 1)), torch.floor((width - ww) / 2 + 0.5))
-    return torch.stack([top, left, hh, ww], 1).long()
+    rows = np.arange(n)
+    found = first >= 0
+    hh = np.where(found, h[rows, np.maximum(first, 0)], float(fh))
+    ww = np.where(found, w[rows, np.maximum(first, 0)], float(fw))
+    u = _rand((n, 2), g)
+    top = np.where(found, np.floor(u[:, 0] * (height - hh + 1)), np.floor((height - hh) / 2 + 0.5))
+    left = np.where(found, np.floor(u[:, 1] * (width - ww + 1)), np.floor((width - ww) / 2 + 0.5))
+    return torch.from_numpy(np.stack([top, left, hh, ww], 1).astype(np.int64))
 
 
 def draw_params(cfg: AugmentConfig, n: int, height: int, width: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Random parameters of ``n`` clips (CPU tensors, one row per clip)."""
     g = generator
-    p = torch.rand(n, 5, generator=g, dtype=torch.float64)
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:  # == _uniform(n, lo, hi, g), without torch op overhead
+        return torch.from_numpy(lo + (hi - lo) * _rand((n,), g))
+
+    p = _rand((n, 5), g)
     return {
         "box": _crop_boxes(n, height, width, cfg.scale, cfg.ratio, g),
-        "flip": p[:, 0] < cfg.flip_p,
-        "jitter": p[:, 1] < cfg.jitter_p,
-        "brightness": _uniform(n, -cfg.brightness, cfg.brightness, g),
-        "saturation": _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, g),
-        "contrast": _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, g),
-        "hue": _uniform(n, -cfg.hue, cfg.hue, g),
-        "gray": p[:, 2] < cfg.grayscale_p,
-        "blur": p[:, 3] < cfg.blur_p,
-        "sigma": _uniform(n, cfg.blur_sigma[0], cfg.blur_sigma[1], g),
-        "solarize": p[:, 4] < cfg.solarize_p,
+        "flip": torch.from_numpy(p[:, 0] < cfg.flip_p),
+        "jitter": torch.from_numpy(p[:, 1] < cfg.jitter_p),
+        "brightness": uniform(-cfg.brightness, cfg.brightness),
+        "saturation": uniform(1 - cfg.saturation, 1 + cfg.saturation),
+        "contrast": uniform(1 - cfg.contrast, 1 + cfg.contrast),
+        "hue": uniform(-cfg.hue, cfg.hue),
+        "gray": torch.from_numpy(p[:, 2] < cfg.grayscale_p),
+        "blur": torch.from_numpy(p[:, 3] < cfg.blur_p),
+        "sigma": uniform(cfg.blur_sigma[0], cfg.blur_sigma[1]),
+        "solarize": torch.from_numpy(p[:, 4] < cfg.solarize_p),
     }
 
 
@@ -219,6 +235,10 @@ class VideoAugment:
         cfg = self.cfg
         top, left, h, w = (int(v) for v in prm["box"])
         x = F.resized_crop(clip, top, left, h, w, [self.size, self.size], antialias=True)
+        if x.dtype == torch.uint8 and cfg.output == "uint8" and not self._photometric(prm):
+            # crop (+ flip) only, uint8 in and out: the float round trip is the identity, skip it
+            # (the CPU half of the GPU-split augmentation does only this)
+            return (F.horizontal_flip(x) if prm["flip"] else x).contiguous()
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
         if prm["flip"]:
             x = F.horizontal_flip(x)
@@ -234,7 +254,11 @@ class VideoAugment:
             x = blur_clips(x[None], self.kernel, prm["sigma"][None])[0]
         if prm["solarize"]:
             x = F.solarize(x, cfg.solarize_threshold)
-        return _finish(x, cfg, channel_dim=1)
+        return _finish(x, cfg, channel_dim=1).contiguous()  # channels-last input → contiguous output
+
+    def _photometric(self, prm: dict[str, torch.Tensor]) -> bool:
+        """Whether any value-changing step (jitter, grayscale, blur, solarize) applies with ``prm``."""
+        return bool(prm["jitter"] or prm["gray"] or (prm["blur"] and self.kernel > 1) or prm["solarize"])
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:

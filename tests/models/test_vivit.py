@@ -1,0 +1,165 @@
+"""ViViT: token dropping, position tables, errors, freezing (tiny CPU models)."""
+
+import pytest
+import torch
+
+from videossl.errors import VideosslError
+from videossl.models.vivit import (
+    ViViT,
+    inflate_patch_weight,
+    num_kept,
+    random_keep_indices,
+    resize_temporal_table,
+    tube_keep_indices,
+    vivit,
+)
+
+
+def tiny(**kw):
+    args = dict(size="tiny", embed_dim=32, depth=2, num_heads=2, img_size=32, num_frames=8, tubelet=(2, 8, 8))
+    args.update(kw)
+    return ViViT(**args)
+
+
+def clip(b=2, t=8, s=32):
+    return torch.randn(b, 3, t, s, s)
+
+
+def seen_lengths(model):
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape))
+    return seen
+
+
+def test_token_counts_match_spec_table():
+    # 224 px, 2x16x16 tubelets: 196 tokens per 2-frame step (spec §7)
+    for frames, n in ((16, 1568), (128, 12544), (256, 25088)):
+        assert frames // 2 * 196 == n
+        assert num_kept(n, 0.75) == round(0.25 * n)
+        assert num_kept(n, 0.5) == n // 2
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.75, 0.9])
+def test_transformer_sees_exactly_the_kept_tokens(ratio):
+    m = tiny(mask_ratio=ratio).train()
+    seen = seen_lengths(m)
+    y = m(clip(3))
+    n = 4 * 4 * 4
+    assert y.shape == (3, 32)
+    assert seen[-1] == (3, round((1 - ratio) * n), 32)
+    assert m.last_num_tokens == round((1 - ratio) * n)
+    keep = m.last_keep
+    assert keep.shape == (3, round((1 - ratio) * n))
+    assert len({tuple(r) for r in keep.tolist()}) == 3  # per-sample masks differ
+    assert all(len(set(r)) == len(r) for r in keep.tolist())  # no token twice
+
+
+def test_eval_is_unmasked_and_mask0_equals_plain_path():
+    m = tiny(mask_ratio=0.75)
+    seen = seen_lengths(m)
+    x = clip(2)
+    m.eval()
+    y = m(x)
+    assert seen[-1][1] == 64 and m.last_keep is None
+    m.train()
+    y0 = m(x, mask_ratio=0.0)
+    assert seen[-1][1] == 64
+    torch.testing.assert_close(y, y0)  # no dropout/droppath: same function
+
+
+def test_kept_tokens_carry_their_own_positions():
+    m = tiny(mask_ratio=0.5).train()
+    x = clip(2)
+    g = torch.Generator().manual_seed(0)
+    toks = m(x, generator=g, return_tokens=True)
+    keep = m.last_keep
+    # reproduce by hand: embed all tokens, gather the kept ones, run the blocks
+    full = m.embed(x)
+    manual = full.gather(1, keep[:, :, None].expand(-1, -1, 32))
+    for blk in m.blocks:
+        manual = blk(manual)
+    torch.testing.assert_close(toks, m.norm(manual))
+
+
+def test_random_and_tube_keep_indices():
+    k = random_keep_indices(4, 20, 0.75, generator=torch.Generator().manual_seed(1))
+    assert k.shape == (4, 5) and bool((k.diff(dim=1) > 0).all())
+    valid = torch.ones(4, 20, dtype=torch.bool)
+    valid[:, 10:] = False
+    k = random_keep_indices(4, 20, 0.5, token_valid=valid)
+    assert bool((k < 10).all())  # padding tokens go first
+    t = tube_keep_indices(2, 3, 16, 0.75)
+    assert t.shape == (2, 12)
+    cells = (t % 16).view(2, 3, 4)
+    assert bool((cells == cells[:, :1]).all())  # same cells at every time step
+
+
+def test_position_table_interpolates_16_to_128_frames(tmp_path):
+    m16 = tiny(num_frames=16)
+    torch.testing.assert_close(m16.temporal_table(8), m16.pos_temporal)  # unchanged at its own length
+    assert resize_temporal_table(m16.pos_temporal, 8) is m16.pos_temporal
+    path = tmp_path / "encoder.pt"
+    torch.save({f"encoder.{k}": v for k, v in m16.state_dict().items()}, path)
+    # same architecture (the run's config), longer clip: interpolated at run time
+    again = tiny(num_frames=16)
+    again.load_pretrained(str(path))
+    assert again.eval()(clip(1, t=128)).shape == (1, 32)
+    assert again.last_num_tokens == 64 * 16
+    # a model built for 128 frames loads the 16-frame table (resized on load)
+    m128 = tiny(num_frames=128)
+    m128.load_pretrained(str(path))
+    assert m128.pos_temporal.shape[1] == 64
+    torch.testing.assert_close(m128.blocks[0].attn.qkv.weight, m16.blocks[0].attn.qkv.weight)
+    assert m128.eval()(clip(1, t=128)).shape == (1, 32)
+
+
+def test_errors_are_clear():
+    m = tiny(interpolate_pos=False)
+    with pytest.raises(VideosslError, match="longer than the temporal position table"):
+        m(clip(1, t=16))
+    with pytest.raises(VideosslError, match="not divisible by the patch"):
+        m(clip(1, s=36))
+    with pytest.raises(VideosslError, match="tubelet length"):
+        m(clip(1, t=7))
+    with pytest.raises(VideosslError):
+        tiny(mask_ratio=1.0)
+    with pytest.raises(VideosslError, match="unknown model"):
+        vivit("vivit-xxl")
+
+
+def test_valid_mask_pools_only_real_frames():
+    m = tiny().eval()
+    x = clip(1)
+    valid = torch.tensor([[True] * 4 + [False] * 4])
+    y = m(x, valid=valid)
+    # padding tubelets are hidden from attention and pooling: changing them changes nothing
+    x2 = x.clone()
+    x2[:, :, 4:] = torch.randn_like(x2[:, :, 4:])
+    torch.testing.assert_close(m(x2, valid=valid), y)
+
+
+def test_train_only_last_k_blocks_and_checkpointing():
+    m = tiny(depth=3, trainable_blocks=1, grad_checkpointing=True, mask_ratio=0.5).train()
+    m(clip(2)).sum().backward()
+    got = {n for n, p in m.named_parameters() if p.grad is not None}
+    assert got and all(n.startswith(("blocks.2.", "norm.")) for n in got)
+    assert not m.patch_embed.weight.requires_grad
+
+
+def test_inflation_matches_2d_patches_on_a_static_clip():
+    m = tiny()
+    w2 = torch.randn(32, 3, 8, 8)
+    b2 = torch.randn(32)
+    m.inflate_from_2d(w2, b2)
+    frame = torch.randn(1, 3, 32, 32)
+    static = frame[:, :, None].repeat(1, 1, 8, 1, 1)
+    e3 = m.patch_embed(static)[:, :, 0]  # first time step
+    e2 = torch.nn.functional.conv2d(frame, w2, b2, stride=8)
+    torch.testing.assert_close(e3, e2, atol=1e-5, rtol=1e-5)
+    assert inflate_patch_weight(w2, 2).shape == (32, 3, 2, 8, 8)
+
+
+def test_tube_mode_keeps_same_cells_per_step():
+    m = tiny(mask_ratio=0.75, mask_mode="tube").train()
+    m(clip(2))
+    assert m.last_num_tokens == 4 * 4  # 4 of 16 cells x 4 steps

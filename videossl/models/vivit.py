@@ -1,0 +1,408 @@
+"""Joint space-time ViT (ViViT) with 3D tubelets and random token *dropping* (long-video recipe).
+
+``(B, C, T, H, W) → (B, feature_dim)``. A clip is cut into tubelets of ``tubelet = (t, p, p)``
+(default 2 × 16 × 16) by a 3D convolution; every token gets a *spatial* position embedding (one per
+grid cell) plus a *temporal* one (one per tubelet step); all tokens go through the same timm
+``Block`` stack (joint attention over space and time, fused SDPA); the video vector is the mean of
+the output tokens after the final norm. See ``shared/specs/long_video_masked_contrastive.md`` §2–3.
+
+Masking (training only; evaluation always sees every token)
+-----------------------------------------------------------
+* ``mask_mode="random"``: every sample draws its own random subset of the N tokens and keeps
+  exactly ``round((1 - r) * N)`` of them (the same count for the whole batch, so the tensor stays
+  rectangular). Dropped tokens are *removed* from the sequence: the transformer's cost falls with
+  the kept count (no mask tokens, no zero-filling). Position embeddings are added before the drop,
+  so kept tokens carry their own positions.
+* ``mask_mode="tube"`` (ablation): one random spatial mask per sample, repeated over time; keeps
+  ``round((1 - r) * S)`` of the S grid cells in every time step.
+* ``valid`` (B, T) bool (from the long-video sampler): tubelets made only of padding frames are
+  dropped first when masking, never pooled, and hidden from attention by a key-padding mask.
+
+Position tables and longer clips
+--------------------------------
+The tables are sized for ``num_frames`` and ``img_size``. A shorter clip uses the first entries of
+the temporal table (positions are time steps at the sampler's fps); a longer one linearly
+interpolates the temporal table to the clip's length when ``interpolate_pos=True`` (the default;
+a model trained at 16 frames runs at 128), and is refused with a :class:`VideosslError` otherwise.
+A different frame size bicubically interpolates the spatial table. :meth:`ViViT.load_pretrained`
+also resizes tables stored at another size (stage 1 → stage 2 with a longer table).
+
+Memory options: ``grad_checkpointing`` (activation checkpointing per block) and
+``trainable_blocks=k`` (only the last k blocks and the final norm get gradients; the frozen
+prefix then runs without autograd, which is where the memory saving comes from).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from videossl.errors import VideosslError
+
+# name -> (embed_dim, depth, num_heads), as timm's ViT-Ti/S/B/L
+SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (192, 12, 3),
+    "s": (384, 12, 6),
+    "b": (768, 12, 12),
+    "l": (1024, 24, 16),
+}
+MASK_MODES = ("random", "tube")
+
+__all__ = [
+    "MASK_MODES",
+    "SIZES",
+    "ViViT",
+    "inflate_patch_weight",
+    "num_kept",
+    "random_keep_indices",
+    "resize_temporal_table",
+    "resize_spatial_table",
+    "tube_keep_indices",
+    "vivit",
+]
+
+
+# ----------------------------------------------------------------------------- pure helpers
+def num_kept(num_tokens: int, mask_ratio: float) -> int:
+    """Tokens kept by random masking: ``round((1 - r) · N)``, at least 1."""
+    if not 0.0 <= mask_ratio < 1.0:
+        raise VideosslError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    return max(1, int(round((1.0 - mask_ratio) * num_tokens)))
+
+
+def random_keep_indices(batch: int, num_tokens: int, mask_ratio: float, *, device=None,
+                        generator: torch.Generator | None = None, token_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, K) sorted indices of the tokens each sample keeps; independent per sample.
+
+    ``token_valid`` (B, N) bool: invalid tokens are dropped before any valid one.
+    """
+    keep = num_kept(num_tokens, mask_ratio)
+    noise = torch.rand(batch, num_tokens, device=device, generator=generator)
+    if token_valid is not None:
+        noise = noise + (~token_valid.to(noise.device)).float() * 2.0
+    idx = noise.argsort(dim=1)[:, :keep]
+    return idx.sort(dim=1).values
+
+
+def tube_keep_indices(batch: int, grid_t: int, grid_s: int, mask_ratio: float, *, device=None,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, K·grid_t) indices for tube masking: the same ``K = round((1-r)·S)`` cells at every step."""
+    keep = num_kept(grid_s, mask_ratio)
+    cells = torch.rand(batch, grid_s, device=device, generator=generator).argsort(dim=1)[:, :keep].sort(dim=1).values
+    steps = torch.arange(grid_t, device=cells.device) * grid_s
+    return (steps[None, :, None] + cells[:, None, :]).reshape(batch, grid_t * keep)
+
+
+def resize_temporal_table(table: torch.Tensor, steps: int) -> torch.Tensor:
+    """(1, T0, D) → (1, steps, D) by linear interpolation; unchanged when ``steps == T0``."""
+    if table.shape[1] == steps:
+        return table
+    out = F.interpolate(table.transpose(1, 2), size=steps, mode="linear", align_corners=False)
+    return out.transpose(1, 2)
+
+
+def resize_spatial_table(table: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """(1, h·w, D) → (1, h'·w', D) by bicubic interpolation; unchanged when the grid is the same."""
+    if tuple(grid) == tuple(new_grid):
+        return table
+    d = table.shape[-1]
+    t = table.reshape(1, grid[0], grid[1], d).permute(0, 3, 1, 2)
+    t = F.interpolate(t, size=new_grid, mode="bicubic", align_corners=False)
+    return t.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], d)
+
+
+def inflate_patch_weight(weight2d: torch.Tensor, frames: int) -> torch.Tensor:
+    """2D patch kernel (D, C, p, p) → 3D tubelet kernel (D, C, t, p, p): repeated over time, divided by t.
+
+    A static clip then gives exactly the 2D patch embedding (ViViT / I3D "central-free" inflation).
+    """
+    return weight2d.unsqueeze(2).repeat(1, 1, frames, 1, 1) / frames
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+# ----------------------------------------------------------------------------------- model
+class ViViT(nn.Module):
+    """Joint space-time ViT over 3D tubelets.
+
+    Args:
+        size: ``tiny`` | ``s`` | ``b`` | ``l`` (timm ViT-Ti/S/B/L widths); ``embed_dim``, ``depth``,
+            ``num_heads`` override it (e.g. a 2-block model for tests).
+        img_size: frame size the spatial table is built for.
+        num_frames: clip length the temporal table is built for (``num_frames / tubelet[0]`` steps).
+        tubelet: ``(t, p, p)``; frame sizes must be divisible by p and clip lengths by t.
+        mask_ratio: fraction of tokens dropped at training time (``forward(..., mask_ratio=)`` overrides).
+        mask_mode: ``random`` (default) or ``tube`` (ablation).
+        interpolate_pos: allow clips longer than ``num_frames`` (interpolated temporal table).
+        grad_checkpointing: activation checkpointing of every trainable block while training.
+        trainable_blocks: ``None`` = all; ``k`` = only the last k blocks + final norm train
+            (plus the temporal table when ``train_temporal_pos``, which makes backprop run through
+            the whole stack again).
+        normalize_input: subtract 0.45 and divide by 0.225 per channel first (inputs in [0, 1]):
+            removes the large, sample-independent DC part of the tubelet embeddings (helps from-scratch training).
+        init_from: path of weights to start from (a run's ``encoder.pt`` or a checkpoint), tables resized.
+    """
+
+    def __init__(
+        self,
+        size: str = "s",
+        img_size: int = 224,
+        num_frames: int = 16,
+        tubelet: tuple[int, int, int] | list[int] = (2, 16, 16),
+        in_chans: int = 3,
+        embed_dim: int | None = None,
+        depth: int | None = None,
+        num_heads: int | None = None,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        mask_ratio: float = 0.0,
+        mask_mode: str = "random",
+        interpolate_pos: bool = True,
+        grad_checkpointing: bool = False,
+        trainable_blocks: int | None = None,
+        train_temporal_pos: bool = False,
+        normalize_input: bool = False,
+        init_from: str | None = None,
+    ) -> None:
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        if size not in SIZES:
+            raise VideosslError(f"unknown ViViT size {size!r}: choose one of {', '.join(SIZES)}")
+        d0, l0, h0 = SIZES[size]
+        self.embed_dim = int(embed_dim or d0)
+        self.depth = int(depth or l0)
+        heads = int(num_heads or h0)
+        if self.embed_dim % heads:
+            raise VideosslError(f"embed_dim {self.embed_dim} is not divisible by num_heads {heads}")
+        tubelet = tuple(int(v) for v in tubelet)
+        if len(tubelet) != 3 or min(tubelet) < 1:
+            raise VideosslError(f"tubelet must be (t, p, p) with positive ints, got {tubelet}")
+        self.tubelet = tubelet
+        self.img_size = _pair(img_size)
+        if self.img_size[0] % tubelet[1] or self.img_size[1] % tubelet[2]:
+            raise VideosslError(f"img_size {self.img_size} is not divisible by the patch size {tubelet[1:]}")
+        if num_frames % tubelet[0]:
+            raise VideosslError(f"num_frames {num_frames} is not divisible by the tubelet length {tubelet[0]}")
+        if mask_mode not in MASK_MODES:
+            raise VideosslError(f"unknown mask_mode {mask_mode!r}: choose one of {', '.join(MASK_MODES)}")
+        num_kept(2, mask_ratio)  # validates the ratio
+        self.num_frames = int(num_frames)
+        self.mask_ratio = float(mask_ratio)
+        self.mask_mode = mask_mode
+        self.interpolate_pos = bool(interpolate_pos)
+        self.grad_checkpointing = bool(grad_checkpointing)
+        self.grid = (self.img_size[0] // tubelet[1], self.img_size[1] // tubelet[2])
+        self.grid_t = self.num_frames // tubelet[0]
+        self.feature_dim = self.embed_dim
+        self.normalize_input = bool(normalize_input)
+
+        self.patch_embed = nn.Conv3d(in_chans, self.embed_dim, kernel_size=tubelet, stride=tubelet)
+        self.pos_spatial = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], self.embed_dim))
+        self.pos_temporal = nn.Parameter(torch.zeros(1, self.grid_t, self.embed_dim))
+        dpr = [float(x) for x in torch.linspace(0, drop_path, self.depth)]
+        self.blocks = nn.ModuleList(
+            Block(self.embed_dim, heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=dpr[i],
+                  norm_layer=partial(nn.LayerNorm, eps=1e-6))
+            for i in range(self.depth)
+        )
+        self.norm = nn.LayerNorm(self.embed_dim, eps=1e-6)
+        self._init_weights()
+        self.last_keep: torch.Tensor | None = None  # (B, K) indices kept in the last masked forward
+        self.last_num_tokens: int = 0  # sequence length the transformer saw in the last forward
+        if init_from:
+            self.load_pretrained(init_from)
+        self.trainable_blocks = trainable_blocks
+        self.train_temporal_pos = bool(train_temporal_pos)
+        if trainable_blocks is not None:
+            self.set_trainable_blocks(int(trainable_blocks), train_temporal_pos)
+
+    # -- init / freezing ---------------------------------------------------------------------
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_spatial, std=0.02)
+        nn.init.trunc_normal_(self.pos_temporal, std=0.02)
+        w = self.patch_embed.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        for m in self.blocks.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def set_trainable_blocks(self, k: int, train_temporal_pos: bool = False) -> None:
+        """Freeze everything but the last ``k`` blocks and the final norm (and the temporal table)."""
+        if not 0 <= k <= self.depth:
+            raise VideosslError(f"trainable_blocks must be in 0..{self.depth}, got {k}")
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for blk in self.blocks[self.depth - k:]:
+            for p in blk.parameters():
+                p.requires_grad_(True)
+        for p in self.norm.parameters():
+            p.requires_grad_(True)
+        self.pos_temporal.requires_grad_(bool(train_temporal_pos))
+
+    def inflate_from_2d(self, weight2d: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """Initialise the tubelet conv from a 2D patch conv (see :func:`inflate_patch_weight`)."""
+        with torch.no_grad():
+            self.patch_embed.weight.copy_(inflate_patch_weight(weight2d, self.tubelet[0]))
+            if bias is not None:
+                self.patch_embed.bias.copy_(bias)
+
+    # -- position tables -----------------------------------------------------------------------
+    def temporal_table(self, steps: int) -> torch.Tensor:
+        if steps <= self.grid_t:
+            return self.pos_temporal[:, :steps]
+        if not self.interpolate_pos:
+            raise VideosslError(
+                f"a clip of {steps * self.tubelet[0]} frames is longer than the temporal position table "
+                f"({self.num_frames} frames) and interpolate_pos is off: build the model with num_frames >= "
+                f"{steps * self.tubelet[0]} or interpolate_pos=True"
+            )
+        return resize_temporal_table(self.pos_temporal, steps)
+
+    def spatial_table(self, grid: tuple[int, int]) -> torch.Tensor:
+        return resize_spatial_table(self.pos_spatial, self.grid, grid)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor) -> tuple[int, int, int]:
+        if x.ndim != 5:
+            raise VideosslError(f"ViViT expects (B, C, T, H, W), got shape {tuple(x.shape)}")
+        _, c, t, h, w = x.shape
+        tt, ph, pw = self.tubelet
+        if c != self.patch_embed.in_channels:
+            raise VideosslError(f"ViViT built for {self.patch_embed.in_channels} channels, got {c} (shape (B, C, T, H, W))")
+        if h % ph or w % pw:
+            raise VideosslError(f"frame size {h}x{w} is not divisible by the patch size {ph}x{pw}")
+        if t % tt:
+            raise VideosslError(f"clip length {t} is not divisible by the tubelet length {tt}")
+        return t // tt, h // ph, w // pw
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Tubelet tokens with position embeddings: (B, N, D), N = T' · H' · W' (time-major)."""
+        gt, gh, gw = self._check_input(x)
+        if self.normalize_input:
+            x = (x - 0.45) / 0.225
+        tokens = self.patch_embed(x).flatten(3).permute(0, 2, 3, 1)  # (B, T", H"W", D)
+        pos = self.temporal_table(gt)[:, :, None, :] + self.spatial_table((gh, gw))[:, None, :, :]
+        return (tokens + pos).flatten(1, 2)
+
+    def keep_indices(self, batch: int, grid: tuple[int, int, int], ratio: float, token_valid=None,
+                     generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        gt, gh, gw = grid
+        if self.mask_mode == "tube":
+            return tube_keep_indices(batch, gt, gh * gw, ratio, device=device, generator=generator)
+        return random_keep_indices(batch, gt * gh * gw, ratio, device=device, generator=generator, token_valid=token_valid)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, mask_ratio: float | None = None,
+                generator: torch.Generator | None = None, return_tokens: bool = False) -> torch.Tensor:
+        """(B, C, T, H, W) → (B, D) mean-pooled video vector (or the (B, N', D) tokens).
+
+        Masks only in training mode (``mask_ratio`` defaults to the configured one); ``valid``
+        (B, T) bool marks real frames (False on padding from the long-video sampler).
+        """
+        grid = self._check_input(x)
+        b = x.shape[0]
+        frozen_stem = not (self.patch_embed.weight.requires_grad or self.pos_spatial.requires_grad
+                           or self.pos_temporal.requires_grad)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not (frozen_stem and self._first_trainable() > 0)):
+            tokens = self.embed(x)
+        token_valid = None
+        if valid is not None:
+            v = valid.to(device=x.device, dtype=torch.bool)
+            if v.shape != (b, x.shape[2]):
+                raise VideosslError(f"valid must be (B, T) = {(b, x.shape[2])}, got {tuple(v.shape)}")
+            tv = v.view(b, grid[0], self.tubelet[0]).any(dim=2)  # a tubelet with any real frame is real
+            token_valid = tv[:, :, None].expand(b, grid[0], grid[1] * grid[2]).reshape(b, -1)
+            if bool(token_valid.all()):
+                token_valid = None
+        ratio = self.mask_ratio if mask_ratio is None else float(mask_ratio)
+        self.last_keep = None
+        if self.training and ratio > 0:
+            keep = self.keep_indices(b, grid, ratio, token_valid, generator, x.device)
+            tokens = tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[-1]))
+            if token_valid is not None:
+                token_valid = token_valid.gather(1, keep)
+            self.last_keep = keep
+        self.last_num_tokens = tokens.shape[1]
+        attn_mask = None
+        if token_valid is not None:
+            token_valid = token_valid | ~token_valid.any(dim=1, keepdim=True)  # never an all-masked row
+            attn_mask = token_valid[:, None, None, :]
+        tokens = self._run_blocks(tokens, attn_mask)
+        tokens = self.norm(tokens)
+        if return_tokens:
+            return tokens
+        if token_valid is None:
+            return tokens.mean(dim=1)
+        w = token_valid.to(tokens.dtype)[:, :, None]
+        return (tokens * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+    def _first_trainable(self) -> int:
+        for i, blk in enumerate(self.blocks):
+            if any(p.requires_grad for p in blk.parameters()):
+                return i
+        return self.depth
+
+    def _run_blocks(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        frozen_stem = not (self.patch_embed.weight.requires_grad or self.pos_spatial.requires_grad
+                           or self.pos_temporal.requires_grad)
+        first = self._first_trainable() if frozen_stem else 0
+        grad = torch.is_grad_enabled()
+        for i, blk in enumerate(self.blocks):
+            if i < first:
+                with torch.no_grad():  # frozen prefix: no activations kept for backward
+                    x = blk(x, attn_mask=attn_mask)
+                continue
+            if self.grad_checkpointing and self.training and grad:
+                x = checkpoint(blk, x, attn_mask, use_reentrant=False)
+            else:
+                x = blk(x, attn_mask=attn_mask)
+        return x
+
+    # -- weights -----------------------------------------------------------------------------------
+    def load_pretrained(self, source: str | Mapping[str, torch.Tensor], prefix: str = "encoder.") -> tuple[list[str], list[str]]:
+        """Load weights (a run's ``encoder.pt``, a Lightning checkpoint or a state dict), resizing
+        the temporal / spatial position tables to this model's sizes."""
+        import os
+
+        from videossl.models.encoders import load_encoder_state
+
+        obj: Any = source
+        if isinstance(source, str | os.PathLike):
+            if not os.path.isfile(source):
+                raise VideosslError(f"checkpoint not found: {source}")
+            obj = torch.load(source, map_location="cpu", weights_only=True)
+        if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+            obj = obj["state_dict"]
+        sd = dict(obj)
+        if not any(k.startswith(prefix) for k in sd):
+            prefix = ""
+        t_key, s_key = prefix + "pos_temporal", prefix + "pos_spatial"
+        if t_key in sd and sd[t_key].shape[1] != self.grid_t:
+            sd[t_key] = resize_temporal_table(sd[t_key].float(), self.grid_t)
+        if s_key in sd and sd[s_key].shape[1] != self.grid[0] * self.grid[1]:
+            n = sd[s_key].shape[1]
+            g = int(round(math.sqrt(n)))
+            if g * g != n:
+                raise VideosslError(f"cannot resize a non-square spatial position table of {n} entries")
+            sd[s_key] = resize_spatial_table(sd[s_key].float(), (g, g), self.grid)
+        return load_encoder_state(self, sd, prefix=prefix)
+
+
+def vivit(name: str = "vivit-s", **kw: Any) -> ViViT:
+    """``vivit-tiny`` | ``vivit-s`` | ``vivit-b`` | ``vivit-l`` → :class:`ViViT` (extra kwargs pass through)."""
+    size = name.lower().removeprefix("vivit-").removeprefix("vivit_")
+    if size not in SIZES:
+        raise VideosslError(f"unknown model {name!r}: choose one of {', '.join('vivit-' + s for s in SIZES)}")
+    return ViViT(size=size, **kw)
