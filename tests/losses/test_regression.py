@@ -93,3 +93,17 @@ def test_loss_is_plain_mean_of_terms(n_terms):
     torch.testing.assert_close(brave_loss(pairs), want)
     with pytest.raises(VideosslError):
         brave_loss([])
+
+
+def test_brave_flow_view_gathers_resizes_and_scales_flow():
+    """BraVe's V/F broad view: flow t->t+1 per broad frame, resized with the image, vectors rescaled."""
+    from videossl.methods.brave import flow_view
+
+    flow = torch.zeros(1, 3, 4, 4, 2)
+    flow[0, 1, ..., 0] = 2.0  # frame 1 moves +2 px in x
+    flow[0, 2, ..., 1] = -1.0  # frame 2 moves -1 px in y
+    out = flow_view(flow, torch.tensor([[0, 1, 2, 3]]), size=8, scale=2.0)
+    assert out.shape == (1, 2, 4, 8, 8)
+    # x2 resize doubles the vectors, /2 normalises: frame 1 dx = 2; the last frame reuses flow 2->3 (index 2)
+    assert torch.allclose(out[0, 0, :, 3, 3], torch.tensor([0.0, 2.0, 0.0, 0.0]))
+    assert torch.allclose(out[0, 1, :, 3, 3], torch.tensor([0.0, 0.0, -1.0, -1.0]))

@@ -17,11 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from videossl.data.transforms import GRAY_WEIGHTS
 from videossl.losses.regression import brave_loss
 from videossl.methods.base import OptimConfig, SSLMethod, to_clip
 from videossl.models.encoders import RandConv, predictor, projector
 
-BROAD_MODALITIES = ("rgb", "randconv", "frame_diff")
+BROAD_MODALITIES = ("rgb", "randconv", "frame_diff", "gray_diff", "flow")
 
 
 def frame_differences(clip: torch.Tensor) -> torch.Tensor:
@@ -30,16 +31,38 @@ def frame_differences(clip: torch.Tensor) -> torch.Tensor:
     return torch.cat([d, d[:, :, -1:]], dim=2)
 
 
+def gray_differences(clip: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, H, W) → (B, 1, T, H, W): frame differences of the luma (colour-free motion)."""
+    w = clip.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1, 1)
+    return frame_differences((clip * w).sum(1, keepdim=True))
+
+
+def flow_view(flow: torch.Tensor, indices: torch.Tensor, size: int, scale: float = 2.0) -> torch.Tensor:
+    """Optical-flow broad view: ``flow`` (B, T-1, H, W, 2) px (dx, dy) of the whole video, ``indices``
+    (B, Tb) the broad view's frames → (B, 2, Tb, size, size), resized (vectors rescaled with the
+    image) and divided by ``scale`` px. Frame t gets the flow t→t+1 (the last frame the previous)."""
+    b, tf, h, w, _ = flow.shape
+    idx = indices.long().clamp(max=tf - 1).to(flow.device)
+    f = torch.gather(flow, 1, idx[:, :, None, None, None].expand(-1, -1, h, w, 2))  # (B, Tb, H, W, 2)
+    f = f.permute(0, 1, 4, 2, 3).reshape(-1, 2, h, w).float()
+    f = torch.nn.functional.interpolate(f, size=(size, size), mode="bilinear", align_corners=False)
+    f = f * f.new_tensor([size / w, size / h]).view(1, 2, 1, 1) / scale
+    return f.reshape(b, -1, 2, size, size).permute(0, 2, 1, 3, 4).contiguous()
+
+
 class BraVe(SSLMethod):
     """BraVe with one broad modality.
 
     Args:
         narrow_encoder: backbone of the narrow view; becomes ``self.encoder``.
         broad_encoder: backbone of the broad view (own weights; its ``in_channels`` must match the
-            modality: 3 for rgb / randconv / frame_diff).
+            modality: 3 for rgb / randconv / frame_diff, 1 for gray_diff).
         broad_modality: ``rgb``, ``randconv`` (a random convolution per clip, as BraVe's code
             does for every broad video view) or ``frame_diff`` (temporal differences: a cheap
-            motion modality computed on the fly).
+            motion modality computed on the fly), ``gray_diff`` (the same on the luma, one
+            channel), or ``flow`` (BraVe's V/F: optical flow of the broad window, 2 channels; here
+            the flow stored with the data, e.g. the synthetic set's ground truth via
+            ``data.extras: [flow.npz]``; no flow estimator ships with videossl yet).
         proj_hidden, out_dim, pred_hidden: head sizes (paper: 4096, 128, 4096).
         optim: optimiser/schedule (paper: LARS, nesterov, wd 1e-2, predictor gradients x10).
         num_classes: > 0 adds the online linear probe on detached narrow features.
@@ -74,17 +97,26 @@ class BraVe(SSLMethod):
         self.broad_predictor = predictor(out_dim, pred_hidden, out_dim)
         self._build_probe()
 
-    def broad_input(self, clip: torch.Tensor) -> torch.Tensor:
+    def broad_input(self, clip: torch.Tensor, batch: dict[str, Any] | None = None) -> torch.Tensor:
+        if self.broad_modality == "flow":
+            if batch is None or "flow" not in batch:
+                from videossl.errors import VideosslError
+
+                raise VideosslError("broad_modality 'flow' needs the flow in the batch: set data.extras: [flow.npz] "
+                                    "(the synthetic set stores ground-truth flow)")
+            return flow_view(batch["flow"]["forward"], batch["indices"][1], clip.shape[-1])
         if self.broad_modality == "randconv":
             return self.randconv(clip, generator=self.step_generator())
         if self.broad_modality == "frame_diff":
             return frame_differences(clip)
+        if self.broad_modality == "gray_diff":
+            return gray_differences(clip)
         return clip
 
     def ssl_step(self, batch: dict[str, Any]):
         narrow, broad = batch["views"][0], batch["views"][1]
         f_n = self.encoder(to_clip(narrow))
-        f_b = self.broad_encoder(self.broad_input(to_clip(broad)))
+        f_b = self.broad_encoder(self.broad_input(to_clip(broad), batch))
         z_n = self.narrow_projector(f_n)
         p_n = self.narrow_predictor(z_n)
         z_b = self.broad_projector(f_b)
