@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("eval", "knn", "videossl.eval.knn_cli", "weighted kNN (k 200/20, T 0.07) and NN retrieval of a frozen encoder"),
     ("eval", "finetune", "videossl.eval.finetune", "fine-tune an encoder end to end (layer decay, mixup/cutmix), multi-view test"),
     ("eval", "compare", "videossl.eval.compare", "several eval results.json side by side (Markdown + table)"),
+    ("eval", "flow", "videossl.eval.flow", "forecast-flow EPE, next-frame PSNR/SSIM and label propagation vs ground truth, PNG panels"),
     ("eval", "zeroshot", "videossl.eval.retrieval", "zero-shot classification by class prompts and text-video retrieval R@1/5/10"),
     ("bench", "data", "videossl.bench.data", "clips/s of the data pipeline vs raw decoding vs a naive loader, RSS"),
     ("bench", "train", "videossl.bench.train", "steps/s, clips/s, peak memory and MFU of a recipe's training step"),
