@@ -90,7 +90,7 @@ def test_translation_flow_direction_matches_class():
 
 def test_masks_match_colour_keyed_object_on_plain_background():
     ious = []
-    for cfg, p, _ in _videos(n=16, distractor_prob=0.0):
+    for _cfg, p, _ in _videos(n=16, distractor_prob=0.0):
         p.bg_kind = "plain"
         p.obj.texture = "plain"
         p.drift = np.zeros(2)

@@ -41,10 +41,10 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build(config: str, batch_size: int | None):
+    import tempfile
+
     from videossl.lightning_cli import VideosslCLI
     from videossl.train import _compose_configs
-
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         args, merged = _compose_configs(["--config", config], tmp)

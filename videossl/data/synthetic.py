@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import io
 import math
-from fractions import Fraction
 import multiprocessing as mp
 import os
 from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
 from functools import partial
 from typing import Any
 
