@@ -52,26 +52,36 @@ class ResumeCheckpoint(pl.Callback):
 class WeightSyncCheck(pl.Callback):
     """At the end of training, checks that every rank holds the same weights (a DDP sanity check).
 
-    Each rank hashes its parameters and buffers; rank 0 writes ``<run>/weight_sync.json`` with the
-    hashes, whether they are equal, and the global step. Add it in a recipe::
+    Each rank hashes its parameters, and separately its buffers; rank 0 writes
+    ``<run>/weight_sync.json`` with both lists of hashes, ``equal`` (parameters identical on every
+    rank: what DDP guarantees), ``buffers_equal`` and the global step. Buffers such as BatchNorm's
+    running statistics may legitimately differ: DDP broadcasts rank 0's buffers at the start of
+    each forward, so the last training step leaves every rank with its own statistics unless a
+    later forward (validation) or SyncBN aligns them. Add it in a recipe::
 
         trainer:
           callbacks: [{class_path: videossl.callbacks.WeightSyncCheck}]
     """
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    @staticmethod
+    def _hash(tensors) -> str:
         h = hashlib.sha256()
-        for k, v in sorted(pl_module.state_dict().items()):
+        for k, v in sorted(tensors):
             h.update(k.encode())
             h.update(v.detach().float().cpu().numpy().tobytes())
-        mine = h.hexdigest()
+        return h.hexdigest()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        mine = (self._hash(pl_module.named_parameters()), self._hash(pl_module.named_buffers()))
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            hashes: list = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(hashes, mine)
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, mine)
         else:
-            hashes = [mine]
+            gathered = [mine]
         if trainer.is_global_zero:
-            report = {"hashes": hashes, "equal": len(set(hashes)) == 1, "global_step": trainer.global_step,
+            hashes, buffers = [g[0] for g in gathered], [g[1] for g in gathered]
+            report = {"hashes": hashes, "equal": len(set(hashes)) == 1, "buffer_hashes": buffers,
+                      "buffers_equal": len(set(buffers)) == 1, "global_step": trainer.global_step,
                       "world_size": trainer.world_size}
             Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
             Path(trainer.default_root_dir, "weight_sync.json").write_text(json.dumps(report, indent=2) + "\n")

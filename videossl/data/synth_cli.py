@@ -25,7 +25,7 @@ examples:
 
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (created if needed)")
-    p.add_argument("--num-videos", type=int, default=480, help="number of videos over all splits (70/15/15)")
+    p.add_argument("--num-videos", type=int, default=1200, help="number of videos over all splits (70/15/15)")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: preset's, 16)")
     p.add_argument("--size", type=int, default=None, help="frame width = height in px, even (default: preset's)")
     p.add_argument("--fps", type=float, default=None, help="frame rate written into the mp4 (default 12)")

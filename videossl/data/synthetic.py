@@ -598,7 +598,7 @@ def validate_config(cfg: SynthConfig) -> None:
 
 def generate(
     out: str | os.PathLike,
-    num_videos: int = 480,
+    num_videos: int = 1200,
     *,
     preset: str = "default",
     seed: int = 0,

@@ -55,6 +55,7 @@ class OptimConfig:
     step_gamma: float = 0.5
     exclude_bias_and_norm: bool = True
     grad_multipliers: dict[str, float] = field(default_factory=dict)  # regex on param name -> x
+    lr_multipliers: dict[str, float] = field(default_factory=dict)  # regex on param name -> LR x
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -89,18 +90,37 @@ def is_bias_or_norm(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(".bias")
 
 
+def lr_multiplier(name: str, cfg: OptimConfig) -> float:
+    """The LR multiplier of parameter ``name``: the first ``cfg.lr_multipliers`` regex that matches, else 1.
+
+    With adaptive optimisers (AdamW, RMSprop) a gradient multiplier is normalised away, so BraVe's
+    "predictor x10" becomes a 10x learning rate for the predictor there.
+    """
+    for pattern, mult in cfg.lr_multipliers.items():
+        if re.search(pattern, name):
+            return float(mult)
+    return 1.0
+
+
 def build_optimizer(named_params, cfg: OptimConfig, lr: float, extra_groups=()) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    named_params = [(n, p) for n, p in named_params if p.requires_grad]
+    for pattern in cfg.lr_multipliers:
+        if not any(re.search(pattern, n) for n, _ in named_params):
+            raise VideosslError(f"optim.lr_multipliers: pattern {pattern!r} matches no parameter")
+    buckets: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in named_params:
-        if not p.requires_grad:
-            continue
-        (no_decay if cfg.exclude_bias_and_norm and is_bias_or_norm(name, p) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
-    if no_decay:
-        # weight_decay 0 also keeps these out of LARS' trust-ratio scaling (timm's Lars adapts only
-        # groups with weight decay), as BraVe does for biases and BN parameters.
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    groups = [g for g in groups if g["params"]] + list(extra_groups)
+        no_decay = cfg.exclude_bias_and_norm and is_bias_or_norm(name, p)
+        buckets.setdefault((no_decay, lr_multiplier(name, cfg)), []).append(p)
+    groups = []
+    # plain groups first (param_groups[0] is the one whose LR is logged), then the multiplied ones;
+    # weight_decay 0 also keeps biases / norms out of LARS' trust-ratio scaling (timm's Lars adapts
+    # only groups with weight decay), as BraVe does for biases and BN parameters.
+    for (no_decay, mult), params in sorted(buckets.items(), key=lambda kv: (kv[0][1] != 1.0, kv[0][0])):
+        group = {"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+        if mult != 1.0:
+            group["lr"] = lr * mult
+        groups.append(group)
+    groups += list(extra_groups)
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
     if cfg.name == "sgd":
