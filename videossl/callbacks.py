@@ -30,7 +30,7 @@ class ResumeCheckpoint(pl.Callback):
         tmp = self.dirpath / "last.ckpt.part"
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # full state: optimiser, loops, callbacks
         if trainer.is_global_zero:
             os.replace(tmp, self.dirpath / "last.ckpt")
         trainer.strategy.barrier("videossl-checkpoint")

@@ -252,3 +252,17 @@ def test_datamodule_fit_and_val_loaders(shard_set, tmp_path, capsys):
         dm.test_dataloader()
     with pytest.raises(VideosslError, match="ram_fraction"):
         VideoDataModule(str(shard_set), ram_fraction=0)
+
+
+def test_unrequested_members_not_read_and_a_vanished_sample_is_reported(tmp_path, make_shards):
+    d = tmp_path / "bad3"
+    # train0001 keeps only a member nobody asked for: it never reaches the pipeline as a sample,
+    # so the shard comes up one short of its manifest count, which must be reported, not silent
+    make_shards(d, {"train": 6}, per_shard=6, bad={"train0001": {"json": None, "mp4": None, "note.txt": b"x" * 100}})
+    ds = VideoShardDataset(d, EVAL, split="train", batch_size=1, train=False, skip_log_dir=tmp_path / "s")
+    assert not ds._wanted_member("train0000.note.txt") and ds._wanted_member("train0000.mp4")
+    good = keys_of(run_epoch(ds, num_workers=0))
+    assert sorted(good) == ["train0000", "train0002", "train0003", "train0004", "train0005"]
+    recs = ds.skip_log.records()
+    assert len(recs) == 1 and recs[0]["shard"] == "train-000000.tar", recs
+    assert recs[0]["reason"].startswith("shard ended early: 1 sample(s) missing")

@@ -536,22 +536,38 @@ class VideoShardDataset(IterableDataset):
             if pos >= stop:
                 return
 
+    def _wanted_member(self, fname: str) -> bool:
+        ext = os.path.basename(fname).partition(".")[2].lower()
+        return ext == "json" or ext in VIDEO_EXTS or ext in self.extras
+
     def _read_shard(self, url: str, skip: int, take: int, worker: int, epoch: int) -> Iterator[dict[str, Any]]:
         shard = os.path.basename(url)
 
+        errors = []
+
         def handler(exn: Exception) -> bool:
+            errors.append(exn)
             self._record(worker, epoch, "?", shard, f"tar read error: {str(exn)[:200]}")
             return True
 
-        it = wds.tariterators.tarfile_samples([{"url": url}], handler=handler)
+        # Read only the members a sample needs (the synthetic set's ~80 KB of ground truth per
+        # sample is skipped unless asked for in ``extras``); a sample is grouped by key as before.
+        it = wds.tariterators.tarfile_samples([{"url": url}], handler=handler, select_files=self._wanted_member)
+        seen = 0
         try:
             for i, raw in enumerate(it):
                 if i < skip:
                     continue
                 if i >= skip + take:
                     break
+                seen = i + 1
                 raw["__shard__"] = shard
                 yield raw
+            else:  # the shard ended: fewer samples than the manifest lists is reported, never silent
+                if seen < skip + take and not errors:
+                    self._record(worker, epoch, "?", shard,
+                                 f"shard ended early: {skip + take - max(seen, skip)} sample(s) missing (no .json or "
+                                 f"video member, or a short tar); the manifest lists more")
         finally:
             it.close()
 

@@ -207,3 +207,14 @@ def write_split_summary(out_dir: Path, title: str, per_split: dict[str, dict[str
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def report_console(stderr: bool = False):
+    """A rich console for result tables: the terminal's width on a TTY, 160 columns when piped or
+    logged (rich's default of 80 would truncate the table's names)."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)

@@ -114,8 +114,9 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from videossl.eval.common import report_console
 
     rows = compare(args.results)
     table = Table(title="evaluation comparison")
@@ -123,7 +124,7 @@ def run_cli(args: argparse.Namespace) -> int:
         table.add_column(c, justify="right" if c.endswith("%") or c in ("ECE", "AURC", "AURC learned", "test videos") else "left")
     for r in rows:
         table.add_row(*(r[c] for c in COLUMNS))
-    console = Console()
+    console = report_console()
     console.print(table)
     md = markdown(rows)
     if args.out:

@@ -452,13 +452,13 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
+    from videossl.eval.common import report_console
     from videossl.eval.linear import _f, write_report
     from videossl.recipes import load_recipe
 
-    console = Console()
+    console = report_console()
     raw = load_recipe(args.config)
     if args.epochs is not None:
         raw = {**raw, "epochs": args.epochs}

@@ -373,9 +373,9 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from videossl.eval.common import report_console
 
-    console = Console(stderr=True)
+    console = report_console(stderr=True)
     start = time.perf_counter()
     if not args.run and not args.config:
         raise VideosslError("give --run RUN (a `videossl fit` folder) or --config RECIPE")

@@ -146,11 +146,10 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from videossl.eval.common import report_console
     from videossl.recipes import load_recipe
 
-    console = Console()
+    console = report_console()
     raw = load_recipe(args.config)
     knn = dict(raw.get("knn") or {})
     if args.k:

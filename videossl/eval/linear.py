@@ -417,11 +417,10 @@ def encoders_to_evaluate(args: argparse.Namespace, spec: dict[str, Any], ckpt: P
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from videossl.eval.common import report_console
     from videossl.recipes import load_recipe
 
-    console = Console()
+    console = report_console()
     raw = load_recipe(args.config)
     cfg = EvalConfig.from_dict(raw)
     splits = parse_splits(args.splits)

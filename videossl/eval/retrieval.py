@@ -201,10 +201,10 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from videossl.data.pipeline import ViewSpec
+    from videossl.eval.common import report_console
 
     run = Path(args.run)
     model, data = load_run_model(run, Path(args.ckpt) if args.ckpt else None)
@@ -227,7 +227,7 @@ def run_cli(args: argparse.Namespace) -> int:
         if k in res:
             ch = res["chance_top1"] * (min(5, res["classes"]) if k == "zs_top5" else 1)
             table.add_row(k, f"{100 * res[k]:.1f}", f"{100 * ch:.1f}")
-    Console().print(table)
+    report_console().print(table)
     out = Path(args.out) if args.out else run / "zeroshot"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=2))
