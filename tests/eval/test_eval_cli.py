@@ -159,6 +159,17 @@ def test_empty_split_is_one_error(tmp_path, csv_sets, videossl_main, capsys):
     assert "'test'" in line and ("no samples" in line or "not in" in line)
 
 
+@pytest.mark.parametrize("cmd", ["linear", "knn"])
+def test_data_dir_flag_overrides_the_recipe(tmp_path, csv_sets, videossl_main, capsys, cmd):
+    # the recipe names the empty set; --data-dir points at the set with an unseen test class, whose error proves
+    # the override took effect
+    spec = json.dumps({"class_path": "videossl.models.Small3D", "init_args": {"width": 2}})
+    cfg = linear_recipe(tmp_path, csv_sets / "empty", views=[{**TINY_VIEW, "num_clips": 1}], batch_size=2)
+    rc = videossl_main(["eval", cmd, "--config", str(cfg), "--data-dir", str(csv_sets / "unseen"), "--encoder", spec,
+                        "--random-only", "--out", str(tmp_path / "o"), "--no-cache"])
+    assert "never occur in the train split" in one_error_line(capsys, rc)
+
+
 def test_splits_flag_needs_template(tmp_path, synth48, brave_run, videossl_main, capsys):
     cfg = linear_recipe(tmp_path, synth48)
     rc = videossl_main(["eval", "linear", "--config", str(cfg), "--run", str(brave_run), "--splits", "1,2,3"])

@@ -98,6 +98,28 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-map", default=None, help='JSON {"old_prefix": "new_prefix"} renames applied after --prefix')
     p.add_argument("--splits", default=None,
                    help="comma-separated official splits (e.g. 1,2,3): data_dir's {split} is filled per split and the mean is reported")
+    p.add_argument("--data-dir", default=None,
+                   help="shard set to evaluate on (overrides the recipe's data_dir; may hold {split})")
+
+
+def add_baseline_arguments(p: argparse.ArgumentParser, kind: str) -> None:
+    """The options every frozen-feature evaluation shares (linear, kNN)."""
+    p.add_argument("--compare-random", action="store_true", help="also evaluate the same encoder randomly initialised")
+    p.add_argument("--random-only", action="store_true", help="evaluate only the randomly initialised encoder")
+    p.add_argument("--out", default=None, help=f"output folder (default: <run>/eval/{kind}-<data name>)")
+    p.add_argument("--device", default=default_device())
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")
+
+
+def load_eval_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """The eval recipe of ``args.config`` (composed), with ``--data-dir`` applied."""
+    from videossl.recipes import load_recipe
+
+    raw = load_recipe(args.config)
+    if getattr(args, "data_dir", None):
+        raw = {**raw, "data_dir": args.data_dir}
+    return raw
 
 
 def parse_key_map(text: str | None) -> dict[str, str] | None:

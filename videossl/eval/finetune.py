@@ -57,6 +57,7 @@ from videossl.eval.common import (
     default_device,
     file_hash,
     format_split,
+    load_eval_recipe,
     load_weights,
     parse_key_map,
     parse_splits,
@@ -456,10 +457,9 @@ def run_cli(args: argparse.Namespace) -> int:
 
     from videossl.eval.common import report_console
     from videossl.eval.linear import _f, write_report
-    from videossl.recipes import load_recipe
 
     console = report_console()
-    raw = load_recipe(args.config)
+    raw = load_eval_recipe(args)
     if args.epochs is not None:
         raw = {**raw, "epochs": args.epochs}
     cfg = FinetuneConfig.from_dict(raw)

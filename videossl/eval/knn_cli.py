@@ -27,10 +27,11 @@ from torch import nn
 
 from videossl.errors import VideosslError
 from videossl.eval.common import (
+    add_baseline_arguments,
     add_encoder_arguments,
     check_split_template,
-    default_device,
     format_split,
+    load_eval_recipe,
     parse_splits,
     resolve_encoder,
     write_split_summary,
@@ -137,20 +138,14 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     add_encoder_arguments(p)
     p.add_argument("--k", default=None, help="comma-separated k values (overrides knn.k), e.g. 200,20")
     p.add_argument("--temperature", type=float, default=None, help="vote temperature T (overrides knn.temperature)")
-    p.add_argument("--compare-random", action="store_true", help="also evaluate the same encoder randomly initialised")
-    p.add_argument("--random-only", action="store_true", help="evaluate only the randomly initialised encoder")
-    p.add_argument("--out", default=None, help="output folder (default: <run>/eval/knn-<data name>)")
-    p.add_argument("--device", default=default_device())
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")
+    add_baseline_arguments(p, "knn")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     from videossl.eval.common import report_console
-    from videossl.recipes import load_recipe
 
     console = report_console()
-    raw = load_recipe(args.config)
+    raw = load_eval_recipe(args)
     knn = dict(raw.get("knn") or {})
     if args.k:
         try:

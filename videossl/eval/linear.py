@@ -50,13 +50,14 @@ from videossl.errors import VideosslError
 
 # shared with the other eval commands; re-exported here for existing imports
 from videossl.eval.common import (
+    add_baseline_arguments,
     add_encoder_arguments,
     build_from_spec,
     check_split_template,
-    default_device,
     encoder_spec_from_run,
     file_hash,
     format_split,
+    load_eval_recipe,
     load_weights,
     parse_key_map,
     parse_splits,
@@ -390,12 +391,7 @@ def write_report(out_dir: Path, results: list[dict[str, Any]], protocol: list[st
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="eval recipe (YAML; may `compose:` fragments)")
     add_encoder_arguments(p)
-    p.add_argument("--compare-random", action="store_true", help="also evaluate the same encoder randomly initialised")
-    p.add_argument("--random-only", action="store_true", help="evaluate only the randomly initialised encoder")
-    p.add_argument("--out", default=None, help="output folder (default: <run>/eval/linear-<data name>)")
-    p.add_argument("--device", default=default_device())
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")
+    add_baseline_arguments(p, "linear")
 
 
 def encoders_to_evaluate(args: argparse.Namespace, spec: dict[str, Any], ckpt: Path | None, console
@@ -418,10 +414,9 @@ def encoders_to_evaluate(args: argparse.Namespace, spec: dict[str, Any], ckpt: P
 
 def run_cli(args: argparse.Namespace) -> int:
     from videossl.eval.common import report_console
-    from videossl.recipes import load_recipe
 
     console = report_console()
-    raw = load_recipe(args.config)
+    raw = load_eval_recipe(args)
     cfg = EvalConfig.from_dict(raw)
     splits = parse_splits(args.splits)
     check_split_template(cfg.data_dir, splits)
