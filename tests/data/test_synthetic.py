@@ -241,3 +241,14 @@ def test_hard_preset_is_harder():
     assert hard.noise_std[0] > easy.noise_std[1]
     p = sample_params(replace(hard, size=64), 0, 0, seed=0)
     assert p.distractor is not None
+
+
+def test_fast_preset_moves_more_per_frame_and_keeps_the_object_in_view():
+    easy, fast = make_config(), make_config("fast")
+    assert fast.size == easy.size and fast.speed[0] > easy.speed[1]
+    for label in range(4):  # the translations: per-frame displacement of the centre, object kept in the frame
+        pe, pf = sample_params(easy, 3, label, seed=0), sample_params(fast, 3, label, seed=0)
+        step_e = np.abs(np.diff(pe.obj.centre, axis=0)).max()
+        step_f = np.abs(np.diff(pf.obj.centre, axis=0)).max()
+        assert step_f > step_e and step_f >= 1.8
+        assert pf.obj.centre.min() >= 0 and pf.obj.centre.max() <= fast.size - 1
