@@ -137,3 +137,27 @@ def test_short_training_beats_zero_flow():
     epe = (res["flow"] - g).norm(dim=2)[fg].mean()
     zero = g.norm(dim=2)[fg].mean()
     assert epe < 0.8 * zero, (float(epe), float(zero))
+
+
+def test_pair_mode_flow_depends_on_frame_t_plus_1_forecast_mode_does_not():
+    torch.manual_seed(0)
+    clip, _, _ = _translating_batch(n=1, frames=4)
+    enc = FlowEncoder(preset="modern", in_channels=3, channels=[8, 8], hidden_channels=8)
+    changed = clip.clone()
+    changed[:, :, 2] = torch.rand_like(changed[:, :, 2])  # replace frame 2: the target of the forecast from t = 1
+    flows = {}
+    m = FlowAutoencoder(encoder=enc, smooth_weight=0.02, mode="pair").eval()
+    with torch.no_grad():
+        for prm in m.flow_head.parameters():  # the flow head starts at zero flow: give it weights
+            prm.normal_(0, 0.1)
+    for mode in ("forecast", "pair"):
+        m.mode = mode
+        with torch.no_grad():
+            a, b = m.forecast(clip)["flow"][:, 0], m.forecast(changed)["flow"][:, 0]  # flow for t = 1 -> 2
+        flows[mode] = (a - b).abs().max().item()
+    assert flows["forecast"] == 0.0  # a forecast never sees frame t+1
+    assert flows["pair"] > 0.0  # the estimator does
+    with pytest.raises(VideosslError, match="mode"):
+        FlowAutoencoder(encoder=enc, mode="estimate")
+    with pytest.raises(VideosslError, match="pair"):
+        FlowAutoencoder(encoder=enc, mode="pair").step(clip[:, :, 0], {})

@@ -328,7 +328,7 @@ def evaluate(model, data_dir: str, split: str, frames: int | None, batch_size: i
     if seen == 0:
         raise VideosslError(f"no videos evaluated in {data_dir} split {split}")
     return {"metrics": acc.means(), "videos": seen, "frames": frames, "size": int(size), "panels": panel_paths,
-            "burn_in": int(model.burn_in), "ks": list(ks)}
+            "burn_in": int(model.burn_in), "ks": list(ks), "mode": getattr(model, "mode", "forecast")}
 
 
 def report_lines(r: dict[str, Any]) -> list[str]:
@@ -339,7 +339,8 @@ def report_lines(r: dict[str, Any]) -> list[str]:
 
     lines = [
         f"videos: {r['videos']}, frames per video: {r['frames']} at {r['size']}x{r['size']}, burn-in {r['burn_in']} "
-        f"(forecast flow from frames <= t)", "",
+        + ("(forecast flow from frames <= t)" if r.get("mode", "forecast") == "forecast"
+           else "(mode 'pair': flow ESTIMATED from frames <= t+1, a diagnostic, not a forecast)"), "",
         "| EPE (px) | model | zero flow |", "|---|---|---|",
     ]
     for name in ("all", "fg", "moving"):

@@ -57,6 +57,7 @@ from videossl.models.warp import (
     upsample_flow,
 )
 
+MODES = ("forecast", "pair")
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(head="paper", flow_kernel_size=15, clamp=0.5, recon="pixel", loss_last_only=False,
                   smooth="huber", smooth_weight=1e-2, occlusion="none"),
@@ -152,6 +153,10 @@ class FlowAutoencoder(SSLMethod):
         scale_weights: per-scale data-term weights, fine → coarse (modern; default 1, 0.5, 0.25, …).
         align_corners: sampler convention (True = the paper's stnbhwd); set explicitly everywhere.
         burn_in: steps without a loss (default: the encoder's burn_in, 1).
+        mode: ``forecast`` (the paper: the flow B_{t+1→t} comes from the memory h_t, which has seen
+            frames ≤ t only) or ``pair`` (a diagnostic *estimator*: the flow comes from h_{t+1}, which
+            has also seen frame t+1; the prediction is still frame t warped, so the flow is the only
+            path to frame t+1). ``pair`` separates "cannot estimate motion" from "cannot forecast it".
     """
 
     def __init__(
@@ -174,8 +179,12 @@ class FlowAutoencoder(SSLMethod):
         optim: OptimConfig | None = None,
         num_classes: int = 0,
         probe_lr: float = 1e-2,
+        mode: str = "forecast",
     ) -> None:
         super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr)
+        if mode not in MODES:
+            raise VideosslError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
         if encoder is None:
             encoder = FlowEncoder(preset=preset or "paper", in_channels=in_channels or 1)
         if not isinstance(encoder, FlowEncoder):
@@ -267,7 +276,9 @@ class FlowAutoencoder(SSLMethod):
         def sel(x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
             return x[:, lo:hi].reshape(B * n, *x.shape[2:])
 
-        out = self._predict(sel(frames, steps[0], T - 1), [sel(p, steps[0], T - 1) for p in pyr], sel(hs, steps[0], T - 1))
+        lag = 1 if self.mode == "pair" else 0  # pair: the memory has also seen frame t+1
+        out = self._predict(sel(frames, steps[0], T - 1), [sel(p, steps[0], T - 1) for p in pyr],
+                            sel(hs, steps[0] + lag, T - 1 + lag))
         res: dict[str, Any] = {k: v for k, v in out.items()}
         res["pred"] = out["pred"].view(B, n, C, H, W)
         res["flow"] = out["flow"].view(B, n, 2, H, W)
@@ -397,6 +408,9 @@ class FlowAutoencoder(SSLMethod):
         """
         if frame.ndim != 4:
             raise VideosslError(f"step() takes one frame (B, C, H, W), got shape {tuple(frame.shape)}")
+        if self.mode != "forecast":
+            raise VideosslError("step() streams forecasts; a mode='pair' model estimates flow between given frames: "
+                                "use forecast(clip)")
         x = self.encoder.prepare(frame[:, :, None])[:, :, 0]
         pyr = self.encoder.spatial(x)
         h, c, memory = self.encoder.memory.step(pyr[-1], state.get("memory"))
@@ -411,4 +425,4 @@ class FlowAutoencoder(SSLMethod):
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("online_probe."))
 
 
-__all__ = ["Decoder", "FlowAutoencoder", "METHOD_PRESETS", "MultiScaleFlowHead", "PaperFlowHead"]
+__all__ = ["Decoder", "FlowAutoencoder", "METHOD_PRESETS", "MODES", "MultiScaleFlowHead", "PaperFlowHead"]
