@@ -190,7 +190,9 @@ class SSLMethod(pl.LightningModule):
             dim = getattr(self.encoder, "feature_dim", None)
             if dim is None:
                 raise VideosslError(f"{type(self.encoder).__name__} declares no feature_dim: the online probe needs it")
-            self.online_probe = nn.Linear(dim, self.num_classes)
+            # standardise the detached features first (BN without affine, as solo-learn / MAE probes do):
+            # a plain linear layer at a fixed LR lags far behind features whose scale drifts in training
+            self.online_probe = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, self.num_classes))
 
     def configure_model(self) -> None:  # called by Lightning before optimisers; idempotent
         self._build_probe()
