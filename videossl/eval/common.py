@@ -214,8 +214,7 @@ def write_split_summary(out_dir: Path, title: str, per_split: dict[str, dict[str
                            for n, m in mean.items()],
                "chance": first.get("chance")}
     (out_dir / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    lines = [f"# {title}: mean over splits {', '.join(per_split)}", "", "## Protocol", ""]
-    lines += [f"- {x}" for x in payload["protocol"]] + ["", "## Results (top-1 %)", ""]
+    lines = report_header(f"{title}: mean over splits {', '.join(per_split)}", payload["protocol"], "Results (top-1 %)")
     lines += ["| encoder | " + " | ".join(f"split {s}" for s in per_split) + " | mean ± std |",
               "|---|" + "---|" * (len(per_split) + 1)]
     for name, m in mean.items():
@@ -223,8 +222,20 @@ def write_split_summary(out_dir: Path, title: str, per_split: dict[str, dict[str
         lines.append(f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in t["values"])
                      + f" | {100 * t['mean']:.1f} ± {100 * t['std']:.1f} |")
     lines += ["", "Per-split reports: " + ", ".join(f"[split {s}](split{s}/report.md)" for s in per_split)]
-    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    write_markdown(out_dir, lines)
     return payload
+
+
+def report_header(title: str, protocol: list[str], results_heading: str = "Results") -> list[str]:
+    """The opening of every evaluation report: title, the protocol as a list, then the results heading."""
+    return [f"# {title}", "", "## Protocol", ""] + [f"- {x}" for x in protocol] + ["", f"## {results_heading}", ""]
+
+
+def write_markdown(out_dir: Path, lines: list[str]) -> Path:
+    """Write ``lines`` as ``out_dir/report.md``; returns its path."""
+    path = Path(out_dir) / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def default_device() -> str:

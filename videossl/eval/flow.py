@@ -374,7 +374,7 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from videossl.eval.common import report_console
+    from videossl.eval.common import report_console, write_markdown
 
     console = report_console(stderr=True)
     start = time.perf_counter()
@@ -404,7 +404,7 @@ def run_cli(args: argparse.Namespace) -> int:
     (out / "results.json").write_text(json.dumps(r, indent=2))
     lines = [f"# Flow evaluation: {cfg_path} ({'random init' if args.random else ckpt}) on {data} [{args.split}]", ""]
     lines += report_lines(r)
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_markdown(out, lines)
     print("\n".join(report_lines(r)))
     console.print(f"[green]wrote[/] {out}/results.json, report.md and {len(r['panels'])} panel(s) in {r['seconds']} s")
     return 0

@@ -33,7 +33,9 @@ from videossl.eval.common import (
     format_split,
     load_eval_recipe,
     parse_splits,
+    report_header,
     resolve_encoder,
+    write_markdown,
     write_split_summary,
 )
 from videossl.eval.linear import (
@@ -121,16 +123,14 @@ def protocol_lines(cfg: EvalConfig, spec: dict[str, Any], ckpt: str | None, ckpt
 def write_report(out_dir: Path, results: list[dict[str, Any]], protocol: list[str]) -> Path:
     ks = list(results[0]["knn"])
     rk = list(results[0]["retrieval"])
-    lines = ["# kNN evaluation", "", "## Protocol", ""] + [f"- {x}" for x in protocol] + ["", "## Results (%)", ""]
+    lines = report_header("kNN evaluation", protocol, "Results (%)")
     lines += ["| encoder | " + " | ".join(f"kNN k={k}" for k in ks) + " | mean class acc | " + " | ".join(rk) + " |",
               "|---|" + "---|" * (len(ks) + 1 + len(rk))]
     for r in results:
         lines.append(f"| {r['name']} | " + " | ".join(_f(r["knn"][k], ".1f", 100) for k in ks)
                      + f" | {_f(r['mean_class_accuracy'], '.1f', 100)} | "
                      + " | ".join(_f(r["retrieval"][k], ".1f", 100) for k in rk) + " |")
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_markdown(out_dir, lines)
 
 
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:

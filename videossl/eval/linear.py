@@ -61,7 +61,9 @@ from videossl.eval.common import (
     load_weights,
     parse_key_map,
     parse_splits,
+    report_header,
     resolve_encoder,
+    write_markdown,
     write_split_summary,
 )
 
@@ -355,7 +357,7 @@ def _f(x: Any, fmt: str = ".3f", scale: float = 1.0) -> str:
 
 def write_report(out_dir: Path, results: list[dict[str, Any]], protocol: list[str], title: str = "Linear evaluation"
                  ) -> Path:
-    lines = [f"# {title}", "", "## Protocol", ""] + [f"- {x}" for x in protocol] + ["", "## Results", ""]
+    lines = report_header(title, protocol)
     lines += ["| encoder | top-1 | top-5 | mean class acc | ECE | AURC | coverage@τ | risk@τ |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['name']} | {_f(r['top1'], '.1f', 100)} | {_f(r['top5'], '.1f', 100)} | "
@@ -383,9 +385,7 @@ def write_report(out_dir: Path, results: list[dict[str, Any]], protocol: list[st
     for r in results:
         for kind, path in r.get("plots", {}).items():
             lines.append(f"![{r['name']} {kind}]({Path(path).name})")
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_markdown(out_dir, lines)
 
 
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
