@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--train-videos", type=int, default=400)
     ap.add_argument("--test-videos", type=int, default=100)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--data-term", choices=["l1_ssim", "mse", "charbonnier"], default="l1_ssim",
+                    help="photometric term between warped frame t and frame t+1")
     args = ap.parse_args()
     torch.manual_seed(0)
     train, _ = load(args.data, "train", args.train_videos)
@@ -89,7 +91,8 @@ def main() -> None:
         a, b = train[i, t], train[i, t + 1]
         flow = model(a, b)
         warped = backward_warp(a, flow, True, padding_mode="border")
-        loss = P.l1_ssim(warped, b) + args.smooth * P.edge_aware_smoothness(flow, b, 10.0, 1)
+        data = {"l1_ssim": P.l1_ssim, "mse": P.mse, "charbonnier": P.charbonnier}[args.data_term]
+        loss = data(warped, b) + args.smooth * P.edge_aware_smoothness(flow, b, 10.0, 1)
         opt.zero_grad()
         loss.backward()
         opt.step()

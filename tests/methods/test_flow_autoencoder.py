@@ -71,10 +71,26 @@ def test_identity_at_init_and_shapes():
     assert FlowAutoencoder(preset="code").forecast(clip)["pred"].shape == (2, 3, 1, 16, 16)
 
 
-def test_streaming_matches_batch():
+def test_motion_input_is_the_scaled_temporal_difference():
+    enc = FlowEncoder(preset="modern", in_channels=3, motion_input=True, motion_gain=4.0)
+    assert enc.stages[0][0].in_channels == 6
+    frames = torch.rand(2, 4, 3, 8, 8)
+    x = enc.frame_inputs(frames)
+    assert x.shape == (2, 4, 6, 8, 8)
+    assert torch.equal(x[:, :, :3], frames)
+    assert torch.all(x[:, 0, 3:] == 0)  # no frame before the first: zero difference
+    assert torch.allclose(x[:, 2, 3:], 4.0 * (frames[:, 2] - frames[:, 1]))
+    prev = torch.rand(2, 3, 8, 8)  # streaming: the previous frame comes from the state
+    assert torch.allclose(enc.frame_inputs(frames[:, :1], prev)[:, 0, 3:], 4.0 * (frames[:, 0] - prev))
+    assert torch.equal(FlowEncoder(preset="modern", in_channels=3).frame_inputs(frames), frames)
+
+
+@pytest.mark.parametrize("motion_input", [False, True])
+def test_streaming_matches_batch(motion_input):
     torch.manual_seed(0)
     for preset, ch in (("paper", 1), ("modern", 3)):
-        m = FlowAutoencoder(preset=preset, in_channels=ch).eval()
+        enc = FlowEncoder(preset=preset, in_channels=ch, motion_input=motion_input)
+        m = FlowAutoencoder(encoder=enc).eval()
         with torch.no_grad():  # non-zero flows so the comparison means something
             for p in m.flow_head.parameters():
                 p.add_(0.05 * torch.randn_like(p))

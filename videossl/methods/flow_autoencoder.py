@@ -268,7 +268,8 @@ class FlowAutoencoder(SSLMethod):
         B, C, T, H, W = clip.shape
         enc.check_length(T, self.burn_in + 2, "a forecast (burn-in steps, then frame t and frame t+1)")
         frames = clip.permute(0, 2, 1, 3, 4)  # (B, T, C, H, W)
-        pyr = [p.view(B, T, *p.shape[1:]) for p in enc.spatial(frames.reshape(B * T, C, H, W))]
+        inputs = enc.frame_inputs(frames)
+        pyr = [p.view(B, T, *p.shape[1:]) for p in enc.spatial(inputs.reshape(B * T, *inputs.shape[2:]))]
         hs, cs, _ = enc.memory(pyr[-1])
         steps = list(range(self.burn_in, T - 1))
         n = len(steps)
@@ -397,7 +398,7 @@ class FlowAutoencoder(SSLMethod):
     def init_state(self, batch: dict[str, Any] | torch.Tensor | None = None) -> dict[str, Any]:
         """Fresh memory (h_0 = c_0 = 0) for an online run; ``batch`` is accepted for symmetry and unused
         (shapes are taken from the first frame given to :meth:`step`)."""
-        return {"memory": None, "t": 0}
+        return {"memory": None, "t": 0, "previous": None}
 
     def step(self, frame: torch.Tensor, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Consume frame t (B, C, H, W) in [0, 1]; forecast frame t+1.
@@ -412,13 +413,13 @@ class FlowAutoencoder(SSLMethod):
             raise VideosslError("step() streams forecasts; a mode='pair' model estimates flow between given frames: "
                                 "use forecast(clip)")
         x = self.encoder.prepare(frame[:, :, None])[:, :, 0]
-        pyr = self.encoder.spatial(x)
+        pyr = self.encoder.spatial(self.encoder.frame_inputs(x[:, None], state.get("previous"))[:, 0])
         h, c, memory = self.encoder.memory.step(pyr[-1], state.get("memory"))
         out = self._predict(x, pyr, h)
         t = int(state.get("t", 0))
         res = {"pred": out["pred"], "flow": out["flow"], "features": self.encoder.pooled(h, c), "t": t,
                "valid": t >= self.burn_in}
-        return res, {"memory": memory, "t": t + 1}
+        return res, {"memory": memory, "t": t + 1, "previous": x}
 
     def count_parameters(self) -> int:
         """Parameters of the autoencoder (encoder, flow head, decoder), online probe excluded."""

@@ -177,13 +177,18 @@ class FlowEncoder(nn.Module):
         with_cell: concatenate the pooled c (feature_dim = 2·C_h).
         burn_in: first steps whose memory is still empty: never pooled, never in the loss (≥ 1: the
             first step sees one frame only).
+        motion_input: feed E the frame *and* its temporal difference ``motion_gain·(Y_t − Y_{t−1})``
+            (zero at the first step), so the memory sees motion directly instead of having to compare
+            consecutive feature maps through its gates (our addition, not in the paper; see
+            BENCHMARKS.md: without it the modern variant did not learn sub-pixel motion in 1050 CPU steps).
     """
 
     def __init__(self, preset: str = "paper", in_channels: int = 1, channels: list[int] | None = None,
                  kernel_size: int | None = None, activation: str | None = None, norm: bool | None = None,
                  hidden_channels: int | None = None, memory_kernel_size: int | None = None, num_layers: int | None = None,
                  forget_bias: float | None = None, untied_first: bool | None = None, gate_norm: bool | None = None,
-                 pool: str = "last", with_cell: bool = False, burn_in: int = 1, rgb_to_grey: bool = True) -> None:
+                 pool: str = "last", with_cell: bool = False, burn_in: int = 1, rgb_to_grey: bool = True,
+                 motion_input: bool = False, motion_gain: float = 8.0) -> None:
         super().__init__()
         if preset not in ENCODER_PRESETS:
             raise VideosslError(f"unknown flow encoder preset {preset!r}: choose one of {', '.join(ENCODER_PRESETS)}")
@@ -206,8 +211,9 @@ class FlowEncoder(nn.Module):
         self.channels = [int(c) for c in p["channels"]]
         self.hidden_channels = int(p["hidden_channels"])
         self.config = p
+        self.motion_input, self.motion_gain = bool(motion_input), float(motion_gain)
         k = int(p["kernel_size"])
-        stages, cin = [], self.in_channels
+        stages, cin = [], self.in_channels * (2 if self.motion_input else 1)
         for cout in self.channels:
             layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2)]
             if p["norm"]:
@@ -261,8 +267,17 @@ class FlowEncoder(nn.Module):
                                 f"least {need} frames (use more frames per view or a smaller burn_in)")
 
     # -- pieces ---------------------------------------------------------------------------------
+    def frame_inputs(self, frames: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """frames (B, T, C, H, W) → E's inputs (B, T, C_E, H, W): the frames, plus with ``motion_input``
+        ``motion_gain·(Y_t − Y_{t−1})``; Y_{−1} is ``previous`` (streaming) or Y_0 itself (zero difference)."""
+        if not self.motion_input:
+            return frames
+        before = frames[:, :1] if previous is None else previous[:, None]
+        diff = frames - torch.cat([before, frames[:, :-1]], 1)
+        return torch.cat([frames, self.motion_gain * diff], 2)
+
     def spatial(self, frames: torch.Tensor) -> list[torch.Tensor]:
-        """frames (N, C, H, W) → feature pyramid [stage 1, …, X] (stride 2, 4, …)."""
+        """E's inputs (N, C_E, H, W) (see :meth:`frame_inputs`) → feature pyramid [stage 1, …, X] (stride 2, 4, …)."""
         out, x = [], frames
         for stage in self.stages:
             x = stage(x)
@@ -277,8 +292,8 @@ class FlowEncoder(nn.Module):
         clip = self.prepare(clip)
         b, _, t = clip.shape[:3]
         self.check_length(t, self.burn_in + 1, "a feature (pooled after the burn-in)")
-        frames = clip.permute(0, 2, 1, 3, 4).reshape(b * t, *clip.shape[1:2], *clip.shape[3:])
-        x = self.spatial(frames)[-1]
+        frames = self.frame_inputs(clip.permute(0, 2, 1, 3, 4))
+        x = self.spatial(frames.reshape(b * t, *frames.shape[2:]))[-1]
         hs, cs, _ = self.memory(x.view(b, t, *x.shape[1:]))
         if self.pool == "last":
             return self.pooled(hs[:, -1], cs[:, -1])
