@@ -186,3 +186,30 @@ def test_two_process_gather_matches_single_process_loss_and_gradients(tmp_path):
     for r in range(WORLD):
         for n, p in model.named_parameters():
             torch.testing.assert_close(res[r]["ddp"][n], p.grad, msg=f"rank {r} DDP grad {n}")
+
+
+def test_hard_negative_nce_against_hand_computation():
+    from videossl.losses.infonce import hard_negative_nce
+
+    q = [[1.0, 0.0], [0.6, 0.8]]
+    kp = [[0.8, 0.6], [0.0, 1.0]]
+    kn = [[[0.0, 1.0], [1.0, 0.0]], [[1.0, 0.0], [-1.0, 0.0]]]
+    tau = 0.5
+
+    def dot(a, b):
+        return sum(x * y for x, y in zip(a, b))
+
+    def row(i, negs):
+        logits = [dot(q[i], kp[i]) / tau] + [dot(q[i], kn[i][m]) / tau for m in negs]
+        lse = math.log(sum(math.exp(z) for z in logits))
+        return lse - logits[0]
+
+    got = hard_negative_nce(torch.tensor(q), torch.tensor(kp), torch.tensor(kn), tau)
+    assert got.item() == pytest.approx((row(0, [0, 1]) + row(1, [0, 1])) / 2, rel=1e-6)
+    valid = torch.tensor([[True, False], [False, False]])  # row 1 has no negative: left out of the mean
+    got = hard_negative_nce(torch.tensor(q), torch.tensor(kp), torch.tensor(kn), tau, valid=valid)
+    assert got.item() == pytest.approx(row(0, [0]), rel=1e-6)
+    none = hard_negative_nce(torch.tensor(q), torch.tensor(kp), torch.tensor(kn), tau, valid=torch.zeros(2, 2, dtype=torch.bool))
+    assert none.item() == 0.0
+    with pytest.raises(VideosslError, match="k_neg"):
+        hard_negative_nce(torch.tensor(q), torch.tensor(kp), torch.tensor(kp), tau)

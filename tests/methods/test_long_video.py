@@ -126,3 +126,36 @@ def test_minilm_tower_loads_offline():
     assert e.shape == (2, 384) and t.feature_dim == 384
     trainable = [n for n, p in t.named_parameters() if p.requires_grad]
     assert trainable and all(".layer.4." in n or ".layer.5." in n for n in trainable)
+
+
+def test_motion_swapped_captions_change_only_the_motion():
+    from videossl.data.prompts import motion_swapped
+    from videossl.data.synthetic import _PHRASES
+
+    phrase_class = {p: c for c, ps in _PHRASES.items() for p in ps}
+    g = torch.Generator().manual_seed(0)
+    cap = "a red striped star sliding to the left over a grey checkered background"
+    seen = set()
+    for _ in range(40):
+        s = motion_swapped(cap, g)
+        assert s.startswith("a red striped star ") and s.endswith(" over a grey checkered background")
+        phrase = s[len("a red striped star "):-len(" over a grey checkered background")]
+        assert phrase_class[phrase] != "translate_left"  # another class, never a synonym of the same one
+        seen.add(phrase_class[phrase])
+    assert len(seen) >= 5
+    assert motion_swapped("a person playing guitar") is None
+
+
+def test_hard_negatives_loss_and_errors():
+    torch.manual_seed(0)
+    m = LongVideoContrastive(enc(), text_encoder=text(), embed_dim=16, hard_negatives="motion_swap", hard_negative_weight=0.5)
+    b = batch(captions=["a red star moving left", "a blue star moving right", "no motion words here", "a star rising"])
+    loss, _, logs = m.ssl_step(b)
+    assert float(logs["hn_skipped"]) == 1.0 and 0 <= float(logs["hn_acc"]) <= 1 and float(logs["hn_loss"]) > 0
+    assert math.isclose(float(loss), float(logs["vt_loss"] + 0.5 * logs["hn_loss"]), rel_tol=1e-5)
+    loss.backward()
+    assert m.text_encoder.tok.weight.grad is not None
+    with pytest.raises(VideosslError, match="hard_negatives"):
+        LongVideoContrastive(enc(), text_encoder=text(), hard_negatives="verbs")
+    with pytest.raises(VideosslError, match="need objective video_text"):
+        LongVideoContrastive(enc(), objective="video_video", hard_negatives="motion_swap")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["TEMPLATES", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind"]
+import torch
+
+__all__ = ["TEMPLATES", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind", "motion_swapped"]
 
 TEMPLATES = (
     "a video of a person {}.",
@@ -44,3 +46,24 @@ def class_prompts(name: str, kind: str = "generic") -> list[str]:
         return [t.format(p) for p in _PHRASES[name] for t in SYNTHETIC_TEMPLATES]
     phrase = class_phrase(name)
     return [t.format(phrase) for t in TEMPLATES]
+
+
+def motion_swapped(caption: str, generator: torch.Generator | None = None) -> str | None:
+    """The same caption with its synthetic motion phrase replaced by a phrase of *another* motion class
+    ("a red star moving left over …" → "a red star rising over …"): a hard negative that differs from
+    the caption in the motion only (``long_video_masked_contrastive.md`` §10.3: "same objects with another
+    direction"). ``None`` when the caption holds no motion phrase of the synthetic generator."""
+    from videossl.data.synthetic import _PHRASES
+
+    found = None
+    for cls, phrases in _PHRASES.items():
+        for ph in phrases:
+            i = caption.find(ph)
+            if i >= 0 and (found is None or len(ph) > len(found[2])):
+                found = (cls, i, ph)
+    if found is None:
+        return None
+    cls, i, ph = found
+    others = [q for c, qs in _PHRASES.items() if c != cls for q in qs]
+    pick = others[int(torch.randint(len(others), (), generator=generator))]
+    return caption[:i] + pick + caption[i + len(ph):]

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from videossl.errors import VideosslError
 
-__all__ = ["gather_with_grad", "infonce", "infonce_distributed"]
+__all__ = ["gather_with_grad", "hard_negative_nce", "infonce", "infonce_distributed"]
 
 
 def _check_temperature(temperature) -> None:
@@ -187,3 +187,39 @@ def infonce_distributed(
         return 0.5 * (F.cross_entropy(logits_qk, target) + F.cross_entropy(logits_kq, target))
     target = _soft_targets(all_labels[rows, None] == all_labels[None, :], logits_qk.dtype)
     return 0.5 * (F.cross_entropy(logits_qk, target) + F.cross_entropy(logits_kq, target))
+
+
+def hard_negative_nce(
+    q: torch.Tensor,
+    k_pos: torch.Tensor,
+    k_neg: torch.Tensor,
+    temperature: float | torch.Tensor,
+    valid: torch.Tensor | None = None,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """Per-sample cross-entropy of the positive against its own hard negatives; a scalar.
+
+    Row i's logits are ``[q_i·k_pos_i, q_i·k_neg_{i,1}, …, q_i·k_neg_{i,M}] / τ`` and the target is
+    index 0: each query must prefer its own key to keys that differ from it in one controlled way
+    (e.g. a caption with another motion). ``q``, ``k_pos`` (B, D); ``k_neg`` (B, M, D); ``valid``
+    (B, M) bool marks real negatives (others are left out of the row; rows without any are left
+    out of the mean; 0 when no row has one). A mean over local rows: under DDP its average over
+    ranks is the loss of the global batch, so no gathering is needed.
+    """
+    _check_temperature(temperature)
+    if q.ndim != 2 or k_pos.shape != q.shape or k_neg.ndim != 3 or k_neg.shape[0] != q.shape[0] or k_neg.shape[2] != q.shape[1]:
+        raise VideosslError(f"hard_negative_nce needs q, k_pos (B, D) and k_neg (B, M, D), got "
+                            f"{tuple(q.shape)}, {tuple(k_pos.shape)}, {tuple(k_neg.shape)}")
+    if normalize:
+        q, k_pos, k_neg = F.normalize(q, dim=-1), F.normalize(k_pos, dim=-1), F.normalize(k_neg, dim=-1)
+    pos = (q * k_pos).sum(-1, keepdim=True)
+    neg = torch.einsum("bd,bmd->bm", q, k_neg)
+    if valid is None:
+        valid = torch.ones(neg.shape, dtype=torch.bool, device=q.device)
+    neg = neg.masked_fill(~valid, float("-inf"))
+    logits = torch.cat([pos, neg], 1) / temperature
+    rows = valid.any(1)
+    if not bool(rows.any()):
+        return q.sum() * 0.0
+    target = torch.zeros(int(rows.sum()), dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits[rows], target)

@@ -27,6 +27,10 @@ modern     §8.4: E 2 stages 3×3 GroupNorm+ReLU (stride 4), ConvLSTM 3×3 with 
            forward flow; forward–backward consistency check, UnFlow thresholds).
 =========  ====================================================================================
 
+The modern recipes (``recipes/base/model/flow_ae_modern.yaml``) also set ``recon: charbonnier`` and
+the encoder's ``motion_input`` (E sees Y_t and 8·(Y_t − Y_{t−1})): with L1 + SSIM on frames alone the
+modern variant did not learn the synthetic set's ~1 px/frame motions (BENCHMARKS.md).
+
 Flow conventions: every flow this module returns is the **backward** flow B_{t+1→t} at the pixels
 of frame t+1, in pixels of the input frame, channel 0 = dx, 1 = dy — the convention of
 ``flow.npz['backward']`` of the synthetic set, so no sign flip or channel swap is needed to compare.

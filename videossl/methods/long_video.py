@@ -14,6 +14,13 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   ``copies`` of a random view, or the same long view twice: the masks differ) → MLP projector →
   symmetric InfoNCE (temperature 0.1, fixed or learnable).
 * ``objective="both"``: the sum.
+* ``hard_negatives="motion_swap"`` (video–text): each caption also gets a copy whose synthetic motion
+  phrase is replaced by another class's (:func:`videossl.data.prompts.motion_swapped`, spec §10.3
+  "same objects with another direction"); ``hard_negative_weight`` × a per-sample cross-entropy
+  (:func:`videossl.losses.infonce.hard_negative_nce`, same temperature) asks each video to prefer its
+  caption to the swapped one. Without it the synthetic captions are told apart by their appearance
+  words alone and motion is never needed (BENCHMARKS.md). Captions without a motion phrase get no
+  negative (counted in ``hn_skipped``).
 
 Stage 1 (short clips, everything trains) and stage 2 (long videos, 75% masking, only the last 4
 ViViT blocks; ``freeze_text=True``) are two recipes (``recipes/long_video/``), not two classes.
@@ -32,13 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from videossl.errors import VideosslError
-from videossl.losses.infonce import infonce_distributed
+from videossl.losses.infonce import hard_negative_nce, infonce_distributed
 from videossl.methods.base import OptimConfig, SSLMethod, build_optimizer, is_bias_or_norm, lr_factor, to_clip
 
 OBJECTIVES = ("video_text", "video_video", "both")
+HARD_NEGATIVES = ("none", "motion_swap")
 CAPTION_SOURCES = ("caption", "class_prompt", "auto")
 
-__all__ = ["CAPTION_SOURCES", "LongVideoContrastive", "OBJECTIVES", "caption_ids"]
+__all__ = ["CAPTION_SOURCES", "HARD_NEGATIVES", "LongVideoContrastive", "OBJECTIVES", "caption_ids"]
 
 
 def caption_ids(captions: list[str], device=None) -> torch.Tensor:
@@ -97,6 +105,8 @@ class LongVideoContrastive(SSLMethod):
         caption_source: str = "auto",
         class_names: list[str] | None = None,
         local_loss: bool = False,
+        hard_negatives: str = "none",
+        hard_negative_weight: float = 1.0,
         init_from: str | None = None,
         optim: OptimConfig | None = None,
         num_classes: int = 0,
@@ -107,6 +117,11 @@ class LongVideoContrastive(SSLMethod):
             raise VideosslError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
         if caption_source not in CAPTION_SOURCES:
             raise VideosslError(f"unknown caption_source {caption_source!r}: choose one of {', '.join(CAPTION_SOURCES)}")
+        if hard_negatives not in HARD_NEGATIVES:
+            raise VideosslError(f"unknown hard_negatives {hard_negatives!r}: choose one of {', '.join(HARD_NEGATIVES)}")
+        if hard_negatives != "none" and objective == "video_video":
+            raise VideosslError("hard_negatives are captions: they need objective video_text or both")
+        self.hard_negatives, self.hard_negative_weight = hard_negatives, float(hard_negative_weight)
         if min(init_temperature, max_logit_scale, video_temperature) <= 0:
             raise VideosslError("temperatures and max_logit_scale must be positive")
         dim = getattr(encoder, "feature_dim", None)
@@ -257,6 +272,10 @@ class LongVideoContrastive(SSLMethod):
             with torch.no_grad():
                 sim = F.normalize(t.float(), dim=-1) @ F.normalize(v.float(), dim=-1).t()
                 logs["t2v_r1_batch"] = (ids[sim.argmax(1)] == ids).float().mean()
+            if self.hard_negatives == "motion_swap":
+                l_hn, hn_logs = self._hard_negative_loss(v, t, caps, temp)
+                loss = loss + self.hard_negative_weight * l_hn
+                logs.update(hn_logs)
         if self.uses_video:
             clip1, valid1 = self._view(batch, 1)
             f1 = self.encode(clip1, valid1)  # a second, independently masked view
@@ -266,6 +285,25 @@ class LongVideoContrastive(SSLMethod):
             loss = loss + l_vv
             logs["vv_loss"] = l_vv.detach()
         return loss, f0, logs
+
+    def _hard_negative_loss(self, v: torch.Tensor, t: torch.Tensor, caps: list[str], temp: torch.Tensor):
+        from videossl.data.prompts import motion_swapped
+
+        swapped = [motion_swapped(c) for c in caps]
+        keep = [i for i, c in enumerate(swapped) if c is not None]
+        logs = {"hn_skipped": torch.tensor(float(len(caps) - len(keep)), device=v.device)}
+        k_neg = t.new_zeros(t.shape[0], 1, t.shape[1])
+        valid = torch.zeros(t.shape[0], 1, dtype=torch.bool, device=t.device)
+        if keep:
+            k_neg[keep, 0] = self.text_proj(self.text_encoder([swapped[i] for i in keep])).to(t.dtype)
+            valid[keep, 0] = True
+        l_hn = hard_negative_nce(v.float(), t.float(), k_neg.float(), temp, valid=valid)
+        with torch.no_grad():
+            vn, tn, nn_ = F.normalize(v.float(), dim=-1), F.normalize(t.float(), dim=-1), F.normalize(k_neg[:, 0].float(), dim=-1)
+            wins = ((vn * tn).sum(-1) > (vn * nn_).sum(-1))[valid[:, 0]]
+            logs["hn_acc"] = wins.float().mean() if wins.numel() else v.new_zeros(())
+        logs["hn_loss"] = l_hn.detach()
+        return l_hn, logs
 
     def eval_features(self, batch: dict[str, Any]) -> torch.Tensor:
         clip, valid = self._view(batch, 0)
