@@ -163,3 +163,21 @@ def test_tube_mode_keeps_same_cells_per_step():
     m = tiny(mask_ratio=0.75, mask_mode="tube").train()
     m(clip(2))
     assert m.last_num_tokens == 4 * 4  # 4 of 16 cells x 4 steps
+
+
+def test_motion_input_embeds_the_scaled_temporal_difference():
+    torch.manual_seed(0)
+    m = ViViT(size="tiny", embed_dim=32, depth=1, num_heads=2, img_size=16, num_frames=4, tubelet=(2, 8, 8),
+              motion_input=True, motion_gain=4.0)
+    assert m.patch_embed.in_channels == 6
+    x = torch.rand(2, 3, 4, 16, 16)
+    with torch.no_grad():  # the embedding of x equals a 6-channel conv on [x, 4·(x_t − x_{t−1})]
+        diff = x - torch.cat([x[:, :, :1], x[:, :, :-1]], 2)
+        want = m.patch_embed(torch.cat([x, 4.0 * diff], 1))
+        static = torch.cat([x, torch.zeros_like(x)], 1)
+        assert not torch.allclose(m.patch_embed(static), want)
+        got = m.embed(x) - (m.temporal_table(2)[:, :, None, :] + m.spatial_table((2, 2))[:, None, :, :]).flatten(1, 2)
+        assert torch.allclose(got, want.flatten(3).permute(0, 2, 3, 1).flatten(1, 2), atol=1e-5)
+    assert m.eval()(x).shape == (2, 32)
+    with pytest.raises(VideosslError, match="built for 3 channels"):
+        m(torch.rand(1, 6, 4, 16, 16))

@@ -149,6 +149,9 @@ class ViViT(nn.Module):
             the whole stack again).
         normalize_input: subtract 0.45 and divide by 0.225 per channel first (inputs in [0, 1]):
             removes the large, sample-independent DC part of the tubelet embeddings (helps from-scratch training).
+        motion_input: the tubelet embedding also sees ``motion_gain·(x_t − x_{t−1})`` (zero for the first
+            frame), concatenated on the channel axis (our addition, as the flow autoencoder's
+            ``motion_input``; not in the paper).
         init_from: path of weights to start from (a run's ``encoder.pt`` or a checkpoint), tables resized.
     """
 
@@ -171,6 +174,8 @@ class ViViT(nn.Module):
         trainable_blocks: int | None = None,
         train_temporal_pos: bool = False,
         normalize_input: bool = False,
+        motion_input: bool = False,
+        motion_gain: float = 8.0,
         init_from: str | None = None,
     ) -> None:
         super().__init__()
@@ -206,7 +211,9 @@ class ViViT(nn.Module):
         self.feature_dim = self.embed_dim
         self.normalize_input = bool(normalize_input)
 
-        self.patch_embed = nn.Conv3d(in_chans, self.embed_dim, kernel_size=tubelet, stride=tubelet)
+        self.in_chans = int(in_chans)
+        self.motion_input, self.motion_gain = bool(motion_input), float(motion_gain)
+        self.patch_embed = nn.Conv3d(self.in_chans * (2 if self.motion_input else 1), self.embed_dim, kernel_size=tubelet, stride=tubelet)
         self.pos_spatial = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], self.embed_dim))
         self.pos_temporal = nn.Parameter(torch.zeros(1, self.grid_t, self.embed_dim))
         dpr = [float(x) for x in torch.linspace(0, drop_path, self.depth)]
@@ -280,8 +287,8 @@ class ViViT(nn.Module):
             raise VideosslError(f"ViViT expects (B, C, T, H, W), got shape {tuple(x.shape)}")
         _, c, t, h, w = x.shape
         tt, ph, pw = self.tubelet
-        if c != self.patch_embed.in_channels:
-            raise VideosslError(f"ViViT built for {self.patch_embed.in_channels} channels, got {c} (shape (B, C, T, H, W))")
+        if c != self.in_chans:
+            raise VideosslError(f"ViViT built for {self.in_chans} channels, got {c} (shape (B, C, T, H, W))")
         if h % ph or w % pw:
             raise VideosslError(f"frame size {h}x{w} is not divisible by the patch size {ph}x{pw}")
         if t % tt:
@@ -293,6 +300,9 @@ class ViViT(nn.Module):
         gt, gh, gw = self._check_input(x)
         if self.normalize_input:
             x = (x - 0.45) / 0.225
+        if self.motion_input:
+            diff = x - torch.cat([x[:, :, :1], x[:, :, :-1]], 2)
+            x = torch.cat([x, self.motion_gain * diff], 1)
         tokens = self.patch_embed(x).flatten(3).permute(0, 2, 3, 1)  # (B, T", H"W", D)
         pos = self.temporal_table(gt)[:, :, None, :] + self.spatial_table((gh, gw))[:, None, :, :]
         return (tokens + pos).flatten(1, 2)
