@@ -1,8 +1,8 @@
 """Diagnostic for the flow autoencoder: can a *plain* CNN estimator learn these motions with its loss?
 
 A 5-layer CNN takes frames (t, t+1) at full resolution and outputs the backward flow B_{t+1->t};
-frame t warped by it is compared with frame t+1 under the modern variant's loss (0.15 L1 + 0.85
-SSIM, edge-aware smoothness). No encoder stride, no ConvLSTM, no forecasting. EPE is measured
+frame t warped by it is compared with frame t+1 under a photometric term (``--data-term``: 0.15 L1 +
+0.85 SSIM by default, MSE or Charbonnier) plus edge-aware smoothness. No encoder stride, no ConvLSTM, no forecasting. EPE is measured
 against the synthetic set's ground-truth flow on pixels that move by more than 0.5 px (test split).
 
     python tools/flow_pair_diagnostic.py --data data/synth --steps 600 --smooth 0.02
@@ -85,13 +85,13 @@ def main() -> None:
     opt = torch.optim.Adam(model.parameters(), args.lr)
     start = time.time()
     T = train.shape[1]
+    data = {"l1_ssim": P.l1_ssim, "mse": P.mse, "charbonnier": P.charbonnier}[args.data_term]
     for step in range(args.steps):
         i = torch.randint(0, len(train), (16,))
         t = torch.randint(0, T - 1, (16,))
         a, b = train[i, t], train[i, t + 1]
         flow = model(a, b)
         warped = backward_warp(a, flow, True, padding_mode="border")
-        data = {"l1_ssim": P.l1_ssim, "mse": P.mse, "charbonnier": P.charbonnier}[args.data_term]
         loss = data(warped, b) + args.smooth * P.edge_aware_smoothness(flow, b, 10.0, 1)
         opt.zero_grad()
         loss.backward()

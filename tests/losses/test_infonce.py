@@ -197,7 +197,7 @@ def test_hard_negative_nce_against_hand_computation():
     tau = 0.5
 
     def dot(a, b):
-        return sum(x * y for x, y in zip(a, b))
+        return sum(x * y for x, y in zip(a, b, strict=True))
 
     def row(i, negs):
         logits = [dot(q[i], kp[i]) / tau] + [dot(q[i], kn[i][m]) / tau for m in negs]

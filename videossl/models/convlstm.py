@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from videossl.errors import VideosslError
+from videossl.models.motion import causal_differences
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 
@@ -272,9 +273,7 @@ class FlowEncoder(nn.Module):
         ``motion_gain·(Y_t − Y_{t−1})``; Y_{−1} is ``previous`` (streaming) or Y_0 itself (zero difference)."""
         if not self.motion_input:
             return frames
-        before = frames[:, :1] if previous is None else previous[:, None]
-        diff = frames - torch.cat([before, frames[:, :-1]], 1)
-        return torch.cat([frames, self.motion_gain * diff], 2)
+        return torch.cat([frames, self.motion_gain * causal_differences(frames, 1, previous)], 2)
 
     def spatial(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """E's inputs (N, C_E, H, W) (see :meth:`frame_inputs`) → feature pyramid [stage 1, …, X] (stride 2, 4, …)."""

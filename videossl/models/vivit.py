@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from videossl.errors import VideosslError
+from videossl.models.motion import causal_differences
 
 # name -> (embed_dim, depth, num_heads), as timm's ViT-Ti/S/B/L
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -301,8 +302,7 @@ class ViViT(nn.Module):
         if self.normalize_input:
             x = (x - 0.45) / 0.225
         if self.motion_input:
-            diff = x - torch.cat([x[:, :, :1], x[:, :, :-1]], 2)
-            x = torch.cat([x, self.motion_gain * diff], 1)
+            x = torch.cat([x, self.motion_gain * causal_differences(x, 2)], 1)
         tokens = self.patch_embed(x).flatten(3).permute(0, 2, 3, 1)  # (B, T", H"W", D)
         pos = self.temporal_table(gt)[:, :, None, :] + self.spatial_table((gh, gw))[:, None, :, :]
         return (tokens + pos).flatten(1, 2)
