@@ -159,3 +159,101 @@ def test_hard_negatives_loss_and_errors():
         LongVideoContrastive(enc(), text_encoder=text(), hard_negatives="verbs")
     with pytest.raises(VideosslError, match="need objective video_text"):
         LongVideoContrastive(enc(), objective="video_video", hard_negatives="motion_swap")
+
+
+class _OrderEncoder(torch.nn.Module):
+    """Deterministic (B, C, T, H, W) → (B, 2C) features; ``order=True`` sees the playing direction."""
+
+    def __init__(self, order: bool):
+        super().__init__()
+        self.order, self.feature_dim = order, 6
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        mean = x.mean(dim=(2, 3, 4))
+        second = x[:, :, -1].mean(dim=(2, 3)) - x[:, :, 0].mean(dim=(2, 3)) if self.order else x.std(dim=(2, 3, 4))
+        return self.scale * torch.cat([mean, second], 1)
+
+
+def _ramp_batch(b=4):
+    # brightness ramps up or down over time: a clip and its reversal differ only in frame order
+    t = torch.linspace(0, 1, 8)
+    slopes = torch.tensor([1.0, -0.8, 0.6, -0.4, 0.9, -0.5, 0.7, -0.3])[:b, None]
+    ramps = 0.5 + slopes * (t - 0.5)  # (B, T): up or down, a different speed per sample
+    video = (ramps[:, :, None, None, None] * 200 + torch.rand(b, 1, 3, 1, 1) * 50).expand(b, 8, 3, 32, 32)
+    v = video.to(torch.uint8).contiguous()
+    return {"views": [v, v.clone()], "valid": [torch.ones(b, 8, dtype=torch.bool)] * 2, "label": torch.arange(b),
+            "caption": [f"a star {w}" for w in ("up", "down", "left", "right")][:b]}
+
+
+def test_reversed_clip_flips_time_of_the_chosen_samples_only():
+    from videossl.methods.long_video import _reversed
+
+    clip = torch.arange(2 * 1 * 4).float().view(2, 1, 4, 1, 1)
+    valid = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    rc, rv = _reversed(clip, valid)
+    assert rc[0, 0, :, 0, 0].tolist() == [3, 2, 1, 0] and rv[0].tolist() == [False, True, True, True]
+    rc, rv = _reversed(clip, valid, torch.tensor([False, True]))
+    assert torch.equal(rc[0], clip[0]) and rc[1, 0, :, 0, 0].tolist() == [7, 6, 5, 4]
+    assert torch.equal(rv[0], valid[0]) and rv[1].tolist() == [False, False, True, True]
+
+
+@pytest.mark.parametrize("objective", ["video_text", "video_video"])
+def test_reverse_negatives_need_the_frame_order(objective):
+    """An order-blind encoder cannot tell a clip from its reversal: the term is exactly log 2 and its
+    accuracy 0; an encoder that sees the order does better, and the gradient reaches it."""
+    kw = dict(objective=objective, embed_dim=8, proj_hidden=16, reverse_negatives=True, reverse_weight=2.0)
+    if objective == "video_text":
+        kw["text_encoder"] = text()
+    torch.manual_seed(0)
+    blind = LongVideoContrastive(_OrderEncoder(order=False), **kw)
+    loss, _, logs = blind.ssl_step(_ramp_batch())
+    key = "vt" if objective == "video_text" else "vv"
+    assert math.isclose(float(logs[f"{key}_rev_loss"]), math.log(2), rel_tol=1e-5)
+    assert float(logs[f"{key}_rev_acc"]) <= 0.5  # ties, up to rounding
+    assert math.isclose(float(loss), float(logs[f"{key}_loss"] + 2.0 * logs[f"{key}_rev_loss"]), rel_tol=1e-5)
+
+    if objective == "video_video":  # the negative is the second view played backwards
+        inputs = []
+        h = blind.encoder.register_forward_pre_hook(lambda mod, a: inputs.append(a[0]))
+        blind.ssl_step(_ramp_batch())
+        h.remove()
+        assert len(inputs) == 3 and torch.equal(inputs[2], inputs[1].flip(2)) and not torch.equal(inputs[2], inputs[1])
+        assert torch.equal(inputs[0], inputs[1])  # anchor and positive play in the same direction (equal views here)
+        return
+    torch.manual_seed(0)  # video-text: an encoder that sees the order learns to tell them apart
+    seeing = LongVideoContrastive(_OrderEncoder(order=True), **kw)
+    opt = torch.optim.Adam(seeing.parameters(), lr=3e-2)
+    first = None
+    for _ in range(80):
+        loss, _, logs = seeing.ssl_step(_ramp_batch())
+        first = float(logs["vt_rev_loss"]) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(logs["vt_rev_loss"]) < min(first, math.log(2)) / 2 and float(logs["vt_rev_acc"]) == 1.0
+
+
+def test_video_only_reversal_keeps_forward_features_for_the_probe():
+    """Video-only reversal plays each sample backwards with probability 1/2 (both views), but the
+    online probe still gets features of the clip played forwards, as its labels describe."""
+    torch.manual_seed(0)
+    m = LongVideoContrastive(_OrderEncoder(order=True), objective="video_video", embed_dim=8, proj_hidden=16,
+                             reverse_negatives=True)
+    b = _ramp_batch()
+    forward = m.encoder(to_clip_(b["views"][1]))
+    flipped_any = False
+    for _ in range(6):
+        seen = []
+        h = m.encoder.register_forward_hook(lambda mod, a, out: seen.append(out.detach()))
+        _, feats, _ = m.ssl_step(b)
+        h.remove()
+        assert torch.allclose(feats, forward)
+        flipped_any |= not torch.allclose(seen[0], forward)  # the anchor view was played backwards
+    assert flipped_any
+
+
+def to_clip_(view):
+    from videossl.methods.base import to_clip
+
+    return to_clip(view)

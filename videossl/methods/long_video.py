@@ -22,6 +22,18 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   words alone and motion is never needed (BENCHMARKS.md). Captions without a motion phrase get no
   negative (counted in ``hn_skipped``).
 
+* ``reverse_negatives=True``: the clip played **backwards** is each sample's own hard negative,
+  ``reverse_weight`` × :func:`~videossl.losses.infonce.hard_negative_nce`. Video–text: each caption
+  must prefer its video to the reversed video. Video–video: each view must prefer the other view to
+  the other view reversed; each sample (both views) is first reversed with probability ½, so that
+  playing direction as such (and codec cues such as the key frame being first) tells nothing. The
+  reversed clip has the same frames, so its appearance is identical: only a feature of the *order*
+  of the frames, i.e. of the motion, can tell it apart (cf. arrow-of-time and temporal-transformation
+  negatives). It is a negative only where a video played backwards is another action (true of the
+  synthetic set by construction: its class pairs are time reversals of each other; mostly true of
+  real actions, but not of e.g. waving). Costs one more encoder pass per step. Logged: ``rev_loss``,
+  ``rev_acc`` (how often the positive wins).
+
 Stage 1 (short clips, everything trains) and stage 2 (long videos, 75% masking, only the last 4
 ViViT blocks; ``freeze_text=True``) are two recipes (``recipes/long_video/``), not two classes.
 See ``shared/specs/long_video_masked_contrastive.md`` §3–5 and §10.
@@ -65,6 +77,26 @@ def _accepts_valid(module: nn.Module) -> bool:
         return False
 
 
+def _reversed(clip: torch.Tensor, valid: torch.Tensor | None, which: torch.Tensor | None = None):
+    """The clip (B, C, T, H, W) played backwards (only the samples where ``which`` (B,) is set)."""
+    rev_clip, rev_valid = clip.flip(2), (None if valid is None else valid.flip(1))
+    if which is None:
+        return rev_clip, rev_valid
+    clip = torch.where(which.view(-1, 1, 1, 1, 1), rev_clip, clip)
+    if valid is not None:
+        valid = torch.where(which.view(-1, 1), rev_valid, valid)
+    return clip, valid
+
+
+def _reverse_loss(q: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor, temperature) -> tuple[torch.Tensor, dict]:
+    """Each query must prefer its key to the same key computed from the reversed clip."""
+    loss = hard_negative_nce(q.float(), k.float(), k_rev.float()[:, None], temperature)
+    with torch.no_grad():
+        qn, kn, rn = (F.normalize(x.float(), dim=-1) for x in (q, k, k_rev))
+        acc = ((qn * kn).sum(-1) > (qn * rn).sum(-1)).float().mean()
+    return loss, {"rev_loss": loss.detach(), "rev_acc": acc}
+
+
 class LongVideoContrastive(SSLMethod):
     """Masked video–text / video–video contrastive learning.
 
@@ -84,6 +116,9 @@ class LongVideoContrastive(SSLMethod):
             name of ``batch["label"]``), ``auto`` (captions, prompts where a caption is empty).
         class_names: class list for prompts (default: the datamodule's).
         local_loss: distributed InfoNCE computes only local rows (less memory, same gradient).
+        hard_negatives, hard_negative_weight: caption-side hard negatives (``motion_swap``).
+        reverse_negatives, reverse_weight: video-side hard negatives: the same clip played
+            backwards (see the module docstring).
         init_from: a previous stage's Lightning checkpoint (or state dict): every module's weights
             (encoder, text tower, projections, temperature) with the ViViT position tables resized
             to this encoder's sizes (stage 1 at 16 frames → stage 2 at 128).
@@ -107,6 +142,8 @@ class LongVideoContrastive(SSLMethod):
         local_loss: bool = False,
         hard_negatives: str = "none",
         hard_negative_weight: float = 1.0,
+        reverse_negatives: bool = False,
+        reverse_weight: float = 1.0,
         init_from: str | None = None,
         optim: OptimConfig | None = None,
         num_classes: int = 0,
@@ -122,6 +159,7 @@ class LongVideoContrastive(SSLMethod):
         if hard_negatives != "none" and objective == "video_video":
             raise VideosslError("hard_negatives are captions: they need objective video_text or both")
         self.hard_negatives, self.hard_negative_weight = hard_negatives, float(hard_negative_weight)
+        self.reverse_negatives, self.reverse_weight = bool(reverse_negatives), float(reverse_weight)
         if min(init_temperature, max_logit_scale, video_temperature) <= 0:
             raise VideosslError("temperatures and max_logit_scale must be positive")
         dim = getattr(encoder, "feature_dim", None)
@@ -257,8 +295,14 @@ class LongVideoContrastive(SSLMethod):
     def ssl_step(self, batch: dict[str, Any]):
         logs: dict[str, torch.Tensor] = {}
         clip0, valid0 = self._view(batch, 0)
-        f0 = self.encode(clip0, valid0)
-        loss = f0.new_zeros(())
+        flip = None
+        if self.uses_video and self.reverse_negatives:  # random playing direction per sample, both views alike
+            flip = torch.rand(clip0.shape[0], device=clip0.device) < 0.5
+        if self.uses_text or flip is None:
+            f0 = self.encode(clip0, valid0)
+        else:
+            f0 = self.encode(*_reversed(clip0, valid0, flip))
+        feats, loss = f0, f0.new_zeros(())
         if self.uses_text:
             caps = self.captions(batch)
             v = self.video_proj(f0)
@@ -276,15 +320,32 @@ class LongVideoContrastive(SSLMethod):
                 l_hn, hn_logs = self._hard_negative_loss(v, t, caps, temp)
                 loss = loss + self.hard_negative_weight * l_hn
                 logs.update(hn_logs)
+            if self.reverse_negatives:
+                v_rev = self.video_proj(self.encode(*_reversed(clip0, valid0)))
+                l_rev, rev_logs = _reverse_loss(t, v, v_rev, temp)
+                loss = loss + self.reverse_weight * l_rev
+                logs.update({f"vt_{k}": x for k, x in rev_logs.items()})
         if self.uses_video:
             clip1, valid1 = self._view(batch, 1)
+            g0 = f0
+            if flip is not None:
+                clip1, valid1 = _reversed(clip1, valid1, flip)
+                if self.uses_text:  # the text term saw the forward clip: encode the chosen direction
+                    g0 = self.encode(*_reversed(clip0, valid0, flip))
             f1 = self.encode(clip1, valid1)  # a second, independently masked view
-            z0, z1 = self.video_head(f0), self.video_head(f1)
+            z0, z1 = self.video_head(g0), self.video_head(f1)
             temp_v = 1.0 / self.video_logit_scale.exp().clamp(max=self.max_logit_scale)
             l_vv = infonce_distributed(z0.float(), z1.float(), temp_v, local_loss=self.local_loss)
             loss = loss + l_vv
             logs["vv_loss"] = l_vv.detach()
-        return loss, f0, logs
+            if flip is not None:
+                f1_rev = self.encode(*_reversed(clip1, valid1))
+                l_rev, rev_logs = _reverse_loss(z0, z1, self.video_head(f1_rev), temp_v)
+                loss = loss + self.reverse_weight * l_rev
+                logs.update({f"vv_{k}": x for k, x in rev_logs.items()})
+                if not self.uses_text:  # the online probe gets features of the clip played forwards
+                    feats = torch.where(flip[:, None], f1_rev, f1)
+        return loss, feats, logs
 
     def _hard_negative_loss(self, v: torch.Tensor, t: torch.Tensor, caps: list[str], temp: torch.Tensor):
         from videossl.data.prompts import motion_swapped
