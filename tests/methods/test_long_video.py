@@ -257,3 +257,19 @@ def to_clip_(view):
     from videossl.methods.base import to_clip
 
     return to_clip(view)
+
+
+def test_reversed_clip_keeps_the_mirrored_tubelets():
+    """With token dropping, the reversed negative keeps the same tubelets as the clip it reverses, so
+    the two differ only in frame order (not in which pixels survived the mask)."""
+    from videossl.models.vivit import mirror_keep_indices
+
+    torch.manual_seed(0)
+    m = LongVideoContrastive(enc(), text_encoder=text(), embed_dim=16, reverse_negatives=True)
+    keeps = []
+    m.encoder.register_forward_hook(lambda mod, a, out: keeps.append(mod.last_keep.clone()))
+    m.train()
+    _, _, logs = m.ssl_step(batch())
+    assert len(keeps) == 2 and "vt_rev_loss" in logs
+    grid_t, gh, gw = m.encoder.last_grid
+    assert torch.equal(keeps[1], mirror_keep_indices(keeps[0], grid_t, gh * gw))

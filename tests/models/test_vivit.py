@@ -181,3 +181,38 @@ def test_motion_input_embeds_the_scaled_temporal_difference():
     assert m.eval()(x).shape == (2, 32)
     with pytest.raises(VideosslError, match="built for 3 channels"):
         m(torch.rand(1, 6, 4, 16, 16))
+
+
+def test_mirror_keep_indices_by_hand():
+    from videossl.models.vivit import mirror_keep_indices
+
+    # grid T'=3 steps x S=2 cells: token t*2+s; (t=0,s=1)->(2,1)=5, (t=1,s=0)->(1,0)=2
+    assert mirror_keep_indices(torch.tensor([[1, 2]]), 3, 2).tolist() == [[2, 5]]
+    assert mirror_keep_indices(torch.tensor([[0, 5], [3, 4]]), 3, 2).tolist() == [[1, 4], [0, 3]]
+    with pytest.raises(VideosslError, match="beyond"):
+        mirror_keep_indices(torch.tensor([[6]]), 3, 2)
+
+
+def test_explicit_keep_masks_a_reversed_clip_alike():
+    """Given the mirrored keep indices, the reversed clip keeps exactly the tubelets the clip kept."""
+    torch.manual_seed(0)
+    from videossl.models.vivit import mirror_keep_indices
+
+    m = ViViT(size="tiny", embed_dim=16, depth=1, num_heads=2, img_size=16, num_frames=6, tubelet=(1, 8, 8), mask_ratio=0.5)
+    m.train()
+    seen = []
+    m.patch_embed.register_forward_hook(lambda mod, a, out: seen.append(out.flatten(3).permute(0, 2, 3, 1).flatten(1, 2)))
+    x = torch.rand(2, 3, 6, 16, 16)
+    m(x)
+    keep = m.last_keep
+    assert keep.shape == (2, 12) and m.last_grid == (6, 2, 2)
+    m(x.flip(2), keep=mirror_keep_indices(keep, 6, 4))
+    fwd = seen[0].gather(1, keep[:, :, None].expand(-1, -1, 16))
+    rev = seen[1].gather(1, m.last_keep[:, :, None].expand(-1, -1, 16))
+    for b in range(2):  # the same patches (as a set: their order in the sequence differs)
+        a, r = fwd[b], rev[b]
+        assert torch.allclose(a[a[:, 0].argsort()], r[r[:, 0].argsort()], atol=1e-6)
+    with pytest.raises(VideosslError, match="keep must be"):
+        m(x, keep=torch.tensor([[0, 24]]).expand(2, -1))
+    m.eval()  # evaluation never masks, keep or not
+    assert m(x, keep=keep).shape == (2, 16) and m.last_num_tokens == 24

@@ -243,6 +243,22 @@ class LongVideoContrastive(SSLMethod):
             return self.encoder(clip, valid=valid)
         return self.encoder(clip)
 
+    def encode_reversed(self, clip: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Features of ``clip`` played backwards, masked like the previous :meth:`encode` call:
+        with a token-dropping encoder the reversed clip keeps the same tubelets (mirrored in time,
+        :func:`~videossl.models.vivit.mirror_keep_indices`), so it holds exactly the same pixels as
+        the clip just encoded and differs from it only in their order."""
+        rc, rv = _reversed(clip, valid)
+        keep, grid = getattr(self.encoder, "last_keep", None), getattr(self.encoder, "last_grid", None)
+        if not self.training or keep is None or grid is None or keep.shape[0] != clip.shape[0]:
+            return self.encode(rc, rv)
+        from videossl.models.vivit import mirror_keep_indices
+
+        mirrored = mirror_keep_indices(keep, grid[0], grid[1] * grid[2])
+        if self._valid_kw and rv is not None and not bool(rv.all()):
+            return self.encoder(rc, valid=rv, keep=mirrored)
+        return self.encoder(rc, keep=mirrored)
+
     def temperature(self) -> torch.Tensor:
         return 1.0 / self.logit_scale.exp().clamp(max=self.max_logit_scale)
 
@@ -321,7 +337,7 @@ class LongVideoContrastive(SSLMethod):
                 loss = loss + self.hard_negative_weight * l_hn
                 logs.update(hn_logs)
             if self.reverse_negatives:
-                v_rev = self.video_proj(self.encode(*_reversed(clip0, valid0)))
+                v_rev = self.video_proj(self.encode_reversed(clip0, valid0))
                 l_rev, rev_logs = _reverse_loss(t, v, v_rev, temp)
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vt_{k}": x for k, x in rev_logs.items()})
@@ -339,7 +355,7 @@ class LongVideoContrastive(SSLMethod):
             loss = loss + l_vv
             logs["vv_loss"] = l_vv.detach()
             if flip is not None:
-                f1_rev = self.encode(*_reversed(clip1, valid1))
+                f1_rev = self.encode_reversed(clip1, valid1)
                 l_rev, rev_logs = _reverse_loss(z0, z1, self.video_head(f1_rev), temp_v)
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vv_{k}": x for k, x in rev_logs.items()})

@@ -61,6 +61,7 @@ __all__ = [
     "SIZES",
     "ViViT",
     "inflate_patch_weight",
+    "mirror_keep_indices",
     "num_kept",
     "random_keep_indices",
     "resize_temporal_table",
@@ -99,6 +100,16 @@ def tube_keep_indices(batch: int, grid_t: int, grid_s: int, mask_ratio: float, *
     cells = torch.rand(batch, grid_s, device=device, generator=generator).argsort(dim=1)[:, :keep].sort(dim=1).values
     steps = torch.arange(grid_t, device=cells.device) * grid_s
     return (steps[None, :, None] + cells[:, None, :]).reshape(batch, grid_t * keep)
+
+
+def mirror_keep_indices(keep: torch.Tensor, grid_t: int, grid_s: int) -> torch.Tensor:
+    """Keep indices of the *time-reversed* clip that keep the same tubelets: token ``t·S + s`` →
+    ``(T'−1−t)·S + s`` (sorted). The reversed clip's tubelet ``T'−1−t`` holds the frames of tubelet
+    ``t`` in reverse order, so both clips then keep exactly the same pixels."""
+    t, s = keep // grid_s, keep % grid_s
+    if int(t.max()) >= grid_t:
+        raise VideosslError(f"keep indices beyond a {grid_t} x {grid_s} token grid")
+    return ((grid_t - 1 - t) * grid_s + s).sort(dim=1).values
 
 
 def resize_temporal_table(table: torch.Tensor, steps: int) -> torch.Tensor:
@@ -226,6 +237,7 @@ class ViViT(nn.Module):
         self.norm = nn.LayerNorm(self.embed_dim, eps=1e-6)
         self._init_weights()
         self.last_keep: torch.Tensor | None = None  # (B, K) indices kept in the last masked forward
+        self.last_grid: tuple[int, int, int] | None = None  # (T', H', W') token grid of the last forward
         self.last_num_tokens: int = 0  # sequence length the transformer saw in the last forward
         if init_from:
             self.load_pretrained(init_from)
@@ -315,11 +327,14 @@ class ViViT(nn.Module):
         return random_keep_indices(batch, gt * gh * gw, ratio, device=device, generator=generator, token_valid=token_valid)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, mask_ratio: float | None = None,
-                generator: torch.Generator | None = None, return_tokens: bool = False) -> torch.Tensor:
+                generator: torch.Generator | None = None, return_tokens: bool = False,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, T, H, W) → (B, D) mean-pooled video vector (or the (B, N', D) tokens).
 
         Masks only in training mode (``mask_ratio`` defaults to the configured one); ``valid``
-        (B, T) bool marks real frames (False on padding from the long-video sampler).
+        (B, T) bool marks real frames (False on padding from the long-video sampler). ``keep``
+        (B, K) gives the kept token indices explicitly instead of drawing them (training mode;
+        e.g. :func:`mirror_keep_indices` of :attr:`last_keep` to mask a reversed clip alike).
         """
         grid = self._check_input(x)
         b = x.shape[0]
@@ -338,12 +353,21 @@ class ViViT(nn.Module):
                 token_valid = None
         ratio = self.mask_ratio if mask_ratio is None else float(mask_ratio)
         self.last_keep = None
-        if self.training and ratio > 0:
+        if keep is not None and self.training:
+            n = grid[0] * grid[1] * grid[2]
+            if keep.ndim != 2 or keep.shape[0] != b or keep.numel() == 0 or int(keep.min()) < 0 or int(keep.max()) >= n:
+                raise VideosslError(f"keep must be (B={b}, K) token indices in [0, {n}), got {tuple(keep.shape)}")
+            keep = keep.to(x.device)
+        elif self.training and ratio > 0:
             keep = self.keep_indices(b, grid, ratio, token_valid, generator, x.device)
+        else:
+            keep = None
+        if keep is not None:
             tokens = tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[-1]))
             if token_valid is not None:
                 token_valid = token_valid.gather(1, keep)
             self.last_keep = keep
+        self.last_grid = grid
         self.last_num_tokens = tokens.shape[1]
         attn_mask = None
         if token_valid is not None:
