@@ -243,11 +243,11 @@ def test_video_only_reversal_keeps_forward_features_for_the_probe():
     b = _ramp_batch()
     forward = m.encoder(to_clip_(b["views"][1]))
     flipped_any = False
+    seen = []
+    m.encoder.register_forward_hook(lambda mod, a, out: seen.append(out.detach()))
     for _ in range(6):
-        seen = []
-        h = m.encoder.register_forward_hook(lambda mod, a, out: seen.append(out.detach()))
+        seen.clear()
         _, feats, _ = m.ssl_step(b)
-        h.remove()
         assert torch.allclose(feats, forward)
         flipped_any |= not torch.allclose(seen[0], forward)  # the anchor view was played backwards
     assert flipped_any
