@@ -49,3 +49,28 @@ def test_prompts_and_class_embeddings():
     assert any("sliding to the left" in p for p in class_prompts("translate_left", "synthetic"))
     emb = class_embeddings(lambda txt: torch.randn(len(txt), 8), ["a", "b"], "generic")
     assert emb.shape == (2, 8) and torch.allclose(emb.norm(dim=1), torch.ones(2))
+
+
+def test_caption_zeroshot_holds_appearance_fixed():
+    from videossl.data.prompts import _find_motion_phrase, with_motion
+    from videossl.data.synthetic import CLASSES
+    from videossl.eval.retrieval import caption_zeroshot
+
+    cap = "a red star moving left over a striped background"
+    assert with_motion(cap, "rotate_cw") == [
+        "a red star rotating clockwise over a striped background",
+        "a red star spinning clockwise over a striped background",
+        "a red star turning clockwise over a striped background",
+    ]
+    assert with_motion("a person playing guitar", "zoom_in") is None
+
+    def embed_text(texts):  # one-hot of the motion class each caption names
+        return torch.stack([torch.nn.functional.one_hot(torch.tensor(CLASSES.index(_find_motion_phrase(t)[0])), 8).float()
+                            for t in texts])
+
+    caps = [cap, "a blue square rising over a plain grey background", "no motion here"]
+    labels = torch.tensor([0, 2, 5])
+    # video 0 looks like class 0 (right), video 1 like class 3 (wrong), video 2 has no motion phrase: skipped
+    emb = torch.nn.functional.one_hot(torch.tensor([0, 3, 5]), 8).float()
+    out = caption_zeroshot(embed_text, emb, caps, labels, list(CLASSES))
+    assert out == {"zs_caption_top1": 0.5, "zs_caption_videos": 2}

@@ -12,7 +12,7 @@ import re
 
 import torch
 
-__all__ = ["TEMPLATES", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind", "motion_swapped"]
+__all__ = ["TEMPLATES", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind", "motion_swapped", "with_motion"]
 
 TEMPLATES = (
     "a video of a person {}.",
@@ -48,11 +48,8 @@ def class_prompts(name: str, kind: str = "generic") -> list[str]:
     return [t.format(phrase) for t in TEMPLATES]
 
 
-def motion_swapped(caption: str, generator: torch.Generator | None = None) -> str | None:
-    """The same caption with its synthetic motion phrase replaced by a phrase of *another* motion class
-    ("a red star moving left over …" → "a red star rising over …"): a hard negative that differs from
-    the caption in the motion only (``long_video_masked_contrastive.md`` §10.3: "same objects with another
-    direction"). ``None`` when the caption holds no motion phrase of the synthetic generator."""
+def _find_motion_phrase(caption: str) -> tuple[str, int, str] | None:
+    """(class, start, phrase) of the longest synthetic motion phrase in ``caption``, or ``None``."""
     from videossl.data.synthetic import _PHRASES
 
     found = None
@@ -61,9 +58,32 @@ def motion_swapped(caption: str, generator: torch.Generator | None = None) -> st
             i = caption.find(ph)
             if i >= 0 and (found is None or len(ph) > len(found[2])):
                 found = (cls, i, ph)
+    return found
+
+
+def motion_swapped(caption: str, generator: torch.Generator | None = None) -> str | None:
+    """The same caption with its synthetic motion phrase replaced by a phrase of *another* motion class
+    ("a red star moving left over …" → "a red star rising over …"): a hard negative that differs from
+    the caption in the motion only (``long_video_masked_contrastive.md`` §10.3: "same objects with another
+    direction"). ``None`` when the caption holds no motion phrase of the synthetic generator."""
+    from videossl.data.synthetic import _PHRASES
+
+    found = _find_motion_phrase(caption)
     if found is None:
         return None
     cls, i, ph = found
     others = [q for c, qs in _PHRASES.items() if c != cls for q in qs]
     pick = others[int(torch.randint(len(others), (), generator=generator))]
     return caption[:i] + pick + caption[i + len(ph):]
+
+
+def with_motion(caption: str, cls: str) -> list[str] | None:
+    """The caption once per motion phrase of synthetic class ``cls`` (everything else unchanged);
+    ``None`` when the caption holds no motion phrase. Zero-shot with the appearance held fixed."""
+    from videossl.data.synthetic import _PHRASES
+
+    found = _find_motion_phrase(caption)
+    if found is None:
+        return None
+    _, i, ph = found
+    return [caption[:i] + q + caption[i + len(ph):] for q in _PHRASES[cls]]
