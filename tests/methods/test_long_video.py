@@ -273,3 +273,26 @@ def test_reversed_clip_keeps_the_mirrored_tubelets():
     assert len(keeps) == 2 and "vt_rev_loss" in logs
     grid_t, gh, gw = m.encoder.last_grid
     assert torch.equal(keeps[1], mirror_keep_indices(keeps[0], grid_t, gh * gw))
+
+
+def test_several_motion_swaps_per_caption():
+    from videossl.data.prompts import _find_motion_phrase, motion_swapped
+
+    g = torch.Generator().manual_seed(0)
+    cap = "a red striped star rising over a grey checkered background"
+    out = motion_swapped(cap, g, k=7)
+    classes = [_find_motion_phrase(c)[0] for c in out]
+    assert len(set(classes)) == 7 and "translate_up" not in classes  # every other class once
+    assert all(c.startswith("a red striped star ") and c.endswith(" over a grey checkered background") for c in out)
+    with pytest.raises(VideosslError, match="k must be"):
+        motion_swapped(cap, g, k=8)
+    torch.manual_seed(0)
+    m = LongVideoContrastive(enc(), text_encoder=text(), embed_dim=16, hard_negatives="motion_swap", hard_negative_count=3)
+    calls = []
+    m.text_encoder.register_forward_pre_hook(lambda mod, a: calls.append(len(a[0])))
+    loss, _, logs = m.ssl_step(batch(captions=["a red star moving left", "a blue star moving right", "no motion", "a star rising"]))
+    assert calls == [4, 9]  # the captions, then 3 negatives for each of the 3 with a motion phrase
+    assert float(logs["hn_skipped"]) == 1.0 and float(logs["hn_loss"]) > 0
+    loss.backward()
+    with pytest.raises(VideosslError, match="hard_negative_count"):
+        LongVideoContrastive(enc(), text_encoder=text(), hard_negatives="motion_swap", hard_negative_count=8)

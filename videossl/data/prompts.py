@@ -12,6 +12,8 @@ import re
 
 import torch
 
+from videossl.errors import VideosslError
+
 __all__ = ["TEMPLATES", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind", "motion_swapped", "with_motion"]
 
 TEMPLATES = (
@@ -61,20 +63,27 @@ def _find_motion_phrase(caption: str) -> tuple[str, int, str] | None:
     return found
 
 
-def motion_swapped(caption: str, generator: torch.Generator | None = None) -> str | None:
+def motion_swapped(caption: str, generator: torch.Generator | None = None, k: int = 1) -> str | list[str] | None:
     """The same caption with its synthetic motion phrase replaced by a phrase of *another* motion class
     ("a red star moving left over …" → "a red star rising over …"): a hard negative that differs from
     the caption in the motion only (``long_video_masked_contrastive.md`` §10.3: "same objects with another
-    direction"). ``None`` when the caption holds no motion phrase of the synthetic generator."""
+    direction"). ``None`` when the caption holds no motion phrase of the synthetic generator.
+    ``k > 1``: a list of ``k`` such captions, each with another class (drawn without replacement)."""
     from videossl.data.synthetic import _PHRASES
 
     found = _find_motion_phrase(caption)
     if found is None:
         return None
     cls, i, ph = found
-    others = [q for c, qs in _PHRASES.items() if c != cls for q in qs]
-    pick = others[int(torch.randint(len(others), (), generator=generator))]
-    return caption[:i] + pick + caption[i + len(ph):]
+    others = [c for c in _PHRASES if c != cls]
+    if not 1 <= k <= len(others):
+        raise VideosslError(f"motion_swapped: k must be in 1..{len(others)}, got {k}")
+    out = []
+    for j in torch.randperm(len(others), generator=generator)[:k].tolist():
+        qs = _PHRASES[others[j]]
+        q = qs[int(torch.randint(len(qs), (), generator=generator))]
+        out.append(caption[:i] + q + caption[i + len(ph):])
+    return out[0] if k == 1 else out
 
 
 def with_motion(caption: str, cls: str) -> list[str] | None:

@@ -18,7 +18,8 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   phrase is replaced by another class's (:func:`videossl.data.prompts.motion_swapped`, spec §10.3
   "same objects with another direction"); ``hard_negative_weight`` × a per-sample cross-entropy
   (:func:`videossl.losses.infonce.hard_negative_nce`, same temperature) asks each video to prefer its
-  caption to the swapped one. Without it the synthetic captions are told apart by their appearance
+  caption to the swapped one (``hard_negative_count`` swaps per caption, each with another class:
+  7 makes it an 8-way choice of the motion with the appearance words held fixed). Without it the synthetic captions are told apart by their appearance
   words alone and motion is never needed (BENCHMARKS.md). Captions without a motion phrase get no
   negative (counted in ``hn_skipped``).
 
@@ -117,6 +118,8 @@ class LongVideoContrastive(SSLMethod):
         class_names: class list for prompts (default: the datamodule's).
         local_loss: distributed InfoNCE computes only local rows (less memory, same gradient).
         hard_negatives, hard_negative_weight: caption-side hard negatives (``motion_swap``).
+        hard_negative_count: motion-swapped captions per caption, each with another class (1..7;
+            7 = every other motion: an 8-way choice of the motion with the appearance words fixed).
         reverse_negatives, reverse_weight: video-side hard negatives: the same clip played
             backwards (see the module docstring).
         init_from: a previous stage's Lightning checkpoint (or state dict): every module's weights
@@ -142,6 +145,7 @@ class LongVideoContrastive(SSLMethod):
         local_loss: bool = False,
         hard_negatives: str = "none",
         hard_negative_weight: float = 1.0,
+        hard_negative_count: int = 1,
         reverse_negatives: bool = False,
         reverse_weight: float = 1.0,
         init_from: str | None = None,
@@ -159,6 +163,9 @@ class LongVideoContrastive(SSLMethod):
         if hard_negatives != "none" and objective == "video_video":
             raise VideosslError("hard_negatives are captions: they need objective video_text or both")
         self.hard_negatives, self.hard_negative_weight = hard_negatives, float(hard_negative_weight)
+        if not 1 <= int(hard_negative_count) <= 7:
+            raise VideosslError(f"hard_negative_count must be in 1..7 (the other motion classes), got {hard_negative_count}")
+        self.hard_negative_count = int(hard_negative_count)
         self.reverse_negatives, self.reverse_weight = bool(reverse_negatives), float(reverse_weight)
         if min(init_temperature, max_logit_scale, video_temperature) <= 0:
             raise VideosslError("temperatures and max_logit_scale must be positive")
@@ -366,18 +373,21 @@ class LongVideoContrastive(SSLMethod):
     def _hard_negative_loss(self, v: torch.Tensor, t: torch.Tensor, caps: list[str], temp: torch.Tensor):
         from videossl.data.prompts import motion_swapped
 
-        swapped = [motion_swapped(c) for c in caps]
+        m = self.hard_negative_count
+        swapped = [motion_swapped(c, k=m) for c in caps]
         keep = [i for i, c in enumerate(swapped) if c is not None]
         logs = {"hn_skipped": torch.tensor(float(len(caps) - len(keep)), device=v.device)}
-        k_neg = t.new_zeros(t.shape[0], 1, t.shape[1])
-        valid = torch.zeros(t.shape[0], 1, dtype=torch.bool, device=t.device)
+        k_neg = t.new_zeros(t.shape[0], m, t.shape[1])
+        valid = torch.zeros(t.shape[0], m, dtype=torch.bool, device=t.device)
         if keep:
-            k_neg[keep, 0] = self.text_proj(self.text_encoder([swapped[i] for i in keep])).to(t.dtype)
-            valid[keep, 0] = True
+            texts = [x for i in keep for x in ([swapped[i]] if m == 1 else swapped[i])]
+            k_neg[keep] = self.text_proj(self.text_encoder(texts)).to(t.dtype).view(len(keep), m, -1)
+            valid[keep] = True
         l_hn = hard_negative_nce(v.float(), t.float(), k_neg.float(), temp, valid=valid)
         with torch.no_grad():
-            vn, tn, nn_ = F.normalize(v.float(), dim=-1), F.normalize(t.float(), dim=-1), F.normalize(k_neg[:, 0].float(), dim=-1)
-            wins = ((vn * tn).sum(-1) > (vn * nn_).sum(-1))[valid[:, 0]]
+            vn, tn, nn_ = F.normalize(v.float(), dim=-1), F.normalize(t.float(), dim=-1), F.normalize(k_neg.float(), dim=-1)
+            pos, neg = (vn * tn).sum(-1), torch.einsum("bd,bmd->bm", vn, nn_)
+            wins = (pos[:, None] > neg).all(1)[valid.any(1)]  # the own caption beats every negative
             logs["hn_acc"] = wins.float().mean() if wins.numel() else v.new_zeros(())
         logs["hn_loss"] = l_hn.detach()
         return l_hn, logs
