@@ -131,3 +131,32 @@ def test_measure_rss_growth_reports_numbers(mp4_bytes):
     out = measure_rss_growth(mp4_bytes, "pyav", iterations=5, warmup=1)
     assert set(out) == {"rss_start_mb", "rss_end_mb", "growth_mb", "per_iter_kb", "iterations"}
     assert out["rss_start_mb"] > 10 and out["iterations"] == 5
+
+
+@pytest.mark.parametrize("width", [32, 48, 96])
+def test_auto_decodes_widths_that_decord_pads(width, tmp_path):
+    """decord2 (3.3/3.4) returns row-padded frames for some widths: ``auto`` must still give the true
+    frames (equal to PyAV's), and an explicit ``decord`` must either be right or say what to use."""
+    from tests.data._videos import make_video
+
+    data = make_video(tmp_path / "v.mp4", num_frames=8, width=width, height=32).read_bytes()
+    idx = [5, 0, 3]
+    with open_video(data, "pyav") as r:
+        ref = r.get_frames(idx)
+    with open_video(data) as r:
+        got = r.get_frames(idx)
+        assert (r.width, r.height) == (width, 32)
+    assert got.shape == (3, 32, width, 3) and torch.equal(got, ref)
+    try:
+        with open_video(data, "decord") as r:
+            d = r.get_frames(idx)
+        assert (d.float() - ref.float()).abs().mean() <= 1.0
+    except DecodeError as e:
+        assert "pyav" in str(e)
+
+
+def test_frames_of_a_wrong_shape_are_a_decode_error(mp4_bytes):
+    with open_video(mp4_bytes, "pyav") as r:
+        r._decode_sorted = lambda uniq: np.zeros((len(uniq), 4, 4, 4), np.uint8)
+        with pytest.raises(DecodeError, match=r"expected \(N, H, W, 3\)"):
+            r.get_frames([0])

@@ -213,12 +213,12 @@ def test_reverse_negatives_need_the_frame_order(objective):
     assert float(logs[f"{key}_rev_acc"]) <= 0.5  # ties, up to rounding
     assert math.isclose(float(loss), float(logs[f"{key}_loss"] + 2.0 * logs[f"{key}_rev_loss"]), rel_tol=1e-5)
 
-    if objective == "video_video":  # the negative is the second view played backwards
+    if objective == "video_video":  # the negative is the first view played backwards
         inputs = []
         h = blind.encoder.register_forward_pre_hook(lambda mod, a: inputs.append(a[0]))
         blind.ssl_step(_ramp_batch())
         h.remove()
-        assert len(inputs) == 3 and torch.equal(inputs[2], inputs[1].flip(2)) and not torch.equal(inputs[2], inputs[1])
+        assert len(inputs) == 3 and torch.equal(inputs[2], inputs[0].flip(2)) and not torch.equal(inputs[2], inputs[0])
         assert torch.equal(inputs[0], inputs[1])  # anchor and positive play in the same direction (equal views here)
         return
     torch.manual_seed(0)  # video-text: an encoder that sees the order learns to tell them apart
@@ -296,3 +296,31 @@ def test_several_motion_swaps_per_caption():
     loss.backward()
     with pytest.raises(VideosslError, match="hard_negative_count"):
         LongVideoContrastive(enc(), text_encoder=text(), hard_negatives="motion_swap", hard_negative_count=8)
+
+
+def test_motion_second_view_is_colour_free_frame_differences():
+    from videossl.methods.base import to_clip
+    from videossl.models.motion import motion_view
+
+    torch.manual_seed(0)
+    m = LongVideoContrastive(enc(), objective="video_video", embed_dim=16, proj_hidden=32, second_view="motion",
+                             reverse_negatives=True)
+    b = batch(views=2)
+    inputs = []
+    m.encoder.register_forward_pre_hook(lambda mod, a: inputs.append(a[0]))
+    m.train()
+    loss, feats, logs = m.ssl_step(b)
+    assert len(inputs) == 3 and "vv_rev_loss" in logs and feats.shape == (4, 32)
+    mv = inputs[1]
+    assert torch.equal(mv[:, 0], mv[:, 1]) and torch.equal(mv[:, 0], mv[:, 2])  # one luma channel, repeated
+    fwd, rev = motion_view(to_clip(b["views"][1])), motion_view(to_clip(b["views"][1]).flip(2))
+    for i in range(4):  # each sample's motion view, played forwards or backwards like its first view
+        same_dir = torch.equal(inputs[0][i], to_clip(b["views"][0])[i])
+        assert torch.allclose(mv[i], fwd[i] if same_dir else rev[i])
+    loss.backward()
+    static = torch.full((1, 3, 4, 8, 8), 0.7)
+    assert torch.allclose(motion_view(static), torch.full_like(static, 0.45))  # no motion: the centre value
+    with pytest.raises(VideosslError, match="second_view"):
+        LongVideoContrastive(enc(), objective="video_video", second_view="flow")
+    with pytest.raises(VideosslError, match="video_video or both"):
+        LongVideoContrastive(enc(), text_encoder=text(), second_view="motion")

@@ -106,6 +106,8 @@ class VideoReader:
             raise
         except Exception as e:  # decoder libraries raise assorted types for corrupt data
             raise DecodeError(f"{self.backend}: cannot decode frames {uniq[:4].tolist()}...: {_short(e)}") from None
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise DecodeError(f"{self.backend}: decoded frames of shape {tuple(frames.shape)}, expected (N, H, W, 3)")
         if frames.shape[0] != uniq.size:
             raise DecodeError(f"{self.backend}: decoded {frames.shape[0]} of {uniq.size} requested frames (truncated video?)")
         t = torch.from_numpy(np.ascontiguousarray(frames))
@@ -145,9 +147,15 @@ def _as_source(data: bytes | bytearray | memoryview | str | os.PathLike) -> tupl
 
 # ----------------------------------------------------------------------------------------- decord
 class DecordReader(VideoReader):
+    """decord2's reader. Known defect (decord2 3.3/3.4 wheels, seen 2026-12): for some frame widths
+    (e.g. 16, 24, 32, 48, 96 px: rows padded to 64-byte multiples) ``get_batch`` fails with "The size
+    must exactly match" and single frames come back as (H, W, C≠3). Such a video is a
+    :class:`DecodeError` naming the cause, or, with ``fallback=True`` (``backend="auto"``), is decoded
+    by PyAV instead (same frames; a warning once per process)."""
+
     backend = "decord"
 
-    def __init__(self, data: bytes | None, path: str | None, num_threads: int = 1):
+    def __init__(self, data: bytes | None, path: str | None, num_threads: int = 1, fallback: bool = False):
         import decord
 
         src = io.BytesIO(data) if data is not None else path
@@ -161,6 +169,8 @@ class DecordReader(VideoReader):
             raise DecodeError("decord: the video has no frames")
         self.fps = float(self._vr.get_avg_fps())
         self._size: tuple[int, int] | None = None  # decord has no size getter: learnt from the first decode
+        self._source, self._fallback, self._delegate = (data, path), bool(fallback), None
+        self._num_threads = num_threads
 
     @property
     def height(self) -> int:  # type: ignore[override]
@@ -174,20 +184,48 @@ class DecordReader(VideoReader):
         if self._size is None:
             if self._closed:
                 raise DecodeError("decord reader is closed")
-            h, w = self._vr.get_batch([0]).shape[1:3]
-            self._size = (int(h), int(w))
+            self._decode_sorted(np.array([0]))
         return self._size
 
     def _decode_sorted(self, uniq: np.ndarray) -> np.ndarray:
-        frames = self._vr.get_batch(uniq.tolist()).asnumpy()
-        if self._size is None and frames.ndim == 4:
+        if self._delegate is not None:
+            return self._delegate._decode_sorted(uniq)
+        try:
+            frames = self._vr.get_batch(uniq.tolist()).asnumpy()
+            bad = frames.ndim != 4 or frames.shape[-1] != 3
+        except Exception as e:
+            if "must exactly match" not in str(e):
+                raise
+            bad = True
+        if bad:
+            return self._layout_defect(uniq)
+        if self._size is None:
             self._size = (int(frames.shape[1]), int(frames.shape[2]))
+        return frames
+
+    def _layout_defect(self, uniq: np.ndarray) -> np.ndarray:
+        global _DECORD_DEFECT_WARNED
+        shape = tuple(self._vr[0].shape)
+        what = f"decord returns frames of shape {shape} for this video (a decord2 row-padding defect)"
+        if not (self._fallback and _has("av")):
+            raise DecodeError(f"{what}; decode it with PyAV: decoder 'pyav' or 'auto'")
+        if not _DECORD_DEFECT_WARNED:
+            log.warning("%s: decoding such videos with PyAV instead", what)
+            _DECORD_DEFECT_WARNED = True
+        self._delegate = PyAVReader(*self._source, num_threads=self._num_threads)
+        frames = self._delegate._decode_sorted(uniq)
+        self._size = (int(frames.shape[1]), int(frames.shape[2]))
         return frames
 
     def close(self) -> None:
         if not self._closed:
             self._vr = None
+            if self._delegate is not None:
+                self._delegate.close()
         super().close()
+
+
+_DECORD_DEFECT_WARNED = False
 
 
 # ------------------------------------------------------------------------------------------- PyAV
@@ -350,14 +388,18 @@ def open_video(
     if backend not in ("auto", *BACKENDS):
         raise VideosslError(f"unknown decoder backend {backend!r}: choose one of auto, {', '.join(BACKENDS)}")
     have = available_backends()
-    if backend == "auto":
+    auto = backend == "auto"
+    if auto:
         if not have:
             raise VideosslError("no video decoder installed: pip install decord2 or av")
         backend = "decord" if "decord" in have else have[0]
     elif backend not in have:
         raise VideosslError(f"decoder backend {backend!r} is not installed here (available: {', '.join(have) or 'none'})")
     raw, path = _as_source(data)
-    reader = _READERS[backend](raw, path, num_threads=num_threads)
+    if backend == "decord":  # auto: PyAV decodes what decord gets wrong
+        reader = DecordReader(raw, path, num_threads=num_threads, fallback=auto and "pyav" in have)
+    else:
+        reader = _READERS[backend](raw, path, num_threads=num_threads)
     if expected_frames is not None and expected_frames > 0 and reader.num_frames != expected_frames:
         if reader.num_frames < expected_frames // 2:
             n = reader.num_frames

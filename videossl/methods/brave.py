@@ -17,24 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from videossl.data.transforms import GRAY_WEIGHTS
 from videossl.losses.regression import brave_loss
 from videossl.methods.base import OptimConfig, SSLMethod, to_clip
 from videossl.models.encoders import RandConv, predictor, projector
+from videossl.models.motion import frame_differences, gray_differences
 
 BROAD_MODALITIES = ("rgb", "randconv", "frame_diff", "gray_diff", "flow")
-
-
-def frame_differences(clip: torch.Tensor) -> torch.Tensor:
-    """(B, C, T, H, W) → (B, C, T, H, W): x[t+1] − x[t], the last difference repeated to keep T."""
-    d = clip[:, :, 1:] - clip[:, :, :-1]
-    return torch.cat([d, d[:, :, -1:]], dim=2)
-
-
-def gray_differences(clip: torch.Tensor) -> torch.Tensor:
-    """(B, 3, T, H, W) → (B, 1, T, H, W): frame differences of the luma (colour-free motion)."""
-    w = clip.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1, 1)
-    return frame_differences((clip * w).sum(1, keepdim=True))
 
 
 def flow_view(flow: torch.Tensor, indices: torch.Tensor, size: int, scale: float = 2.0) -> torch.Tensor:

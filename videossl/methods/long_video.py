@@ -13,6 +13,10 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
 * ``objective="video_video"``: no text; two independently masked views of the same video (two
   ``copies`` of a random view, or the same long view twice: the masks differ) → MLP projector →
   symmetric InfoNCE (temperature 0.1, fixed or learnable).
+  With ``second_view="motion"`` the second view is the clip's luma frame differences instead
+  (:func:`videossl.models.motion.motion_view`): the two views then share motion rather than
+  appearance, as BraVe's frame-difference broad view (on the synthetic set two RGB copies share the
+  random per-video appearance, which is all the objective then learns).
 * ``objective="both"``: the sum.
 * ``hard_negatives="motion_swap"`` (video–text): each caption also gets a copy whose synthetic motion
   phrase is replaced by another class's (:func:`videossl.data.prompts.motion_swapped`, spec §10.3
@@ -25,8 +29,8 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
 
 * ``reverse_negatives=True``: the clip played **backwards** is each sample's own hard negative,
   ``reverse_weight`` × :func:`~videossl.losses.infonce.hard_negative_nce`. Video–text: each caption
-  must prefer its video to the reversed video. Video–video: each view must prefer the other view to
-  the other view reversed; each sample (both views) is first reversed with probability ½, so that
+  must prefer its video to the reversed video. Video–video: the second view must prefer the first
+  (RGB) view to the first view reversed; each sample (both views) is first reversed with probability ½, so that
   playing direction as such (and codec cues such as the key frame being first) tells nothing. The
   reversed clip has the same frames, so its appearance is identical: only a feature of the *order*
   of the frames, i.e. of the motion, can tell it apart (cf. arrow-of-time and temporal-transformation
@@ -58,8 +62,9 @@ from videossl.methods.base import OptimConfig, SSLMethod, build_optimizer, is_bi
 OBJECTIVES = ("video_text", "video_video", "both")
 HARD_NEGATIVES = ("none", "motion_swap")
 CAPTION_SOURCES = ("caption", "class_prompt", "auto")
+SECOND_VIEWS = ("rgb", "motion")
 
-__all__ = ["CAPTION_SOURCES", "HARD_NEGATIVES", "LongVideoContrastive", "OBJECTIVES", "caption_ids"]
+__all__ = ["CAPTION_SOURCES", "HARD_NEGATIVES", "SECOND_VIEWS", "LongVideoContrastive", "OBJECTIVES", "caption_ids"]
 
 
 def caption_ids(captions: list[str], device=None) -> torch.Tensor:
@@ -122,6 +127,9 @@ class LongVideoContrastive(SSLMethod):
             7 = every other motion: an 8-way choice of the motion with the appearance words fixed).
         reverse_negatives, reverse_weight: video-side hard negatives: the same clip played
             backwards (see the module docstring).
+        second_view: the video-video objective's second view: ``rgb`` (another augmented copy) or
+            ``motion`` (:func:`videossl.models.motion.motion_view`: luma frame differences,
+            ``0.45 + motion_view_gain · Δ``, no colour or static texture).
         init_from: a previous stage's Lightning checkpoint (or state dict): every module's weights
             (encoder, text tower, projections, temperature) with the ViViT position tables resized
             to this encoder's sizes (stage 1 at 16 frames → stage 2 at 128).
@@ -148,6 +156,8 @@ class LongVideoContrastive(SSLMethod):
         hard_negative_count: int = 1,
         reverse_negatives: bool = False,
         reverse_weight: float = 1.0,
+        second_view: str = "rgb",
+        motion_view_gain: float = 4.0,
         init_from: str | None = None,
         optim: OptimConfig | None = None,
         num_classes: int = 0,
@@ -167,6 +177,11 @@ class LongVideoContrastive(SSLMethod):
             raise VideosslError(f"hard_negative_count must be in 1..7 (the other motion classes), got {hard_negative_count}")
         self.hard_negative_count = int(hard_negative_count)
         self.reverse_negatives, self.reverse_weight = bool(reverse_negatives), float(reverse_weight)
+        if second_view not in SECOND_VIEWS:
+            raise VideosslError(f"unknown second_view {second_view!r}: choose one of {', '.join(SECOND_VIEWS)}")
+        if second_view != "rgb" and objective == "video_text":
+            raise VideosslError("second_view is the video-video objective's second view: use objective video_video or both")
+        self.second_view, self.motion_view_gain = second_view, float(motion_view_gain)
         if min(init_temperature, max_logit_scale, video_temperature) <= 0:
             raise VideosslError("temperatures and max_logit_scale must be positive")
         dim = getattr(encoder, "feature_dim", None)
@@ -250,13 +265,16 @@ class LongVideoContrastive(SSLMethod):
             return self.encoder(clip, valid=valid)
         return self.encoder(clip)
 
-    def encode_reversed(self, clip: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_reversed(self, clip: torch.Tensor, valid: torch.Tensor | None = None,
+                        keep: torch.Tensor | None = None) -> torch.Tensor:
         """Features of ``clip`` played backwards, masked like the previous :meth:`encode` call:
         with a token-dropping encoder the reversed clip keeps the same tubelets (mirrored in time,
         :func:`~videossl.models.vivit.mirror_keep_indices`), so it holds exactly the same pixels as
-        the clip just encoded and differs from it only in their order."""
+        the clip just encoded and differs from it only in their order. ``keep`` gives the clip's kept indices (default: the encoder's
+        ``last_keep``)."""
         rc, rv = _reversed(clip, valid)
-        keep, grid = getattr(self.encoder, "last_keep", None), getattr(self.encoder, "last_grid", None)
+        keep = getattr(self.encoder, "last_keep", None) if keep is None else keep
+        grid = getattr(self.encoder, "last_grid", None)
         if not self.training or keep is None or grid is None or keep.shape[0] != clip.shape[0]:
             return self.encode(rc, rv)
         from videossl.models.vivit import mirror_keep_indices
@@ -353,8 +371,12 @@ class LongVideoContrastive(SSLMethod):
             g0 = f0
             if flip is not None:
                 clip1, valid1 = _reversed(clip1, valid1, flip)
+                clip0, valid0 = _reversed(clip0, valid0, flip)
                 if self.uses_text:  # the text term saw the forward clip: encode the chosen direction
-                    g0 = self.encode(*_reversed(clip0, valid0, flip))
+                    g0 = self.encode(clip0, valid0)
+            keep0 = getattr(self.encoder, "last_keep", None)  # the tubelets view 0 kept
+            if self.second_view == "motion":
+                clip1 = self._motion_view(clip1)
             f1 = self.encode(clip1, valid1)  # a second, independently masked view
             z0, z1 = self.video_head(g0), self.video_head(f1)
             temp_v = 1.0 / self.video_logit_scale.exp().clamp(max=self.max_logit_scale)
@@ -362,13 +384,19 @@ class LongVideoContrastive(SSLMethod):
             loss = loss + l_vv
             logs["vv_loss"] = l_vv.detach()
             if flip is not None:
-                f1_rev = self.encode_reversed(clip1, valid1)
-                l_rev, rev_logs = _reverse_loss(z0, z1, self.video_head(f1_rev), temp_v)
+                # view 1 must prefer view 0 to view 0 played backwards (same tubelets, RGB in both modes)
+                f0_rev = self.encode_reversed(clip0, valid0, keep=keep0)
+                l_rev, rev_logs = _reverse_loss(z1, z0, self.video_head(f0_rev), temp_v)
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vv_{k}": x for k, x in rev_logs.items()})
                 if not self.uses_text:  # the online probe gets features of the clip played forwards
-                    feats = torch.where(flip[:, None], f1_rev, f1)
+                    feats = torch.where(flip[:, None], f0_rev, g0)
         return loss, feats, logs
+
+    def _motion_view(self, clip: torch.Tensor) -> torch.Tensor:
+        from videossl.models.motion import motion_view
+
+        return motion_view(clip, self.motion_view_gain)
 
     def _hard_negative_loss(self, v: torch.Tensor, t: torch.Tensor, caps: list[str], temp: torch.Tensor):
         from videossl.data.prompts import motion_swapped
