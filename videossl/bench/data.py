@@ -323,7 +323,7 @@ def run_bench(
     backend = "?"
     for place in augment:
         ds = build_dataset(data, split, views if place == "cpu" else cpu_part(views), batch_size)
-        backend = ds.decoder if ds.decoder != "auto" else ("decord" if "decord" in available_backends() else "pyav")
+        backend = ds.decoder  # "auto" stays auto: the raw baseline decodes exactly as the pipeline does
         for w in workers:
             r = time_pipeline(ds, w, clips, rss_every, prefetch_factor)
             smp = r.pop("samples")
@@ -342,7 +342,7 @@ def run_bench(
                 file=sys.stderr, flush=True,
             )
     assert ds is not None and samples is not None
-    result["decoder"] = backend
+    result["decoder"] = backend if backend != "auto" else "auto (" + ("decord" if "decord" in available_backends() else "pyav") + ")"
     result["batch_size"] = ds.batch_size
     items = items_of(samples)
     raw = time_raw(items, backend, ds.decoder_threads)
