@@ -324,3 +324,24 @@ def test_motion_second_view_is_colour_free_frame_differences():
         LongVideoContrastive(enc(), objective="video_video", second_view="flow")
     with pytest.raises(VideosslError, match="video_video or both"):
         LongVideoContrastive(enc(), text_encoder=text(), second_view="motion")
+
+
+def test_image_text_term_uses_the_2d_patch_conv():
+    torch.manual_seed(0)
+    e = enc(image_input=True)
+    m = LongVideoContrastive(e, text_encoder=text(), embed_dim=16, image_view=1, image_weight=0.5)
+    b = batch(views=1)
+    b["views"].append(torch.randint(0, 255, (4, 1, 3, 32, 32), dtype=torch.uint8))  # one frame = an image
+    m.train()
+    loss, _, logs = m.ssl_step(b)
+    assert "it_loss" in logs and math.isclose(float(loss), float(logs["vt_loss"] + 0.5 * logs["it_loss"]), rel_tol=1e-5)
+    loss.backward()
+    assert e.image_embed.weight.grad is not None and e.image_embed.weight.grad.abs().sum() > 0
+    assert e.patch_embed.weight.grad.abs().sum() > 0  # the clip still goes through the 3D conv
+    b["views"][1] = b["views"][0]  # not an image
+    with pytest.raises(VideosslError, match="one-frame view"):
+        m.ssl_step(b)
+    with pytest.raises(VideosslError, match="image_input=True"):
+        LongVideoContrastive(enc(), text_encoder=text(), image_view=1)
+    with pytest.raises(VideosslError, match="video_text or both"):
+        LongVideoContrastive(enc(image_input=True), objective="video_video", image_view=1)

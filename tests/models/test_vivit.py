@@ -216,3 +216,21 @@ def test_explicit_keep_masks_a_reversed_clip_alike():
         m(x, keep=torch.tensor([[0, 24]]).expand(2, -1))
     m.eval()  # evaluation never masks, keep or not
     assert m(x, keep=keep).shape == (2, 16) and m.last_num_tokens == 24
+
+
+def test_images_go_through_their_own_2d_patch_conv():
+    torch.manual_seed(0)
+    m = tiny(image_input=True, motion_input=True, mask_ratio=0.5)
+    img = torch.rand(2, 3, 32, 32)
+    m.eval()
+    a, b = m(img), m(img[:, :, None])
+    assert a.shape == (2, 32) and torch.allclose(a, b) and m.last_num_tokens == 16  # 4x4 patches, no time
+    seen = []
+    m.patch_embed.register_forward_hook(lambda mod, i, o: seen.append("3d"))
+    m.image_embed.register_forward_hook(lambda mod, i, o: seen.append("2d"))
+    m.train()
+    m(img)
+    m(clip())
+    assert seen == ["2d", "3d"] and m.last_num_tokens == 32  # half of 4 x 16 video tokens
+    with pytest.raises(VideosslError, match="image_input=True"):
+        tiny()(torch.rand(2, 3, 1, 32, 32))

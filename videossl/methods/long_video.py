@@ -39,7 +39,8 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   real actions, but not of e.g. waving). Costs one more encoder pass per step. Logged: ``rev_loss``,
   ``rev_acc`` (how often the positive wins).
 
-Stage 1 (short clips, everything trains) and stage 2 (long videos, 75% masking, only the last 4
+Stage 1 can add an image–text term (``image_view``: a one-frame view embedded as a still image through
+the ViViT's own 2D patch conv; the paper mixes image–text and video–text batches). Stage 1 (short clips, everything trains) and stage 2 (long videos, 75% masking, only the last 4
 ViViT blocks; ``freeze_text=True``) are two recipes (``recipes/long_video/``), not two classes.
 See ``shared/specs/long_video_masked_contrastive.md`` §3–5 and §10.
 """
@@ -127,6 +128,9 @@ class LongVideoContrastive(SSLMethod):
             7 = every other motion: an 8-way choice of the motion with the appearance words fixed).
         reverse_negatives, reverse_weight: video-side hard negatives: the same clip played
             backwards (see the module docstring).
+        image_view, image_weight: stage 1's image–text term: the index of a one-frame view in the
+            batch, embedded as a still image (the encoder's own 2D patch conv, ``image_input``) and
+            contrasted with the same captions (``image_weight`` × InfoNCE; logged ``it_loss``).
         second_view: the video-video objective's second view: ``rgb`` (another augmented copy) or
             ``motion`` (:func:`videossl.models.motion.motion_view`: luma frame differences,
             ``0.45 + motion_view_gain · Δ``, no colour or static texture).
@@ -158,6 +162,8 @@ class LongVideoContrastive(SSLMethod):
         reverse_weight: float = 1.0,
         second_view: str = "rgb",
         motion_view_gain: float = 4.0,
+        image_view: int | None = None,
+        image_weight: float = 1.0,
         init_from: str | None = None,
         optim: OptimConfig | None = None,
         num_classes: int = 0,
@@ -182,6 +188,15 @@ class LongVideoContrastive(SSLMethod):
         if second_view != "rgb" and objective == "video_text":
             raise VideosslError("second_view is the video-video objective's second view: use objective video_video or both")
         self.second_view, self.motion_view_gain = second_view, float(motion_view_gain)
+        if image_view is not None:
+            if objective == "video_video":
+                raise VideosslError("image_view pairs images with captions: it needs objective video_text or both")
+            if int(image_view) < 1 or (objective == "both" and int(image_view) == 1):
+                raise VideosslError(f"image_view must index a view after the clip (and after the second video view "
+                                    f"with objective both), got {image_view}")
+            if not getattr(encoder, "image_input", False):
+                raise VideosslError("image_view needs an encoder built with image_input=True")
+        self.image_view, self.image_weight = (None if image_view is None else int(image_view)), float(image_weight)
         if min(init_temperature, max_logit_scale, video_temperature) <= 0:
             raise VideosslError("temperatures and max_logit_scale must be positive")
         dim = getattr(encoder, "feature_dim", None)
@@ -366,6 +381,15 @@ class LongVideoContrastive(SSLMethod):
                 l_rev, rev_logs = _reverse_loss(t, v, v_rev, temp)
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vt_{k}": x for k, x in rev_logs.items()})
+            if self.image_view is not None:
+                img, _ = self._view(batch, self.image_view)
+                if len(batch["views"]) <= self.image_view or img.shape[2] != 1:
+                    raise VideosslError(f"image_view {self.image_view}: the batch needs a one-frame view there, got "
+                                        f"{len(batch['views'])} view(s), shape {tuple(img.shape)}")
+                l_it = infonce_distributed(self.video_proj(self.encode(img)).float(), t.float(), temp, labels=ids,
+                                           local_loss=self.local_loss)
+                loss = loss + self.image_weight * l_it
+                logs["it_loss"] = l_it.detach()
         if self.uses_video:
             clip1, valid1 = self._view(batch, 1)
             g0 = f0

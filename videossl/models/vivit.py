@@ -164,6 +164,10 @@ class ViViT(nn.Module):
         motion_input: the tubelet embedding also sees ``motion_gain·(x_t − x_{t−1})`` (zero for the first
             frame), concatenated on the channel axis (our addition, as the flow autoencoder's
             ``motion_input``; not in the paper).
+        image_input: also accept still images, (B, C, H, W) or one-frame clips (B, C, 1, H, W), through
+            their own 2D patch convolution ``image_embed`` (the paper keeps the image ViT's 2D patch conv
+            for images and a separate 3D conv for video, no weight sharing): spatial positions plus the
+            first temporal entry, the same blocks and pooling.
         init_from: path of weights to start from (a run's ``encoder.pt`` or a checkpoint), tables resized.
     """
 
@@ -188,6 +192,7 @@ class ViViT(nn.Module):
         normalize_input: bool = False,
         motion_input: bool = False,
         motion_gain: float = 8.0,
+        image_input: bool = False,
         init_from: str | None = None,
     ) -> None:
         super().__init__()
@@ -226,6 +231,9 @@ class ViViT(nn.Module):
         self.in_chans = int(in_chans)
         self.motion_input, self.motion_gain = bool(motion_input), float(motion_gain)
         self.patch_embed = nn.Conv3d(self.in_chans * (2 if self.motion_input else 1), self.embed_dim, kernel_size=tubelet, stride=tubelet)
+        self.image_input = bool(image_input)
+        self.image_embed = (nn.Conv2d(self.in_chans, self.embed_dim, kernel_size=tubelet[1:], stride=tubelet[1:])
+                            if self.image_input else None)
         self.pos_spatial = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], self.embed_dim))
         self.pos_temporal = nn.Parameter(torch.zeros(1, self.grid_t, self.embed_dim))
         dpr = [float(x) for x in torch.linspace(0, drop_path, self.depth)]
@@ -253,6 +261,9 @@ class ViViT(nn.Module):
         w = self.patch_embed.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.bias)
+        if self.image_embed is not None:
+            nn.init.xavier_uniform_(self.image_embed.weight.view(self.embed_dim, -1))
+            nn.init.zeros_(self.image_embed.bias)
         for m in self.blocks.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -297,15 +308,18 @@ class ViViT(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> tuple[int, int, int]:
         if x.ndim != 5:
-            raise VideosslError(f"ViViT expects (B, C, T, H, W), got shape {tuple(x.shape)}")
+            raise VideosslError(f"ViViT expects (B, C, T, H, W) (or (B, C, H, W) images with image_input), got shape {tuple(x.shape)}")
         _, c, t, h, w = x.shape
         tt, ph, pw = self.tubelet
         if c != self.in_chans:
             raise VideosslError(f"ViViT built for {self.in_chans} channels, got {c} (shape (B, C, T, H, W))")
         if h % ph or w % pw:
             raise VideosslError(f"frame size {h}x{w} is not divisible by the patch size {ph}x{pw}")
+        if t == 1 and self.image_input:
+            return 1, h // ph, w // pw
         if t % tt:
-            raise VideosslError(f"clip length {t} is not divisible by the tubelet length {tt}")
+            hint = " (a still image needs image_input=True)" if t == 1 else ""
+            raise VideosslError(f"clip length {t} is not divisible by the tubelet length {tt}{hint}")
         return t // tt, h // ph, w // pw
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -313,6 +327,9 @@ class ViViT(nn.Module):
         gt, gh, gw = self._check_input(x)
         if self.normalize_input:
             x = (x - 0.45) / 0.225
+        if self.image_embed is not None and x.shape[2] == 1:  # a still image: the 2D patch conv
+            tokens = self.image_embed(x[:, :, 0]).flatten(2).transpose(1, 2)  # (B, H"W", D)
+            return tokens + self.spatial_table((gh, gw)) + self.pos_temporal[:, :1]
         if self.motion_input:
             x = torch.cat([x, self.motion_gain * causal_differences(x, 2)], 1)
         tokens = self.patch_embed(x).flatten(3).permute(0, 2, 3, 1)  # (B, T", H"W", D)
@@ -336,6 +353,8 @@ class ViViT(nn.Module):
         (B, K) gives the kept token indices explicitly instead of drawing them (training mode;
         e.g. :func:`mirror_keep_indices` of :attr:`last_keep` to mask a reversed clip alike).
         """
+        if x.ndim == 4 and self.image_input:
+            x = x.unsqueeze(2)
         grid = self._check_input(x)
         b = x.shape[0]
         frozen_stem = not (self.patch_embed.weight.requires_grad or self.pos_spatial.requires_grad
@@ -347,7 +366,7 @@ class ViViT(nn.Module):
             v = valid.to(device=x.device, dtype=torch.bool)
             if v.shape != (b, x.shape[2]):
                 raise VideosslError(f"valid must be (B, T) = {(b, x.shape[2])}, got {tuple(v.shape)}")
-            tv = v.view(b, grid[0], self.tubelet[0]).any(dim=2)  # a tubelet with any real frame is real
+            tv = v.view(b, grid[0], -1).any(dim=2)  # a tubelet with any real frame is real
             token_valid = tv[:, :, None].expand(b, grid[0], grid[1] * grid[2]).reshape(b, -1)
             if bool(token_valid.all()):
                 token_valid = None
