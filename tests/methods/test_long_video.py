@@ -241,7 +241,9 @@ def test_video_only_reversal_keeps_forward_features_for_the_probe():
     m = LongVideoContrastive(_OrderEncoder(order=True), objective="video_video", embed_dim=8, proj_hidden=16,
                              reverse_negatives=True)
     b = _ramp_batch()
-    forward = m.encoder(to_clip_(b["views"][1]))
+    from videossl.methods.base import to_clip
+
+    forward = m.encoder(to_clip(b["views"][1]))
     flipped_any = False
     seen = []
     m.encoder.register_forward_hook(lambda mod, a, out: seen.append(out.detach()))
@@ -251,12 +253,6 @@ def test_video_only_reversal_keeps_forward_features_for_the_probe():
         assert torch.allclose(feats, forward)
         flipped_any |= not torch.allclose(seen[0], forward)  # the anchor view was played backwards
     assert flipped_any
-
-
-def to_clip_(view):
-    from videossl.methods.base import to_clip
-
-    return to_clip(view)
 
 
 def test_reversed_clip_keeps_the_mirrored_tubelets():

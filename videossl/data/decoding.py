@@ -205,10 +205,10 @@ class DecordReader(VideoReader):
 
     def _layout_defect(self, uniq: np.ndarray) -> np.ndarray:
         global _DECORD_DEFECT_WARNED
-        shape = tuple(self._vr[0].shape)
-        what = f"decord returns frames of shape {shape} for this video (a decord2 row-padding defect)"
+        what = "decord returns wrongly shaped frames for this video (a decord2 row-padding defect)"
         if not (self._fallback and _has("av")):
-            raise DecodeError(f"{what}; decode it with PyAV: decoder 'pyav' or 'auto'")
+            raise DecodeError(f"{what}: frame 0 comes back as {tuple(self._vr[0].shape)}; decode it with PyAV: "
+                              "decoder 'pyav' or 'auto'")
         if not _DECORD_DEFECT_WARNED:
             log.warning("%s: decoding such videos with PyAV instead", what)
             _DECORD_DEFECT_WARNED = True

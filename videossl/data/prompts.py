@@ -14,7 +14,7 @@ import torch
 
 from videossl.errors import VideosslError
 
-__all__ = ["TEMPLATES", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind", "motion_swapped", "with_motion"]
+__all__ = ["TEMPLATES", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind", "motion_swapped", "motion_swaps", "with_motion"]
 
 TEMPLATES = (
     "a video of a person {}.",
@@ -63,27 +63,36 @@ def _find_motion_phrase(caption: str) -> tuple[str, int, str] | None:
     return found
 
 
-def motion_swapped(caption: str, generator: torch.Generator | None = None, k: int = 1) -> str | list[str] | None:
-    """The same caption with its synthetic motion phrase replaced by a phrase of *another* motion class
-    ("a red star moving left over …" → "a red star rising over …"): a hard negative that differs from
-    the caption in the motion only (``long_video_masked_contrastive.md`` §10.3: "same objects with another
-    direction"). ``None`` when the caption holds no motion phrase of the synthetic generator.
-    ``k > 1``: a list of ``k`` such captions, each with another class (drawn without replacement)."""
+def _splice(caption: str, found: tuple[str, int, str], phrase: str) -> str:
+    _, i, old = found
+    return caption[:i] + phrase + caption[i + len(old):]
+
+
+def motion_swaps(caption: str, k: int = 1, generator: torch.Generator | None = None) -> list[str] | None:
+    """``k`` copies of the caption, each with its synthetic motion phrase replaced by a phrase of
+    *another* motion class (classes drawn without replacement): hard negatives that differ from the
+    caption in the motion only (``long_video_masked_contrastive.md`` §10.3: "same objects with another
+    direction"). ``None`` when the caption holds no motion phrase of the synthetic generator."""
     from videossl.data.synthetic import _PHRASES
 
     found = _find_motion_phrase(caption)
     if found is None:
         return None
-    cls, i, ph = found
-    others = [c for c in _PHRASES if c != cls]
+    others = [c for c in _PHRASES if c != found[0]]
     if not 1 <= k <= len(others):
         raise VideosslError(f"motion_swapped: k must be in 1..{len(others)}, got {k}")
     out = []
     for j in torch.randperm(len(others), generator=generator)[:k].tolist():
         qs = _PHRASES[others[j]]
-        q = qs[int(torch.randint(len(qs), (), generator=generator))]
-        out.append(caption[:i] + q + caption[i + len(ph):])
-    return out[0] if k == 1 else out
+        out.append(_splice(caption, found, qs[int(torch.randint(len(qs), (), generator=generator))]))
+    return out
+
+
+def motion_swapped(caption: str, generator: torch.Generator | None = None, k: int = 1) -> str | list[str] | None:
+    """One motion-swapped caption ("a red star moving left over …" → "a red star rising over …"), or a
+    list of ``k`` (:func:`motion_swaps`); ``None`` when the caption holds no motion phrase."""
+    out = motion_swaps(caption, k, generator)
+    return out if out is None or k > 1 else out[0]
 
 
 def with_motion(caption: str, cls: str) -> list[str] | None:
@@ -92,7 +101,4 @@ def with_motion(caption: str, cls: str) -> list[str] | None:
     from videossl.data.synthetic import _PHRASES
 
     found = _find_motion_phrase(caption)
-    if found is None:
-        return None
-    _, i, ph = found
-    return [caption[:i] + q + caption[i + len(ph):] for q in _PHRASES[cls]]
+    return None if found is None else [_splice(caption, found, q) for q in _PHRASES[cls]]

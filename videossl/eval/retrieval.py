@@ -200,16 +200,17 @@ def caption_zeroshot(embed_text, video_emb: torch.Tensor, captions: list[str], l
     so only motion can decide. ``zs_caption_top1`` over the videos whose caption names a motion."""
     from videossl.data.prompts import with_motion
 
-    hits, n = 0, 0
-    for e, cap, y in zip(video_emb, captions, labels.tolist(), strict=True):
-        cands = [with_motion(cap, c) for c in classes]
-        if any(c is None for c in cands):
-            continue
-        t = F.normalize(embed_text([x for c in cands for x in c]).float().cpu(), dim=-1)
-        t = F.normalize(t.view(len(classes), -1, t.shape[-1]).mean(1), dim=-1)
-        hits += int(int((t @ e.float()).argmax()) == y)
-        n += 1
-    return {"zs_caption_top1": hits / n, "zs_caption_videos": n} if n else {}
+    rows = [(i, [with_motion(cap, c) for c in classes]) for i, cap in enumerate(captions)]
+    rows = [(i, cands) for i, cands in rows if all(c is not None for c in cands)]
+    if not rows:
+        return {}
+    texts = [x for _, cands in rows for c in cands for x in c]  # every video: classes x phrases, one batch
+    t = torch.cat([embed_text(texts[j:j + 256]).float().cpu() for j in range(0, len(texts), 256)])
+    t = F.normalize(t, dim=-1).view(len(rows), len(classes), -1, t.shape[-1]).mean(2)  # class = mean of phrases
+    idx = torch.tensor([i for i, _ in rows])
+    pred = torch.einsum("ncd,nd->nc", F.normalize(t, dim=-1), video_emb[idx].float()).argmax(1)
+    hits, n = int((pred == labels[idx]).sum()), len(rows)
+    return {"zs_caption_top1": hits / n, "zs_caption_videos": n}
 
 
 # ------------------------------------------------------------------------------------ CLI

@@ -274,19 +274,23 @@ class LongVideoContrastive(SSLMethod):
             raise VideosslError(f"init_from: missing {missing[:3]}, unexpected {list(unexpected)[:3]} (a different model?)")
 
     # -- encoders ------------------------------------------------------------------------------
-    def encode(self, clip: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Encoder features (B, D) of a float clip (B, C, T, H, W); masked in training mode."""
+    def encode(self, clip: torch.Tensor, valid: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder features (B, D) of a float clip (B, C, T, H, W); masked in training mode (``keep``:
+        explicit kept token indices, for a token-dropping encoder)."""
+        kw: dict[str, torch.Tensor] = {}
         if self._valid_kw and valid is not None and not bool(valid.all()):
-            return self.encoder(clip, valid=valid)
-        return self.encoder(clip)
+            kw["valid"] = valid
+        if keep is not None:
+            kw["keep"] = keep
+        return self.encoder(clip, **kw)
 
     def encode_reversed(self, clip: torch.Tensor, valid: torch.Tensor | None = None,
                         keep: torch.Tensor | None = None) -> torch.Tensor:
         """Features of ``clip`` played backwards, masked like the previous :meth:`encode` call:
         with a token-dropping encoder the reversed clip keeps the same tubelets (mirrored in time,
         :func:`~videossl.models.vivit.mirror_keep_indices`), so it holds exactly the same pixels as
-        the clip just encoded and differs from it only in their order. ``keep`` gives the clip's kept indices (default: the encoder's
-        ``last_keep``)."""
+        the clip just encoded and differs from it only in their order. ``keep`` gives the clip's kept
+        indices (default: the encoder's ``last_keep``)."""
         rc, rv = _reversed(clip, valid)
         keep = getattr(self.encoder, "last_keep", None) if keep is None else keep
         grid = getattr(self.encoder, "last_grid", None)
@@ -294,10 +298,7 @@ class LongVideoContrastive(SSLMethod):
             return self.encode(rc, rv)
         from videossl.models.vivit import mirror_keep_indices
 
-        mirrored = mirror_keep_indices(keep, grid[0], grid[1] * grid[2])
-        if self._valid_kw and rv is not None and not bool(rv.all()):
-            return self.encoder(rc, valid=rv, keep=mirrored)
-        return self.encoder(rc, keep=mirrored)
+        return self.encode(rc, rv, keep=mirror_keep_indices(keep, grid[0], grid[1] * grid[2]))
 
     def temperature(self) -> torch.Tensor:
         return 1.0 / self.logit_scale.exp().clamp(max=self.max_logit_scale)
@@ -423,16 +424,16 @@ class LongVideoContrastive(SSLMethod):
         return motion_view(clip, self.motion_view_gain)
 
     def _hard_negative_loss(self, v: torch.Tensor, t: torch.Tensor, caps: list[str], temp: torch.Tensor):
-        from videossl.data.prompts import motion_swapped
+        from videossl.data.prompts import motion_swaps
 
         m = self.hard_negative_count
-        swapped = [motion_swapped(c, k=m) for c in caps]
+        swapped = [motion_swaps(c, m) for c in caps]
         keep = [i for i, c in enumerate(swapped) if c is not None]
         logs = {"hn_skipped": torch.tensor(float(len(caps) - len(keep)), device=v.device)}
         k_neg = t.new_zeros(t.shape[0], m, t.shape[1])
         valid = torch.zeros(t.shape[0], m, dtype=torch.bool, device=t.device)
         if keep:
-            texts = [x for i in keep for x in ([swapped[i]] if m == 1 else swapped[i])]
+            texts = [x for i in keep for x in swapped[i]]
             k_neg[keep] = self.text_proj(self.text_encoder(texts)).to(t.dtype).view(len(keep), m, -1)
             valid[keep] = True
         l_hn = hard_negative_nce(v.float(), t.float(), k_neg.float(), temp, valid=valid)
