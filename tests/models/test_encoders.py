@@ -1,4 +1,4 @@
-"""Encoders, heads, RandConv, temporal shift and encoder-checkpoint loading."""
+"""Encoders, heads, RandConv and temporal shift; torchvision-format weights load into ours."""
 
 import math
 
@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import torchvision.models.video as tvv
 from torch import nn
 
+from videossl.core.checkpoint import load_state
 from videossl.errors import VideosslError
 from videossl.models import (
     MLP,
@@ -19,7 +20,6 @@ from videossl.models import (
     VideoResNetEncoder,
     build_encoder,
     list_encoders,
-    load_encoder_state,
     predictor,
     projector,
 )
@@ -236,96 +236,12 @@ def test_randconv_kernel_sizes_and_he_normal_scale():
         RandConv(kernel_sizes=(2, 3))
 
 
-# --------------------------------------------------------------------------- load_encoder_state
-
-SIDE_EFFECTS = []
-
-
-def _side_effect(tag):
-    SIDE_EFFECTS.append(tag)
-    return tag
-
-
-class Evil:
-    def __reduce__(self):
-        return (_side_effect, ("unpickled!",))
-
-
-def _lightning_ckpt(src: nn.Module, prefix="encoder."):
-    sd = {prefix + k: v for k, v in src.state_dict().items()}
-    sd["head.weight"] = torch.zeros(3)
-    return {"state_dict": sd, "epoch": 3, "pytorch-lightning_version": "2.6.6"}
-
-
-def test_load_lightning_checkpoint_file_strips_prefix(tmp_path):
-    torch.manual_seed(0)
-    src, dst = Small3D(width=2), Small3D(width=2)
-    path = tmp_path / "last.ckpt"
-    torch.save(_lightning_ckpt(src), path)
-    missing, unexpected = load_encoder_state(dst, path)
-    assert (missing, unexpected) == ([], [])
-    for k, v in src.state_dict().items():
-        torch.testing.assert_close(dst.state_dict()[k], v)
-
-
-def test_load_reports_missing_and_unexpected_keys():
-    torch.manual_seed(0)
-    src, dst = Small3D(width=2), Small3D(width=2)
-    sd = {"encoder." + k: v for k, v in src.state_dict().items() if k != "features.1.bias"}
-    sd["encoder.extra.weight"] = torch.ones(2)
-    with pytest.warns(UserWarning, match="1 missing key.*features.1.bias.*1 unexpected key.*extra.weight"):
-        missing, unexpected = load_encoder_state(dst, sd)
-    assert missing == ["features.1.bias"] and unexpected == ["extra.weight"]
-    torch.testing.assert_close(dst.features[0].weight, src.features[0].weight)
-
-
-def test_load_refuses_wrong_prefix_and_names_the_found_ones():
-    src = Small3D(width=2)
-    ckpt = _lightning_ckpt(src, prefix="narrow_backbone.")
-    with pytest.raises(VideosslError, match=r"prefixes found: head\., narrow_backbone\."):
-        load_encoder_state(Small3D(width=2), ckpt)
-    # the right prefix works
-    assert load_encoder_state(Small3D(width=2), ckpt, prefix="narrow_backbone.") == ([], [])
-
-
-def test_load_key_map_and_shape_mismatch():
-    torch.manual_seed(0)
-    src = Small3D(width=2)
-    sd = {
-        "encoder.body." + k.removeprefix("features."): v
-        for k, v in src.state_dict().items()
-        if k.startswith("features.")
-    }
-    dst = Small3D(width=2)
-    assert load_encoder_state(dst, sd, key_map={"body.": "features."}) == ([], [])
-    torch.testing.assert_close(dst.features[3].weight, src.features[3].weight)
-    # without the map nothing fits the encoder: an error, not a silent no-op
-    with pytest.raises(VideosslError, match="matches the encoder"):
-        load_encoder_state(Small3D(width=2), sd)
-    with pytest.raises(VideosslError, match="do not fit the encoder"):
-        load_encoder_state(Small3D(width=4), _lightning_ckpt(src))
-
-
-def test_load_uses_weights_only_and_never_unpickles_objects(tmp_path):
-    src = Small3D(width=2)
-    ckpt = _lightning_ckpt(src)
-    ckpt["hyper_parameters"] = {"thing": Evil()}
-    path = tmp_path / "evil.ckpt"
-    torch.save(ckpt, path)
-    SIDE_EFFECTS.clear()
-    with pytest.raises(VideosslError, match="weights_only=True"):
-        load_encoder_state(Small3D(width=2), path)
-    assert SIDE_EFFECTS == []
-    with pytest.raises(VideosslError, match="not found"):
-        load_encoder_state(Small3D(width=2), tmp_path / "nope.ckpt")
-
-
 def test_torchvision_format_weights_load_with_empty_prefix():
     torch.manual_seed(0)
     ref = tvv.mc3_18(weights=None)
     ours = VideoResNetEncoder("mc3_18")
-    missing, unexpected = load_encoder_state(
-        ours, ref.state_dict(), prefix="", key_map=lambda k: None if k.startswith("fc.") else k
+    missing, unexpected = load_state(
+        ours, ref.state_dict(), key_map=lambda k: None if k.startswith("fc.") else k
     )
     assert (missing, unexpected) == ([], [])
     ref.fc = nn.Identity()

@@ -26,6 +26,7 @@ import torch
 import yaml
 from torch import nn
 
+from videossl.core.checkpoint import load_state
 from videossl.errors import VideosslError
 
 
@@ -59,26 +60,9 @@ def encoder_spec_from_run(run: Path) -> dict[str, Any]:
 def load_weights(encoder: nn.Module, path: Path, prefix: str = "encoder.",
                  key_map: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Load ``path`` into ``encoder``; a missing key is an error (one line), unexpected keys are returned."""
-    import logging
-    import warnings
-
-    from videossl.models.encoders import load_encoder_state
-
-    logger = logging.getLogger("videossl.models.encoders")
-    was_disabled, logger.disabled = logger.disabled, True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # reported here, once, as an error or a note
-            missing, unexpected = load_encoder_state(encoder, str(path), prefix=prefix, key_map=key_map)
-    finally:
-        logger.disabled = was_disabled
-    if missing:
-        raise VideosslError(
-            f"{path} does not fit the encoder {type(encoder).__name__}: {len(missing)} missing key(s), e.g. "
-            f"{missing[:3]} ({len(unexpected)} unexpected, e.g. {unexpected[:3]}); check the encoder architecture "
-            "(--encoder / the run's config), --prefix and --key-map"
-        )
-    return {"missing": list(missing), "unexpected": list(unexpected)}
+    report = load_state(encoder, path, prefix=prefix, key_map=key_map, allow_missing=False,
+                        hint="check the encoder architecture (--encoder / the run's config), --prefix and --key-map")
+    return {"missing": report.missing, "unexpected": report.unexpected}
 
 
 def file_hash(path: Path) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from videossl.core.checkpoint import read_file
 from videossl.errors import VideosslError
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def extract_features(
         extra = "" if passes == 1 and seed == 0 else f"-p{passes}s{seed}"
         cache_path = Path(cache_dir) / f"feats-{split}-{cache_key(encoder, data_dir, split, views)}{extra}.pt"
         if cache_path.is_file():
-            d = torch.load(cache_path, weights_only=True)
+            d = read_file(cache_path)
             log.info("features from cache %s", cache_path)
             return FeatureSet(d["feats"], d["labels"], list(d["video_ids"]), int(d["views_per_video"]))
 

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videossl.core.optim import OptimConfig, build_optimizer, is_bias_or_norm, lr_factor
 from videossl.errors import VideosslError
 from videossl.eval.common import (
     add_encoder_arguments,
@@ -64,7 +65,7 @@ from videossl.eval.common import (
     resolve_encoder,
     write_split_summary,
 )
-from videossl.methods.base import OptimConfig, build_optimizer, is_bias_or_norm, lr_factor, to_clip
+from videossl.methods.base import to_clip
 
 EPILOG = """\
 examples:

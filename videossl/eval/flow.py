@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from videossl.core.checkpoint import load_state
 from videossl.errors import VideosslError
 from videossl.losses.photometric import psnr, ssim
 from videossl.models.warp import backward_warp
@@ -136,14 +137,7 @@ def build_model(cfg: dict[str, Any]):
 
 
 def load_checkpoint(model, path: Path) -> None:
-    if not path.is_file():
-        raise VideosslError(f"checkpoint not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
-    sd = {k: v for k, v in sd.items() if not k.startswith("online_probe.")}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise VideosslError(f"{path} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    load_state(model, path, allow_missing=False, allow_unexpected=False)
 
 
 def gt_for_clip(batch: dict[str, Any], view: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from videossl.core.checkpoint import load_state
 from videossl.errors import VideosslError
 
 __all__ = ["caption_zeroshot", "class_embeddings", "recall_at_k", "retrieval_metrics", "zeroshot_accuracy", "add_cli_arguments", "run_cli"]
@@ -123,18 +124,7 @@ def load_run_model(run: Path, ckpt: Path | None = None):
     model = build_from_spec(spec)
     if not hasattr(model, "embed_text"):
         raise VideosslError(f"{spec['class_path']} has no text tower: zero-shot evaluation needs a video–text model")
-    ckpt = ckpt or run / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        raise VideosslError(f"checkpoint not found: {ckpt}")
-    sd = torch.load(ckpt, map_location="cpu", weights_only=True)
-    sd = sd.get("state_dict", sd)
-    if hasattr(model, "_build_probe"):
-        model._build_probe()
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    bad = [k for k in missing if not k.startswith("online_probe.")]
-    unexpected = [k for k in unexpected if not k.startswith("online_probe.")]
-    if bad or unexpected:
-        raise VideosslError(f"{ckpt} does not fit the run's model: missing {bad[:3]}, unexpected {list(unexpected)[:3]}")
+    load_state(model, ckpt or run / "checkpoints" / "last.ckpt", allow_missing=False, allow_unexpected=False)
     data = cfg.get("data") or {}
     data = data.get("init_args", data)
     return model.eval(), data

@@ -17,10 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from videossl.core.optim import OptimConfig
 from videossl.losses.regression import brave_loss
-from videossl.methods.base import OptimConfig, SSLMethod, to_clip
-from videossl.models.encoders import RandConv, predictor, projector
+from videossl.methods.base import SSLMethod, to_clip
+from videossl.models.heads import predictor, projector
 from videossl.models.motion import frame_differences, gray_differences
+from videossl.models.randconv import RandConv
 
 BROAD_MODALITIES = ("rgb", "randconv", "frame_diff", "gray_diff", "flow")
 

@@ -56,9 +56,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videossl.core.checkpoint import load_state, read_state_dict
+from videossl.core.optim import OptimConfig, is_bias_or_norm
 from videossl.errors import VideosslError
 from videossl.losses.infonce import hard_negative_nce, infonce_distributed
-from videossl.methods.base import OptimConfig, SSLMethod, build_optimizer, is_bias_or_norm, lr_factor, to_clip
+from videossl.methods.base import SSLMethod, to_clip
 
 OBJECTIVES = ("video_text", "video_video", "both")
 HARD_NEGATIVES = ("none", "motion_swap")
@@ -245,17 +247,9 @@ class LongVideoContrastive(SSLMethod):
 
     def load_previous_stage(self, source) -> None:
         """Weights of a previous stage (checkpoint path or state dict); the online probe is not carried over."""
-        import os
-
         from videossl.models.vivit import resize_spatial_table, resize_temporal_table
 
-        sd = source
-        if isinstance(source, str | os.PathLike):
-            if not os.path.isfile(source):
-                raise VideosslError(f"init_from: checkpoint not found: {source}")
-            sd = torch.load(source, map_location="cpu", weights_only=True)
-        sd = dict(sd.get("state_dict", sd))
-        sd = {k: v for k, v in sd.items() if not k.startswith("online_probe.")}
+        sd = read_state_dict(source)
         own = self.state_dict()
         for k in ("encoder.pos_temporal", "encoder.pos_spatial"):
             if k in sd and k in own and sd[k].shape != own[k].shape:
@@ -265,13 +259,8 @@ class LongVideoContrastive(SSLMethod):
                     g0 = int(round(math.sqrt(sd[k].shape[1])))
                     g1 = tuple(getattr(self.encoder, "grid", (int(round(math.sqrt(own[k].shape[1]))),) * 2))
                     sd[k] = resize_spatial_table(sd[k].float(), (g0, g0), g1)
-        bad = [k for k, v in sd.items() if k in own and v.shape != own[k].shape]
-        if bad:
-            raise VideosslError(f"init_from: {len(bad)} tensor(s) do not fit this model, e.g. {bad[:3]}")
-        missing, unexpected = self.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith("online_probe.")]
-        if missing or unexpected:
-            raise VideosslError(f"init_from: missing {missing[:3]}, unexpected {list(unexpected)[:3]} (a different model?)")
+        load_state(self, sd, what=f"init_from {source if isinstance(source, str) else 'state dict'}",
+                   allow_missing=False, allow_unexpected=False, hint="a different model?")
 
     # -- encoders ------------------------------------------------------------------------------
     def encode(self, clip: torch.Tensor, valid: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -474,26 +463,17 @@ class LongVideoContrastive(SSLMethod):
             self.log(f"val/{k}", m[k], sync_dist=True)
 
     # -- optimiser -----------------------------------------------------------------------------
-    def configure_optimizers(self):
-        self._build_probe()
-        self._install_grad_multipliers()
-        lr = self.scaled_lr()
+    def param_groups(self, lr: float):
+        """The text tower trains at ``text_lr_mult`` × the LR (its own decay / no-decay groups)."""
         cfg = self.optim
-        text_names = {f"text_encoder.{n}" for n, _ in self.text_encoder.named_parameters()} if self.text_encoder is not None else set()
-        params = [(n, p) for n, p in self.named_parameters() if not n.startswith("online_probe.") and n not in text_names]
-        extra = []
-        if text_names:
-            decay, no_decay = [], []
-            for n, p in self.text_encoder.named_parameters():
-                if p.requires_grad:
-                    (no_decay if cfg.exclude_bias_and_norm and is_bias_or_norm(n, p) else decay).append(p)
-            for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
-                if ps:
-                    extra.append({"params": ps, "weight_decay": wd, "lr": lr * self.text_lr_mult})
-        if self.online_probe is not None:
-            extra.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0, "lr": self.probe_lr, "fixed_lr": True})
-        opt = build_optimizer(params, cfg, lr, extra)
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        factors = [(lambda s: 1.0) if g.get("fixed_lr") else (lambda s: lr_factor(s, cfg, total)) for g in opt.param_groups]
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if self.text_encoder is None:
+            return super().param_groups(lr)
+        text_names = {f"text_encoder.{n}" for n, _ in self.text_encoder.named_parameters()}
+        params = [(n, p) for n, p in super().param_groups(lr)[0] if n not in text_names]
+        decay, no_decay = [], []
+        for n, p in self.text_encoder.named_parameters():
+            if p.requires_grad:
+                (no_decay if cfg.exclude_bias_and_norm and is_bias_or_norm(n, p) else decay).append(p)
+        extra = [{"params": ps, "weight_decay": wd, "lr": lr * self.text_lr_mult}
+                 for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)) if ps]
+        return params, extra

@@ -1,24 +1,21 @@
-"""Video encoders ((B, C, T, H, W) → (B, feature_dim)), BraVe heads, RandConv and weight loading.
+"""Video encoders ((B, C, T, H, W) → (B, feature_dim)), heads and RandConv.
 
 Build an encoder by name with :func:`build_encoder` (``r3d_18``, ``r2plus1d_18``, ``mc3_18``,
-``tsm_resnet``, ``small3d``) or by class (``class_path`` in YAML); load weights with
-:func:`load_encoder_state`.
+``tsm_resnet``, ``small3d``) or by class (``class_path`` in YAML); weights load through
+:func:`videossl.core.checkpoint.load_state`.
 """
 
 from videossl.models.encoders import (
     ENCODERS,
-    MLP,
-    RandConv,
     Small3D,
     TemporalShift,
     TSMResNet,
     VideoResNetEncoder,
     build_encoder,
     list_encoders,
-    load_encoder_state,
-    predictor,
-    projector,
 )
+from videossl.models.heads import MLP, predictor, projector
+from videossl.models.randconv import RandConv
 
 __all__ = [
     "ENCODERS",
@@ -30,7 +27,6 @@ __all__ = [
     "VideoResNetEncoder",
     "build_encoder",
     "list_encoders",
-    "load_encoder_state",
     "predictor",
     "projector",
 ]

@@ -25,9 +25,7 @@ import torch
 from torch import nn
 
 from videossl.errors import VideosslError
-from videossl.models.motion import causal_differences
-
-GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+from videossl.models.motion import GRAY_WEIGHTS, causal_differences
 
 # Architecture presets (spec §2-3 and §8.4). `paper`: the paper's figures; `code`: the released
 # Torch7 code (viorik/ConvLSTM opts-mnist.lua); `modern`: the stronger variant of §8.4.

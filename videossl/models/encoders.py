@@ -1,4 +1,4 @@
-"""Video encoders, small heads, RandConv and encoder-checkpoint loading.
+"""Video encoders and their registry.
 
 Every encoder takes a float clip ``(B, C, T, H, W)`` and returns ``(B, feature_dim)`` features
 (the embedding *before* any projector), and exposes ``feature_dim``. Encoders are ordinary
@@ -16,7 +16,7 @@ name            class
 ==============  ==============================================================================
 
 Weights are always initialised at random (``weights=None``); pretrained weights are loaded with
-:func:`load_encoder_state`.
+:func:`videossl.core.checkpoint.load_state`.
 """
 
 from __future__ import annotations
@@ -24,15 +24,10 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import math
-import os
-import pickle
-import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from timm.layers import create_conv2d
 from timm.models.resnetv2 import PreActBottleneck, ResNetStage, create_resnetv2_stem
 from torch import nn
@@ -50,17 +45,12 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ENCODERS",
-    "MLP",
-    "RandConv",
     "Small3D",
     "TSMResNet",
     "TemporalShift",
     "VideoResNetEncoder",
     "build_encoder",
     "list_encoders",
-    "load_encoder_state",
-    "predictor",
-    "projector",
 ]
 
 
@@ -75,7 +65,7 @@ def _check_common(width: float, in_channels: int) -> None:
         raise VideosslError(f"encoder in_channels must be >= 1, got {in_channels}")
 
 
-def _check_clip(x: torch.Tensor, in_channels: int, name: str) -> None:
+def check_clip(x: torch.Tensor, in_channels: int, name: str) -> None:
     if x.ndim != 5 or x.shape[1] != in_channels:
         raise VideosslError(
             f"{name} expects a float clip (B, C={in_channels}, T, H, W), got shape {tuple(x.shape)}; "
@@ -102,7 +92,7 @@ class VideoResNetEncoder(VideoResNet):
     ``Conv3DNoTemporal``, ``Conv2Plus1D``, ``VideoResNet._make_layer`` and ``VideoResNet.forward``)
     with every width scaled by ``width`` and a stem taking ``in_channels`` (2 for flow, 1 for grey).
     With ``width=1, in_channels=3`` the parameter names and shapes equal torchvision's (minus
-    ``fc``), so torchvision-format weights load with ``load_encoder_state(enc, sd, prefix="")``.
+    ``fc``), so torchvision-format weights load with ``videossl.core.checkpoint.load_state(enc, sd)``.
 
     Output: ``(B, 512·width)``; ``fc`` is ``nn.Identity``.
     """
@@ -162,7 +152,7 @@ class VideoResNetEncoder(VideoResNet):
                     nn.init.zeros_(m.conv2[1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_clip(x, self.in_channels, self.arch)
+        check_clip(x, self.in_channels, self.arch)
         return super().forward(x)
 
 
@@ -321,7 +311,7 @@ class TSMResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_clip(x, self.in_channels, "tsm_resnet")
+        check_clip(x, self.in_channels, "tsm_resnet")
         b, c, t, h, w = x.shape
         for m in self._shifts:
             m.num_frames = t
@@ -359,7 +349,7 @@ class Small3D(nn.Module):
         self.feature_dim = 4 * width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_clip(x, self.in_channels, "small3d")
+        check_clip(x, self.in_channels, "small3d")
         return self.pool(self.features(x)).flatten(1)
 
 
@@ -394,207 +384,3 @@ def build_encoder(name: str, **kwargs) -> nn.Module:
     except TypeError as e:
         raise VideosslError(f"bad arguments for encoder {name!r}: {e}") from None
     return factory(**kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
-# Heads (brave.md §5)
-# ---------------------------------------------------------------------------------------------
-
-
-class MLP(nn.Sequential):
-    """Linear → BN → ReLU → Linear [→ BN]: BraVe's projector (``final_bn=True``) / predictor.
-
-    Input and output are ``(B, dim)``. The final BN has learned scale and offset.
-    """
-
-    def __init__(
-        self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 128, final_bn: bool = False
-    ) -> None:
-        if min(in_dim, hidden_dim, out_dim) < 1:
-            raise VideosslError(f"MLP dims must be >= 1, got in={in_dim}, hidden={hidden_dim}, out={out_dim}")
-        mods: list[tuple[str, nn.Module]] = [
-            ("fc1", nn.Linear(in_dim, hidden_dim)),
-            ("bn1", nn.BatchNorm1d(hidden_dim)),
-            ("act", nn.ReLU(inplace=True)),
-            ("fc2", nn.Linear(hidden_dim, out_dim)),
-        ]
-        if final_bn:
-            mods.append(("bn2", nn.BatchNorm1d(out_dim)))
-        super().__init__(OrderedDict(mods))
-        self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
-
-
-def projector(in_dim: int, hidden_dim: int = 4096, out_dim: int = 128) -> MLP:
-    """BraVe projector g: Linear → BN → ReLU → Linear → BN (final BN, unlike BYOL)."""
-    return MLP(in_dim, hidden_dim, out_dim, final_bn=True)
-
-
-def predictor(in_dim: int = 128, hidden_dim: int = 4096, out_dim: int = 128) -> MLP:
-    """BraVe predictor h: Linear → BN → ReLU → Linear (no final BN)."""
-    return MLP(in_dim, hidden_dim, out_dim, final_bn=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# RandConv (brave.md §3)
-# ---------------------------------------------------------------------------------------------
-
-
-class RandConv(nn.Module):
-    """Random convolution augmentation, one random kernel per clip (brave.md §3).
-
-    For each clip of ``(B, C, T, H, W)`` draw k uniformly from ``kernel_sizes`` (default
-    {1, 3, 5, 7, 9, 11}) and a C→C k×k kernel with TF's ``he_normal`` init (normal truncated at
-    2σ, σ = sqrt(2 / (C·k²)) / 0.8796), then convolve every frame with it: stride 1, zero
-    "same" padding, no bias, no re-normalisation. The module has no parameters; it is applied in
-    train and eval mode alike (it is a data augmentation). Pass ``generator`` for reproducibility.
-    """
-
-    def __init__(self, kernel_sizes: Sequence[int] = (1, 3, 5, 7, 9, 11), channels: int = 3) -> None:
-        super().__init__()
-        ks = tuple(int(k) for k in kernel_sizes)
-        if not ks or any(k < 1 or k % 2 == 0 for k in ks):
-            raise VideosslError(
-                f"RandConv kernel_sizes must be odd positive integers, got {tuple(kernel_sizes)}"
-            )
-        self.kernel_sizes, self.channels = ks, int(channels)
-
-    def sample_kernels(self, batch: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """One ``(C, C, k, k)`` kernel per clip, on the CPU."""
-        idx = torch.randint(len(self.kernel_sizes), (batch,), generator=generator).tolist()
-        kernels = []
-        c = self.channels
-        for i in idx:
-            k = self.kernel_sizes[i]
-            std = math.sqrt(2.0 / (c * k * k)) / 0.87962566103423978
-            w = torch.empty(c, c, k, k)
-            nn.init.trunc_normal_(w, 0.0, std, -2 * std, 2 * std, generator=generator)
-            kernels.append(w)
-        return kernels
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        generator: torch.Generator | None = None,
-        kernels: Sequence[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        _check_clip(x, self.channels, "RandConv")
-        b, c, t, h, w = x.shape
-        if kernels is None:
-            kernels = self.sample_kernels(b, generator)
-        out = torch.empty_like(x)
-        by_k: dict[int, list[int]] = {}
-        for i, kern in enumerate(kernels):
-            by_k.setdefault(kern.shape[-1], []).append(i)
-        for k, rows in by_k.items():
-            # clips sharing k: one grouped Conv3d with (1, k, k) kernels, group = clip
-            weight = torch.cat([kernels[i] for i in rows]).to(x.device, x.dtype).unsqueeze(2)
-            xs = x[rows].reshape(1, len(rows) * c, t, h, w)
-            ys = F.conv3d(xs, weight, padding=(0, k // 2, k // 2), groups=len(rows))
-            out[rows] = ys.reshape(len(rows), c, t, h, w)
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoint loading
-# ---------------------------------------------------------------------------------------------
-
-
-def _top_prefixes(keys) -> list[str]:
-    return sorted({k.split(".", 1)[0] + "." if "." in k else k for k in keys})
-
-
-def load_encoder_state(
-    encoder: nn.Module,
-    state_dict_or_path: Mapping[str, torch.Tensor] | str | os.PathLike,
-    prefix: str = "encoder.",
-    key_map: Mapping[str, str] | Callable[[str], str | None] | None = None,
-) -> tuple[list[str], list[str]]:
-    """Load an encoder's weights from a state dict, a Lightning checkpoint or a file.
-
-    * a path is read with ``torch.load(..., map_location="cpu", weights_only=True)``: a file
-      holding arbitrary pickled objects is refused;
-    * a dict with a ``"state_dict"`` entry (Lightning checkpoint) uses that entry;
-    * keys starting with ``prefix`` are kept with the prefix stripped (``prefix=""`` keeps all);
-    * ``key_map`` then renames keys: a callable ``key -> new key`` (``None`` drops the key) or a
-      dict of *prefix* renames (the longest matching prefix wins);
-    * the result is loaded with ``strict=False``; missing / unexpected keys are returned as
-      ``(missing, unexpected)`` and reported with ``warnings.warn``.
-
-    Raises :class:`VideosslError` when no key starts with ``prefix`` (naming the prefixes found),
-    when nothing that remains matches the encoder, or on shape mismatches.
-    """
-    source = "state dict"
-    if isinstance(state_dict_or_path, (str, os.PathLike)):
-        path = os.fspath(state_dict_or_path)
-        source = path
-        if not os.path.isfile(path):
-            raise VideosslError(f"checkpoint not found: {path}")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise VideosslError(
-                f"refusing to load {path}: it contains pickled objects that weights_only=True does not allow "
-                f"({first}); re-save only tensors, e.g. torch.save(model.state_dict(), path)"
-            ) from None
-    else:
-        obj = state_dict_or_path
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise VideosslError(f"{source} is not a state dict (got {type(obj).__name__})")
-    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-    picked = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-    if not picked:
-        raise VideosslError(
-            f"no key in {source} starts with prefix {prefix!r}; prefixes found: {', '.join(_top_prefixes(sd)) or 'none'}"
-        )
-    if key_map is not None:
-        picked = _apply_key_map(picked, key_map)
-
-    own = encoder.state_dict()
-    if not any(k in own for k in picked):
-        raise VideosslError(
-            f"no key of {source} (after prefix {prefix!r}) matches the encoder "
-            f"{type(encoder).__name__}: checkpoint has e.g. {sorted(picked)[:3]}, encoder has e.g. {list(own)[:3]}; "
-            "check prefix/key_map and the encoder config"
-        )
-    bad = [
-        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-        for k, v in picked.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    if bad:
-        raise VideosslError(
-            f"{len(bad)} tensor(s) in {source} do not fit the encoder (checkpoint vs encoder shape): "
-            f"{'; '.join(bad[:3])}; check width/in_channels/arch"
-        )
-    result = encoder.load_state_dict(picked, strict=False)
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
-        msg = (
-            f"load_encoder_state({type(encoder).__name__}): {len(missing)} missing key(s) {missing[:5]}, "
-            f"{len(unexpected)} unexpected key(s) {unexpected[:5]}"
-        )
-        warnings.warn(msg, stacklevel=2)
-        log.warning(msg)
-    return missing, unexpected
-
-
-def _apply_key_map(sd: dict[str, torch.Tensor], key_map) -> dict[str, torch.Tensor]:
-    out = {}
-    if callable(key_map):
-        for k, v in sd.items():
-            nk = key_map(k)
-            if nk is not None:
-                out[nk] = v
-        return out
-    rules = sorted(key_map.items(), key=lambda kv: -len(kv[0]))
-    for k, v in sd.items():
-        for old, new in rules:
-            if k.startswith(old):
-                k = new + k[len(old) :]
-                break
-        out[k] = v
-    return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights (ITU-R BT.601 luma)
+
 
 def causal_differences(x: torch.Tensor, dim: int, previous: torch.Tensor | None = None) -> torch.Tensor:
     """``x_t − x_{t−1}`` along ``dim`` (same shape as ``x``); x_{−1} is ``previous`` (``x`` without ``dim``,
@@ -22,8 +24,6 @@ def frame_differences(clip: torch.Tensor) -> torch.Tensor:
 
 def gray_differences(clip: torch.Tensor) -> torch.Tensor:
     """(B, 3, T, H, W) → (B, 1, T, H, W): frame differences of the luma (colour-free motion)."""
-    from videossl.data.transforms import GRAY_WEIGHTS
-
     w = clip.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1, 1)
     return frame_differences((clip * w).sum(1, keepdim=True))
 
@@ -35,4 +35,4 @@ def motion_view(clip: torch.Tensor, gain: float = 4.0, centre: float = 0.45) -> 
     return (centre + gain * gray_differences(clip)).clamp(0.0, 1.0).expand(-1, 3, -1, -1, -1).contiguous()
 
 
-__all__ = ["causal_differences", "frame_differences", "gray_differences", "motion_view"]
+__all__ = ["GRAY_WEIGHTS", "causal_differences", "frame_differences", "gray_differences", "motion_view"]

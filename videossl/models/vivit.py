@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from videossl.core.checkpoint import LoadReport, load_state, read_state_dict
 from videossl.errors import VideosslError
 from videossl.models.motion import causal_differences
 
@@ -424,21 +425,10 @@ class ViViT(nn.Module):
         return x
 
     # -- weights -----------------------------------------------------------------------------------
-    def load_pretrained(self, source: str | Mapping[str, torch.Tensor], prefix: str = "encoder.") -> tuple[list[str], list[str]]:
+    def load_pretrained(self, source: str | Mapping[str, torch.Tensor], prefix: str = "encoder.") -> LoadReport:
         """Load weights (a run's ``encoder.pt``, a Lightning checkpoint or a state dict), resizing
         the temporal / spatial position tables to this model's sizes."""
-        import os
-
-        from videossl.models.encoders import load_encoder_state
-
-        obj: Any = source
-        if isinstance(source, str | os.PathLike):
-            if not os.path.isfile(source):
-                raise VideosslError(f"checkpoint not found: {source}")
-            obj = torch.load(source, map_location="cpu", weights_only=True)
-        if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-            obj = obj["state_dict"]
-        sd = dict(obj)
+        sd = read_state_dict(source)
         if not any(k.startswith(prefix) for k in sd):
             prefix = ""
         t_key, s_key = prefix + "pos_temporal", prefix + "pos_spatial"
@@ -450,7 +440,7 @@ class ViViT(nn.Module):
             if g * g != n:
                 raise VideosslError(f"cannot resize a non-square spatial position table of {n} entries")
             sd[s_key] = resize_spatial_table(sd[s_key].float(), (g, g), self.grid)
-        return load_encoder_state(self, sd, prefix=prefix)
+        return load_state(self, sd, prefix=prefix)
 
 
 def vivit(name: str = "vivit-s", **kw: Any) -> ViViT:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from videossl.core.optim import OptimConfig, build_optimizer, lr_factor
 from videossl.errors import VideosslError
-from videossl.methods.base import OptimConfig, build_optimizer, lr_factor
 
 
 def test_lr_factor_warmup_then_cosine_to_min():
