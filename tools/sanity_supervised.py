@@ -15,8 +15,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from videossl.data.pipeline import VideoShardDataset, ViewSpec, make_loader
-from videossl.methods.base import to_clip
+from videossl.data.loader import VideoShardDataset, ViewSpec, make_loader
+from videossl.data.loader.batch import to_clip
 from videossl.models import Small3D
 
 

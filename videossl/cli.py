@@ -18,8 +18,8 @@ from videossl.errors import VideosslError
 # (group, name, module, one-line help). A module is imported only when its command runs, so
 # `videossl --help` stays fast and a broken optional piece cannot break the others.
 COMMANDS: list[tuple[str, str, str, str]] = [
-    ("data", "synth", "videossl.data.synth_cli", "generate the embedded synthetic motion dataset (with ground truth)"),
-    ("data", "make-shards", "videossl.data.make_shards", "turn a UCF101/HMDB51/Kinetics/folder/CSV tree into shards"),
+    ("data", "synth", "videossl.data.shards.synth_cli", "generate the embedded synthetic motion dataset (with ground truth)"),
+    ("data", "make-shards", "videossl.data.shards.make", "turn a UCF101/HMDB51/Kinetics/folder/CSV tree into shards"),
     ("data", "inspect", "videossl.data.inspect", "print what a shard set holds (counts, video params, skipped)"),
     ("data", "preview", "videossl.data.preview", "write a contact sheet of videos with masks, flow and tracks"),
     ("eval", "linear", "videossl.eval.linear", "linear probe of a frozen encoder (vs random init), with report and plots"),

@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from videossl.callbacks import ResumeCheckpoint
-from videossl.data.datamodule import VideoDataModule
-from videossl.data.shards import load_manifest
+from videossl.data.loader.datamodule import VideoDataModule
+from videossl.data.shards.format import load_manifest
 from videossl.methods.base import SSLMethod
 
 

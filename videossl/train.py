@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from videossl.errors import VideosslError
-from videossl.recipes import load_recipe, write_resolved
+from videossl.lightning_cli import VideosslCLI
+from videossl.recipes import deep_merge, load_recipe, write_resolved
 
 SUBCOMMANDS = ("fit", "validate", "test")
 
 
 def _compose_configs(argv: list[str], tmpdir: str) -> tuple[list[str], dict[str, Any]]:
     """Replace each ``--config RECIPE`` by a resolved (composed) file; return the merged view too."""
-    from videossl.recipes import deep_merge
 
     out, merged, i = [], {}, 0
     while i < len(argv):
@@ -68,8 +68,6 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def run_lightning(subcommand: str, argv: list[str]) -> int:
     import warnings
-
-    from videossl.lightning_cli import VideosslCLI
 
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # sys.argv stays as it is on purpose: Lightning's DDP launcher re-runs it for the other ranks

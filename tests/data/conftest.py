@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from videossl.data.shards import SplitWriter, build_manifest, json_bytes, write_manifest
+from videossl.data.shards.format import SplitWriter, build_manifest, json_bytes, write_manifest
 
 
 def frame_pattern(i: int, h: int, w: int) -> np.ndarray:

@@ -46,7 +46,7 @@ def videossl_main(monkeypatch):
 
 @pytest.fixture(scope="session")
 def synth48(tmp_path_factory) -> Path:
-    from videossl.data.synthetic import generate
+    from videossl.data.shards.synthetic import generate
 
     out = tmp_path_factory.mktemp("synth48")
     generate(out, 48, size=32, num_frames=8, progress=False)  # 32 train / 8 val / 8 test, 8 classes

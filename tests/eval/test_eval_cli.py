@@ -110,7 +110,7 @@ def test_checkpoint_with_mismatched_keys(tmp_path, synth48, brave_run, videossl_
 @pytest.fixture(scope="module")
 def csv_sets(tmp_path_factory):
     """Two shard sets from a CSV layout: class 'c' only in test (unseen); a test split of broken files (empty)."""
-    from videossl.data.make_shards import make_shards
+    from videossl.data.shards.make import make_shards
 
     try:
         from tests.data._videos import make_video
@@ -180,7 +180,7 @@ def test_splits_flag_needs_template(tmp_path, synth48, brave_run, videossl_main,
 def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     import torch.distributed as dist
 
-    from videossl.data.pipeline import ViewSpec
+    from videossl.data.loader import ViewSpec
     from videossl.eval.features import extract_features
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -204,7 +204,7 @@ def test_ddp_extraction_two_processes(tmp_path, synth48):
     import torch.multiprocessing as mp
 
     import videossl.methods.base  # noqa: F401  (imported before the fork: the workers inherit it)
-    from videossl.data.pipeline import ViewSpec
+    from videossl.data.loader import ViewSpec
     from videossl.eval.features import extract_features
     from videossl.models import Small3D
 

@@ -54,7 +54,7 @@ def test_gt_alignment_and_errors():
 
 @pytest.fixture(scope="module")
 def tiny_synth(tmp_path_factory):
-    from videossl.data.synthetic import generate
+    from videossl.data.shards.synthetic import generate
 
     out = tmp_path_factory.mktemp("synth")
     generate(out, 8, workers=1, progress=False, size=32, num_frames=8)  # 8 videos, all in 'train'

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videossl.data.pipeline import ViewSpec
+from videossl.data.loader import ViewSpec
 from videossl.errors import VideosslError
 from videossl.eval.features import extract_features
 from videossl.eval.probe import LinearProbe, aggregate_views, evaluate_probe

@@ -53,7 +53,7 @@ def test_prompts_and_class_embeddings():
 
 def test_caption_zeroshot_holds_appearance_fixed():
     from videossl.data.prompts import _find_motion_phrase, with_motion
-    from videossl.data.synthetic import CLASSES
+    from videossl.data.shards.synthetic import CLASSES
     from videossl.eval.retrieval import caption_zeroshot
 
     cap = "a red star moving left over a striped background"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from videossl.data.make_shards import make_shards, sanitise_key
-from videossl.data.pipeline import ViewSpec
+from videossl.data.loader import ViewSpec
+from videossl.data.shards.make import make_shards, sanitise_key
 from videossl.eval.features import extract_features
 from videossl.eval.probe import evaluate_probe, train_linear_probe
 

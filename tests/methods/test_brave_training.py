@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from videossl.data.synthetic import generate
+from videossl.data.shards.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from videossl.data.synthetic import make_config, render, sample_params
+from videossl.data.shards.synthetic import make_config, render, sample_params
 from videossl.errors import VideosslError
 from videossl.methods.flow_autoencoder import FlowAutoencoder
 from videossl.models.convlstm import FlowEncoder

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
+from videossl.data.prompts import caption_ids
 from videossl.errors import VideosslError
 from videossl.losses.infonce import infonce
-from videossl.methods.long_video import LongVideoContrastive, caption_ids
+from videossl.methods.long_video import LongVideoContrastive
 from videossl.models.text import HashTextTransformer, hash_tokenize
 from videossl.models.vivit import ViViT
 
@@ -130,9 +131,9 @@ def test_minilm_tower_loads_offline():
 
 def test_motion_swapped_captions_change_only_the_motion():
     from videossl.data.prompts import motion_swapped
-    from videossl.data.synthetic import _PHRASES
+    from videossl.data.shards.synthetic import MOTION_PHRASES
 
-    phrase_class = {p: c for c, ps in _PHRASES.items() for p in ps}
+    phrase_class = {p: c for c, ps in MOTION_PHRASES.items() for p in ps}
     g = torch.Generator().manual_seed(0)
     cap = "a red striped star sliding to the left over a grey checkered background"
     seen = set()
@@ -241,7 +242,7 @@ def test_video_only_reversal_keeps_forward_features_for_the_probe():
     m = LongVideoContrastive(_OrderEncoder(order=True), objective="video_video", embed_dim=8, proj_hidden=16,
                              reverse_negatives=True)
     b = _ramp_batch()
-    from videossl.methods.base import to_clip
+    from videossl.data.loader.batch import to_clip
 
     forward = m.encoder(to_clip(b["views"][1]))
     flipped_any = False
@@ -295,7 +296,7 @@ def test_several_motion_swaps_per_caption():
 
 
 def test_motion_second_view_is_colour_free_frame_differences():
-    from videossl.methods.base import to_clip
+    from videossl.data.loader.batch import to_clip
     from videossl.models.motion import motion_view
 
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
 Measured in one run, in this order (``specs/data_pipeline.md`` §10):
 
 1. **pipeline**: clips/s (and frames/s) of the recipe's *train* views through
-   :class:`~videossl.data.pipeline.VideoShardDataset` + ``make_loader`` (tar read, JSON, decode
+   :class:`~videossl.data.loader.VideoShardDataset` + ``make_loader`` (tar read, JSON, decode
    once, sample, augment, collate, DataLoader IPC) for each ``--workers`` count (0 = in the main
    process), total and per worker. Timing starts when the first batch of a run arrives (worker
    start-up and the first shard open are not counted); epochs are chained with persistent workers
@@ -13,7 +13,7 @@ Measured in one run, in this order (``specs/data_pipeline.md`` §10):
      crop, flip, colour jitter, grayscale, blur, normalise) runs in the CPU workers;
    - ``gpu-split``: the split meant for GPU training: the CPU workers decode, sample, random-resized
      crop + flip and collate *uint8* clips; the photometric part (jitter, grayscale, blur, solarize,
-     float conversion, normalise) is left to :class:`~videossl.data.transforms.BatchVideoAugment`
+     float conversion, normalise) is left to :class:`~videossl.data.loader.transforms.BatchVideoAugment`
      on the device after transfer, and is *not* timed here (it is not CPU work).
 
 2. **raw decode**: the decoder alone (``open_video`` → ``get_frames`` → close, same backend and
@@ -36,7 +36,7 @@ number in every row.
 
 Memory: host RSS (main process + DataLoader workers) is sampled every ``--rss-every`` clips during
 each pipeline run, and a ``--leak-clips`` (500) open/decode/close loop on one sample reports its RSS
-growth (:func:`videossl.data.decoding.measure_rss_growth`).
+growth (:func:`videossl.data.loader.decoding.measure_rss_growth`).
 
 ``--json PATH`` writes every figure as JSON (``-`` prints it on stdout after the tables).
 """
@@ -58,7 +58,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from videossl.data.loader import VideoShardDataset, ViewSpec, make_loader
+from videossl.data.loader.datamodule import default_train_views
+from videossl.data.loader.decoding import available_backends, measure_rss_growth, open_video
 from videossl.errors import VideosslError
+from videossl.recipes import load_recipe
 
 EPILOG = """\
 examples:
@@ -104,7 +108,6 @@ def _worker_pids(it: Any) -> list[int]:
 
 def cpu_part(views: Sequence[Any]) -> list[Any]:
     """The CPU half of the GPU-split placement: same views, crop + flip only, uint8 output."""
-    from videossl.data.pipeline import ViewSpec
 
     out = []
     for v in views:
@@ -120,8 +123,6 @@ def cpu_part(views: Sequence[Any]) -> list[Any]:
 
 
 def build_dataset(data: dict[str, Any], split: str, views: Sequence[Any], batch_size: int | None) -> Any:
-    from videossl.data.datamodule import default_train_views
-    from videossl.data.pipeline import VideoShardDataset
 
     if "data_dir" not in data:
         raise VideosslError("the recipe has no data.data_dir: give --data-dir")
@@ -154,7 +155,6 @@ def _sample_unions(batch: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
 # ---------------------------------------------------------------------------------------- pipeline
 def time_pipeline(ds: Any, workers: int, clips: int, rss_every: int, prefetch_factor: int = 2) -> dict[str, Any]:
     """Run the loader until ``clips`` clips have been timed (after the first batch); rates and RSS."""
-    from videossl.data.pipeline import make_loader
 
     loader = make_loader(ds, num_workers=workers, prefetch_factor=prefetch_factor, persistent_workers=workers > 0)
     samples: list[tuple[str, str, np.ndarray]] = []
@@ -228,7 +228,6 @@ def read_members(urls: Sequence[str], wanted: set[tuple[str, str]]) -> dict[tupl
 
 
 def time_raw(items: list[tuple[bytes, np.ndarray]], backend: str, threads: int) -> dict[str, Any]:
-    from videossl.data.decoding import open_video
 
     for data, idx in items[:2]:  # warm-up (library init)
         with open_video(data, backend, num_threads=threads) as r:
@@ -280,9 +279,6 @@ def run_bench(
     torch_threads: int = 1,
     prefetch_factor: int = 2,
 ) -> dict[str, Any]:
-    from videossl.data.decoding import available_backends, measure_rss_growth
-    from videossl.data.pipeline import ViewSpec
-    from videossl.recipes import load_recipe
 
     if clips < 1:
         raise VideosslError(f"--clips must be >= 1, got {clips}")
@@ -298,7 +294,6 @@ def run_bench(
     torch.set_num_threads(torch_threads)
     views = [ViewSpec(**v) if isinstance(v, dict) else v for v in (data.get("train_views") or [])]
     if not views:
-        from videossl.data.datamodule import default_train_views
 
         views = default_train_views()
     result: dict[str, Any] = {

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from videossl.errors import VideosslError
+from videossl.models.vivit import num_kept, vivit
 
 __all__ = ["add_cli_arguments", "run_cli", "bench_cell"]
 
@@ -78,7 +79,6 @@ def _time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
 def bench_cell(model_name: str, frames: int, mask: float, *, size: int, batch: int, steps: int, warmup: int,
                device: torch.device, dtype: torch.dtype | None, trainable_blocks: int | None, grad_ckpt: bool,
                reference: bool = True, **overrides: Any) -> dict[str, Any]:
-    from videossl.models.vivit import num_kept, vivit
 
     row: dict[str, Any] = {"model": model_name, "frames": frames, "mask": mask, "batch": batch}
     enc = vivit(model_name, img_size=size, num_frames=frames, mask_ratio=mask, trainable_blocks=trainable_blocks,

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import torch
 
+from videossl.data.loader.batch import to_clip
 from videossl.errors import VideosslError
+from videossl.lightning_cli import VideosslCLI
+from videossl.train import _compose_configs
 
 EPILOG = """\
 examples:
@@ -42,9 +45,6 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 def build(config: str, batch_size: int | None):
     import tempfile
-
-    from videossl.lightning_cli import VideosslCLI
-    from videossl.train import _compose_configs
 
     with tempfile.TemporaryDirectory() as tmp:
         args, merged = _compose_configs(["--config", config], tmp)
@@ -93,8 +93,6 @@ def count_flops(step) -> int:
 def run_cli(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
-
-    from videossl.methods.base import to_clip
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -15,7 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from videossl.data.shards import iter_tar_samples, load_manifest, split_shard_paths
+from videossl.data.loader.decoding import DecodeError, open_video
+from videossl.data.shards.format import iter_tar_samples, load_manifest, split_shard_paths
 
 EPILOG = """\
 examples:
@@ -47,7 +48,6 @@ def check_sample(key: str, members: dict[str, bytes], decode: bool) -> tuple[dic
     if not data:
         return meta, f"zero-length .{video_ext}"
     if decode:
-        from videossl.data.decoding import DecodeError, open_video
 
         try:
             with open_video(data) as reader:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from videossl.data.shards import iter_tar_samples, load_manifest, load_npy, load_npz, split_shard_paths
+from videossl.data.loader.decoding import open_video
+from videossl.data.shards.format import iter_tar_samples, load_manifest, load_npy, load_npz, split_shard_paths
 from videossl.errors import VideosslError
 
 EPILOG = """\
@@ -63,8 +64,6 @@ def run_cli(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from videossl.data.decoding import open_video
 
     if args.frames < 1:
         raise VideosslError(f"--frames must be at least 1, got {args.frames}")

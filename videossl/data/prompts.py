@@ -1,4 +1,5 @@
-"""Class-name prompts: captions for labelled datasets and zero-shot class embeddings.
+"""Text of the data: class-name prompts (captions for labelled datasets, zero-shot class embeddings),
+motion-swapped captions (hard negatives) and caption identity (:func:`caption_ids`).
 
 ``class_phrase`` turns a class name into words (UCF101 CamelCase split, HMDB51/Kinetics
 underscores → spaces; the synthetic motion classes use the generator's own motion phrases);
@@ -8,13 +9,15 @@ zero-shot evaluation averages the (normalised) embeddings of every template of a
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import torch
 
+from videossl.data.shards.synthetic import CLASSES, MOTION_PHRASES
 from videossl.errors import VideosslError
 
-__all__ = ["TEMPLATES", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind", "motion_swapped", "motion_swaps", "with_motion"]
+__all__ = ["TEMPLATES", "caption_ids", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind", "motion_swapped", "motion_swaps", "with_motion"]
 
 TEMPLATES = (
     "a video of a person {}.",
@@ -28,8 +31,6 @@ SYNTHETIC_TEMPLATES = ("a shape {}", "an object {} over a background", "a {}")
 
 def dataset_kind(classes: list[str] | None) -> str:
     """``synthetic`` when the class list is the synthetic motion set, else ``generic``."""
-    from videossl.data.synthetic import CLASSES
-
     return "synthetic" if classes and set(classes) <= set(CLASSES) else "generic"
 
 
@@ -43,19 +44,15 @@ def class_phrase(name: str) -> str:
 def class_prompts(name: str, kind: str = "generic") -> list[str]:
     """Every prompt of one class (synthetic: the generator's motion phrases × templates)."""
     if kind == "synthetic":
-        from videossl.data.synthetic import _PHRASES
-
-        return [t.format(p) for p in _PHRASES[name] for t in SYNTHETIC_TEMPLATES]
+        return [t.format(p) for p in MOTION_PHRASES[name] for t in SYNTHETIC_TEMPLATES]
     phrase = class_phrase(name)
     return [t.format(phrase) for t in TEMPLATES]
 
 
 def _find_motion_phrase(caption: str) -> tuple[str, int, str] | None:
     """(class, start, phrase) of the longest synthetic motion phrase in ``caption``, or ``None``."""
-    from videossl.data.synthetic import _PHRASES
-
     found = None
-    for cls, phrases in _PHRASES.items():
+    for cls, phrases in MOTION_PHRASES.items():
         for ph in phrases:
             i = caption.find(ph)
             if i >= 0 and (found is None or len(ph) > len(found[2])):
@@ -73,17 +70,15 @@ def motion_swaps(caption: str, k: int = 1, generator: torch.Generator | None = N
     *another* motion class (classes drawn without replacement): hard negatives that differ from the
     caption in the motion only (``long_video_masked_contrastive.md`` §10.3: "same objects with another
     direction"). ``None`` when the caption holds no motion phrase of the synthetic generator."""
-    from videossl.data.synthetic import _PHRASES
-
     found = _find_motion_phrase(caption)
     if found is None:
         return None
-    others = [c for c in _PHRASES if c != found[0]]
+    others = [c for c in MOTION_PHRASES if c != found[0]]
     if not 1 <= k <= len(others):
         raise VideosslError(f"motion_swapped: k must be in 1..{len(others)}, got {k}")
     out = []
     for j in torch.randperm(len(others), generator=generator)[:k].tolist():
-        qs = _PHRASES[others[j]]
+        qs = MOTION_PHRASES[others[j]]
         out.append(_splice(caption, found, qs[int(torch.randint(len(qs), (), generator=generator))]))
     return out
 
@@ -98,7 +93,14 @@ def motion_swapped(caption: str, generator: torch.Generator | None = None, k: in
 def with_motion(caption: str, cls: str) -> list[str] | None:
     """The caption once per motion phrase of synthetic class ``cls`` (everything else unchanged);
     ``None`` when the caption holds no motion phrase. Zero-shot with the appearance held fixed."""
-    from videossl.data.synthetic import _PHRASES
-
     found = _find_motion_phrase(caption)
-    return None if found is None else [_splice(caption, found, q) for q in _PHRASES[cls]]
+    return None if found is None else [_splice(caption, found, q) for q in MOTION_PHRASES[cls]]
+
+
+def caption_ids(captions: list[str], device=None) -> torch.Tensor:
+    """(B,) int64 ids equal iff the (whitespace/case-normalised) captions are equal; stable across processes."""
+    out = []
+    for c in captions:
+        key = " ".join(str(c).lower().split()).encode()
+        out.append(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little", signed=True))
+    return torch.tensor(out, dtype=torch.long, device=device)

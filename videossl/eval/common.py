@@ -28,6 +28,7 @@ from torch import nn
 
 from videossl.core.checkpoint import load_state
 from videossl.errors import VideosslError
+from videossl.recipes import load_recipe
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
@@ -98,7 +99,6 @@ def add_baseline_arguments(p: argparse.ArgumentParser, kind: str) -> None:
 
 def load_eval_recipe(args: argparse.Namespace) -> dict[str, Any]:
     """The eval recipe of ``args.config`` (composed), with ``--data-dir`` applied."""
-    from videossl.recipes import load_recipe
 
     raw = load_recipe(args.config)
     if getattr(args, "data_dir", None):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from videossl.errors import VideosslError
+from videossl.eval.common import report_console
 
 EPILOG = """\
 examples:
@@ -115,8 +116,6 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     from rich.table import Table
-
-    from videossl.eval.common import report_console
 
     rows = compare(args.results)
     table = Table(title="evaluation comparison")

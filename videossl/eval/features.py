@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 from videossl.core.checkpoint import read_file
+from videossl.data.loader import VideoShardDataset, make_loader
+from videossl.data.loader.batch import to_clip
 from videossl.errors import VideosslError
 
 log = logging.getLogger(__name__)
@@ -117,8 +119,6 @@ def extract_features(
     ``rank``/``world_size`` default to ``torch.distributed`` (else a single process); with more
     than one rank, the call is collective (every rank must make it) and returns the gathered set.
     """
-    from videossl.data.pipeline import VideoShardDataset, make_loader
-    from videossl.methods.base import to_clip
 
     if passes < 1:
         raise VideosslError(f"passes must be >= 1, got {passes}")

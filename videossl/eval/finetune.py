@@ -10,7 +10,7 @@ Lightning ``last.ckpt`` or ``encoder.pt``) or from a plain state dict of another
 architecture from scratch (the baseline).
 
 Training (one :class:`FinetuneModule` under a Lightning ``Trainer`` with the shard-set
-:class:`~videossl.data.datamodule.VideoDataModule`): ``train_views`` (one random augmented clip),
+:class:`~videossl.data.loader.datamodule.VideoDataModule`): ``train_views`` (one random augmented clip),
 head = dropout (``head_dropout``) + linear layer on the encoder's pooled feature, cross-entropy
 with ``label_smoothing``, optimiser and schedule from ``optim`` (:class:`OptimConfig`: SGD/AdamW/
 LARS, warmup + cosine, LR scaled by global batch / ``ref_batch_size``), ``epochs`` epochs.
@@ -50,7 +50,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from videossl.core.optim import OptimConfig, build_optimizer, is_bias_or_norm, lr_factor
+from videossl.data.loader.batch import to_clip
+from videossl.data.loader.datamodule import VideoDataModule
+from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
+from videossl.eval import calibration as cal
 from videossl.eval.common import (
     add_encoder_arguments,
     build_from_spec,
@@ -62,10 +66,14 @@ from videossl.eval.common import (
     load_weights,
     parse_key_map,
     parse_splits,
+    report_console,
     resolve_encoder,
     write_split_summary,
 )
-from videossl.methods.base import to_clip
+from videossl.eval.features import gather_rows
+from videossl.eval.linear import _f, abstention_sweep, confidence_metrics, write_report
+from videossl.eval.plots import plot_per_class_accuracy, plot_reliability_diagram, plot_risk_coverage
+from videossl.eval.probe import aggregate_views, per_class_accuracy, top_k_accuracy
 
 EPILOG = """\
 examples:
@@ -306,7 +314,6 @@ class FinetuneModule(pl.LightningModule):
                 self._rows.append((key, logits[i], int(batch["label"][i])))
 
     def on_test_epoch_end(self) -> None:
-        from videossl.eval.features import gather_rows
 
         self.test_rows = gather_rows(self._rows, self.trainer.world_size if self.trainer else 1)
 
@@ -328,12 +335,6 @@ class FinetuneModule(pl.LightningModule):
 def finetune(encoder: nn.Module, cfg: FinetuneConfig, out_dir: Path, name: str, device: str = "cpu",
              progress: bool = True) -> dict[str, Any]:
     """Fine-tune ``encoder`` on ``cfg``'s train split, test on its test split; the result row (rank 0)."""
-    from videossl.data.datamodule import VideoDataModule
-    from videossl.data.shards import load_manifest
-    from videossl.eval import calibration as cal
-    from videossl.eval.linear import abstention_sweep, confidence_metrics
-    from videossl.eval.plots import plot_per_class_accuracy, plot_reliability_diagram, plot_risk_coverage
-    from videossl.eval.probe import aggregate_views, per_class_accuracy, top_k_accuracy
 
     manifest = load_manifest(cfg.data_dir)
     classes = list(manifest.get("classes") or [])
@@ -455,9 +456,6 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     from rich.table import Table
-
-    from videossl.eval.common import report_console
-    from videossl.eval.linear import _f, write_report
 
     console = report_console()
     raw = load_eval_recipe(args)

@@ -36,9 +36,15 @@ from typing import Any
 import torch
 
 from videossl.core.checkpoint import load_state
+from videossl.data.loader import VideoShardDataset, ViewSpec, make_loader
+from videossl.data.loader.batch import to_clip
+from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
+from videossl.eval.common import report_console, write_markdown
 from videossl.losses.photometric import psnr, ssim
+from videossl.methods.base import SSLMethod
 from videossl.models.warp import backward_warp
+from videossl.recipes import load_recipe
 
 EPILOG = """\
 examples:
@@ -110,7 +116,6 @@ def propagation_ious(mask_start: torch.Tensor, flows: list[torch.Tensor], gts: l
 
 # ------------------------------------------------------------------------------------ model / data
 def _load_yaml(path: Path) -> dict[str, Any]:
-    from videossl.recipes import load_recipe
 
     return load_recipe(path)
 
@@ -118,8 +123,6 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 def build_model(cfg: dict[str, Any]):
     """The LightningModule of a run / recipe config (its ``model:`` entry), without the online probe."""
     from jsonargparse import ArgumentParser
-
-    from videossl.methods.base import SSLMethod
 
     spec = dict(cfg.get("model") or {})
     if "class_path" not in spec:
@@ -279,9 +282,6 @@ def save_panel(path: Path, clip: torch.Tensor, res: dict[str, Any], b: int, gt_f
 def evaluate(model, data_dir: str, split: str, frames: int | None, batch_size: int, num_workers: int,
              max_videos: int | None, out_dir: Path, panels: int, device: str, decoder: str = "auto",
              ks=KS) -> dict[str, Any]:
-    from videossl.data.pipeline import VideoShardDataset, ViewSpec, make_loader
-    from videossl.data.shards import load_manifest
-    from videossl.methods.base import to_clip
 
     manifest = load_manifest(data_dir)
     video = manifest.get("video") or {}
@@ -368,7 +368,6 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from videossl.eval.common import report_console, write_markdown
 
     console = report_console(stderr=True)
     start = time.perf_counter()

@@ -33,11 +33,13 @@ from videossl.eval.common import (
     format_split,
     load_eval_recipe,
     parse_splits,
+    report_console,
     report_header,
     resolve_encoder,
     write_markdown,
     write_split_summary,
 )
+from videossl.eval.knn import WeightedKNN, retrieval_recall_at_k
 from videossl.eval.linear import (
     EvalConfig,
     _check_classes,
@@ -46,6 +48,7 @@ from videossl.eval.linear import (
     extract_splits,
     view_lines,
 )
+from videossl.eval.probe import aggregate_views, per_class_accuracy
 
 EPILOG = """\
 examples:
@@ -56,8 +59,6 @@ examples:
 
 def evaluate_knn(encoder: nn.Module, cfg: EvalConfig, name: str, cache_dir: Path | None, device: str = "cpu",
                  progress: bool = True) -> dict[str, Any]:
-    from videossl.eval.knn import WeightedKNN, retrieval_recall_at_k
-    from videossl.eval.probe import aggregate_views, per_class_accuracy
 
     kc = cfg.knn
     if not kc.k or any(k < 1 for k in kc.k):
@@ -142,7 +143,6 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from videossl.eval.common import report_console
 
     console = report_console()
     raw = load_eval_recipe(args)

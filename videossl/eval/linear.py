@@ -46,7 +46,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from videossl.data.loader import ViewSpec
+from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
+from videossl.eval import calibration as cal
+from videossl.eval.calibration import held_out_split, selective_at_threshold, train_confidence_probe
 
 # shared with the other eval commands; re-exported here for existing imports
 from videossl.eval.common import (
@@ -61,11 +65,15 @@ from videossl.eval.common import (
     load_weights,
     parse_key_map,
     parse_splits,
+    report_console,
     report_header,
     resolve_encoder,
     write_markdown,
     write_split_summary,
 )
+from videossl.eval.features import extract_features
+from videossl.eval.plots import plot_per_class_accuracy, plot_reliability_diagram, plot_risk_coverage
+from videossl.eval.probe import aggregate_views, evaluate_probe, train_linear_probe, train_linear_svm
 
 __all__ = ["EvalConfig", "ProbeConfig", "KNNConfig", "build_from_spec", "encoder_spec_from_run", "load_weights",
            "file_hash", "evaluate_encoder", "learned_confidence", "confidence_metrics", "abstention_sweep",
@@ -157,9 +165,6 @@ class EvalConfig:
 def extract_splits(encoder: nn.Module, cfg: EvalConfig, cache_dir: Path | None, device: str = "cpu",
                    progress: bool = True):
     """(train FeatureSet, test FeatureSet, class names) of ``cfg`` (train: ``train_views`` × ``train_passes``)."""
-    from videossl.data.pipeline import ViewSpec
-    from videossl.data.shards import load_manifest
-    from videossl.eval.features import extract_features
 
     views = [ViewSpec(**v) for v in cfg.views]
     train_views = [ViewSpec(**v) for v in cfg.train_views] if cfg.train_views else views
@@ -191,7 +196,6 @@ def _check_classes(train, test, classes: list[str], data_dir: str) -> None:
 
 
 def train_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, p: ProbeConfig):
-    from videossl.eval.probe import train_linear_probe, train_linear_svm
 
     if p.kind == "svm":
         return train_linear_svm(feats, labels, num_classes, C=p.svm_c)
@@ -202,8 +206,6 @@ def train_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, p: 
 def learned_confidence(train, test_mean_feats: torch.Tensor, num_classes: int, p: ProbeConfig
                        ) -> tuple[torch.Tensor | None, str]:
     """g(test video mean features) ∈ [0, 1] (see the module docstring), or (None, why not)."""
-    from videossl.eval.calibration import held_out_split, train_confidence_probe
-    from videossl.eval.probe import aggregate_views, evaluate_probe
 
     try:
         fit, held = held_out_split(train.video_ids, p.confidence_holdout, seed=p.seed)
@@ -223,7 +225,6 @@ def learned_confidence(train, test_mean_feats: torch.Tensor, num_classes: int, p
 
 
 def confidence_metrics(conf: torch.Tensor, correct: torch.Tensor, tau: float, probability: bool) -> dict[str, Any]:
-    from videossl.eval import calibration as cal
 
     rc = cal.risk_coverage_curve(conf, correct)
     at = cal.selective_at_threshold(conf, correct, tau)
@@ -239,7 +240,6 @@ def confidence_metrics(conf: torch.Tensor, correct: torch.Tensor, tau: float, pr
 
 def abstention_sweep(conf: torch.Tensor, correct: torch.Tensor, taus) -> list[dict[str, float]]:
     """Answer iff κ ≥ τ; payoff +1 correct, −τ/(1−τ) wrong, 0 abstained (mean over all videos)."""
-    from videossl.eval.calibration import selective_at_threshold
 
     out = []
     for tau in taus:
@@ -256,9 +256,6 @@ def abstention_sweep(conf: torch.Tensor, correct: torch.Tensor, taus) -> list[di
 
 def evaluate_encoder(encoder: nn.Module, cfg: EvalConfig, out_dir: Path, name: str, cache_dir: Path | None,
                      device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    from videossl.eval import calibration as cal
-    from videossl.eval.plots import plot_per_class_accuracy, plot_reliability_diagram, plot_risk_coverage
-    from videossl.eval.probe import aggregate_views, evaluate_probe
 
     t0 = time.perf_counter()
     train, test, classes = extract_splits(encoder, cfg, cache_dir, device, progress)
@@ -413,7 +410,6 @@ def encoders_to_evaluate(args: argparse.Namespace, spec: dict[str, Any], ckpt: P
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from videossl.eval.common import report_console
 
     console = report_console()
     raw = load_eval_recipe(args)

@@ -29,7 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from videossl.core.checkpoint import load_state
+from videossl.core.metrics import recall_at_k, retrieval_metrics
+from videossl.data.loader import VideoShardDataset, ViewSpec, make_loader
+from videossl.data.loader.batch import to_clip
+from videossl.data.prompts import caption_ids, class_prompts, dataset_kind, with_motion
 from videossl.errors import VideosslError
+from videossl.eval.common import report_console
+from videossl.eval.linear import build_from_spec
 
 __all__ = ["caption_zeroshot", "class_embeddings", "recall_at_k", "retrieval_metrics", "zeroshot_accuracy", "add_cli_arguments", "run_cli"]
 
@@ -40,46 +46,6 @@ Examples:
   videossl eval zeroshot --run RUN --ckpt RUN/checkpoints/last.ckpt --out results/zs
 Chance: R@1 = 1/(number of distinct captions), zero-shot top-1 = 1/(number of classes).
 """
-
-
-# ------------------------------------------------------------------------------------ metrics
-def recall_at_k(sim: torch.Tensor, query_ids: torch.Tensor, gallery_ids: torch.Tensor, ks=(1, 5, 10)) -> dict[int, float]:
-    """Fraction of queries whose top-k gallery items (by ``sim`` (Q, G), higher = closer) hold a positive.
-
-    Positives of query q are the gallery items g with ``gallery_ids[g] == query_ids[q]``; a query
-    without any positive is an error. Ties are broken by gallery order.
-    """
-    if sim.ndim != 2 or sim.shape != (len(query_ids), len(gallery_ids)):
-        raise VideosslError(f"sim must be (Q, G) = ({len(query_ids)}, {len(gallery_ids)}), got {tuple(sim.shape)}")
-    pos = query_ids[:, None].to(gallery_ids.device) == gallery_ids[None, :]
-    if not bool(pos.any(dim=1).all()):
-        raise VideosslError("recall_at_k: a query has no positive in the gallery")
-    rank = first_positive_rank(sim, pos)
-    return {k: float((rank < k).float().mean()) for k in ks}
-
-
-def first_positive_rank(sim: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """(Q,) 0-based rank of the best-ranked positive of each query."""
-    order = sim.float().argsort(dim=1, descending=True, stable=True)
-    hit = pos.gather(1, order.to(pos.device))
-    return hit.float().argmax(dim=1)
-
-
-def retrieval_metrics(sim_t2v: torch.Tensor, text_ids: torch.Tensor, video_ids: torch.Tensor, ks=(1, 5, 10)) -> dict[str, float]:
-    """Text→video and video→text R@k and median rank (1-based) from the (texts, videos) similarities.
-
-    ``text_ids``/``video_ids`` are caption ids: a text's positives are the videos with its id.
-    """
-    out: dict[str, float] = {}
-    for name, sim, q, g in (("t2v", sim_t2v, text_ids, video_ids), ("v2t", sim_t2v.t(), video_ids, text_ids)):
-        pos = q[:, None].to(g.device) == g[None, :]
-        if not bool(pos.any(dim=1).all()):
-            raise VideosslError(f"retrieval_metrics: a {name[0]} query has no positive")
-        rank = first_positive_rank(sim, pos)
-        for k in ks:
-            out[f"{name}_r{k}"] = float((rank < k).float().mean())
-        out[f"{name}_medr"] = float(rank.float().median() + 1)
-    return out
 
 
 def zeroshot_accuracy(video_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -98,7 +64,6 @@ def zeroshot_accuracy(video_emb: torch.Tensor, class_emb: torch.Tensor, labels: 
 @torch.no_grad()
 def class_embeddings(embed_text, classes: list[str], kind: str = "generic") -> torch.Tensor:
     """(C, D): per class, the renormalised mean of its prompts' normalised text embeddings."""
-    from videossl.data.prompts import class_prompts
 
     rows = []
     for name in classes:
@@ -111,8 +76,6 @@ def class_embeddings(embed_text, classes: list[str], kind: str = "generic") -> t
 def load_run_model(run: Path, ckpt: Path | None = None):
     """The LightningModule of a ``videossl fit`` run, weights from ``ckpt`` or ``checkpoints/last.ckpt``."""
     import yaml
-
-    from videossl.eval.linear import build_from_spec
 
     cfg_path = run / "config.yaml"
     if not cfg_path.is_file():
@@ -133,8 +96,6 @@ def load_run_model(run: Path, ckpt: Path | None = None):
 @torch.no_grad()
 def embed_split(model, data_dir: str, split: str, views, batch_size: int = 32, device: str = "cpu") -> dict[str, Any]:
     """Per video: joint-space embedding (mean over views, renormalised), caption, label."""
-    from videossl.data.pipeline import VideoShardDataset, make_loader
-    from videossl.methods.base import to_clip
 
     ds = VideoShardDataset(data_dir, views, split=split, batch_size=batch_size, train=False, rank=0, world_size=1)
     model.to(device)
@@ -158,8 +119,6 @@ def embed_split(model, data_dir: str, split: str, views, batch_size: int = 32, d
 
 
 def evaluate(model, data_dir: str, split: str, views, device: str = "cpu", batch_size: int = 32) -> dict[str, Any]:
-    from videossl.data.prompts import dataset_kind
-    from videossl.methods.long_video import caption_ids
 
     d = embed_split(model, data_dir, split, views, batch_size, device)
     out: dict[str, Any] = {"split": split, "videos": len(d["captions"])}
@@ -188,7 +147,6 @@ def caption_zeroshot(embed_text, video_emb: torch.Tensor, captions: list[str], l
     """Zero-shot classification with each video's *own* caption, its motion phrase set to every class
     in turn (mean of that class's phrases): the appearance words are the same in every candidate,
     so only motion can decide. ``zs_caption_top1`` over the videos whose caption names a motion."""
-    from videossl.data.prompts import with_motion
 
     rows = [(i, [with_motion(cap, c) for c in classes]) for i, cap in enumerate(captions)]
     rows = [(i, cands) for i, cands in rows if all(c is not None for c in cands)]
@@ -217,9 +175,6 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     from rich.table import Table
-
-    from videossl.data.pipeline import ViewSpec
-    from videossl.eval.common import report_console
 
     run = Path(args.run)
     model, data = load_run_model(run, Path(args.ckpt) if args.ckpt else None)

@@ -23,14 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from videossl.core.optim import OptimConfig, build_optimizer, step_scheduler
+from videossl.data.loader.batch import to_clip
 from videossl.errors import VideosslError
-
-
-def to_clip(view: torch.Tensor) -> torch.Tensor:
-    """A batch of views from the pipeline (B, T, C, H, W), uint8 or float → float (B, C, T, H, W)."""
-    if view.dtype == torch.uint8:
-        view = view.float().div_(255.0)
-    return view.permute(0, 2, 1, 3, 4).contiguous()
 
 
 class SSLMethod(pl.LightningModule):

@@ -7,7 +7,7 @@ other side's projection (stop-gradient), in both directions; the loss is the pla
 terms. No EMA target, no negatives. The encoder kept for evaluation is the narrow backbone:
 ``module.encoder``. See ``shared/specs/brave.md``.
 
-Batches come from the shared pipeline with views ``[narrow, broad]`` (the BraVe sampler pair).
+Batches come from the shared pipeline with two views named ``narrow`` and ``broad`` (the BraVe sampler pair).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from videossl.core.optim import OptimConfig
+from videossl.data.loader.batch import to_clip, view, view_indices
+from videossl.errors import VideosslError
 from videossl.losses.regression import brave_loss
-from videossl.methods.base import SSLMethod, to_clip
+from videossl.methods.base import SSLMethod
 from videossl.models.heads import predictor, projector
 from videossl.models.motion import frame_differences, gray_differences
 from videossl.models.randconv import RandConv
@@ -73,8 +75,6 @@ class BraVe(SSLMethod):
     ) -> None:
         super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr, seed=seed)
         if broad_modality not in BROAD_MODALITIES:
-            from videossl.errors import VideosslError
-
             raise VideosslError(f"unknown broad_modality {broad_modality!r}: choose one of {', '.join(BROAD_MODALITIES)}")
         self.encoder = narrow_encoder
         self.broad_encoder = broad_encoder
@@ -90,11 +90,9 @@ class BraVe(SSLMethod):
     def broad_input(self, clip: torch.Tensor, batch: dict[str, Any] | None = None) -> torch.Tensor:
         if self.broad_modality == "flow":
             if batch is None or "flow" not in batch:
-                from videossl.errors import VideosslError
-
-                raise VideosslError("broad_modality 'flow' needs the flow in the batch: set data.extras: [flow.npz] "
+                    raise VideosslError("broad_modality 'flow' needs the flow in the batch: set data.extras: [flow.npz] "
                                     "(the synthetic set stores ground-truth flow)")
-            return flow_view(batch["flow"]["forward"], batch["indices"][1], clip.shape[-1])
+            return flow_view(batch["flow"]["forward"], batch["indices"][view_indices(batch, "broad")[0]], clip.shape[-1])
         if self.broad_modality == "randconv":
             return self.randconv(clip, generator=self.step_generator())
         if self.broad_modality == "frame_diff":
@@ -104,7 +102,7 @@ class BraVe(SSLMethod):
         return clip
 
     def ssl_step(self, batch: dict[str, Any]):
-        narrow, broad = batch["views"][0], batch["views"][1]
+        narrow, broad = view(batch, "narrow"), view(batch, "broad")
         f_n = self.encoder(to_clip(narrow))
         f_b = self.broad_encoder(self.broad_input(to_clip(broad), batch))
         z_n = self.narrow_projector(f_n)

@@ -49,9 +49,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from videossl.core.optim import OptimConfig
+from videossl.data.loader.batch import to_clip
 from videossl.errors import VideosslError
 from videossl.losses import photometric as P
-from videossl.methods.base import SSLMethod, to_clip
+from videossl.methods.base import SSLMethod
 from videossl.models.convlstm import FlowEncoder
 from videossl.models.heads import Decoder, MultiScaleFlowHead, PaperFlowHead
 from videossl.models.warp import (

@@ -47,7 +47,6 @@ See ``shared/specs/long_video_masked_contrastive.md`` §3–5 and §10.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 from typing import Any
@@ -57,26 +56,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from videossl.core.checkpoint import load_state, read_state_dict
+from videossl.core.metrics import retrieval_metrics
 from videossl.core.optim import OptimConfig, is_bias_or_norm
+from videossl.data.loader.batch import to_clip
+from videossl.data.prompts import caption_ids, class_prompts, dataset_kind, motion_swaps
 from videossl.errors import VideosslError
 from videossl.losses.infonce import hard_negative_nce, infonce_distributed
-from videossl.methods.base import SSLMethod, to_clip
+from videossl.methods.base import SSLMethod
+from videossl.models.motion import motion_view
+from videossl.models.text import HashTextTransformer
+from videossl.models.vivit import mirror_keep_indices, resize_spatial_table, resize_temporal_table
 
 OBJECTIVES = ("video_text", "video_video", "both")
 HARD_NEGATIVES = ("none", "motion_swap")
 CAPTION_SOURCES = ("caption", "class_prompt", "auto")
 SECOND_VIEWS = ("rgb", "motion")
 
-__all__ = ["CAPTION_SOURCES", "HARD_NEGATIVES", "SECOND_VIEWS", "LongVideoContrastive", "OBJECTIVES", "caption_ids"]
-
-
-def caption_ids(captions: list[str], device=None) -> torch.Tensor:
-    """(B,) int64 ids equal iff the (whitespace/case-normalised) captions are equal; stable across processes."""
-    out = []
-    for c in captions:
-        key = " ".join(str(c).lower().split()).encode()
-        out.append(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little", signed=True))
-    return torch.tensor(out, dtype=torch.long, device=device)
+__all__ = ["CAPTION_SOURCES", "HARD_NEGATIVES", "SECOND_VIEWS", "LongVideoContrastive", "OBJECTIVES"]
 
 
 def _accepts_valid(module: nn.Module) -> bool:
@@ -217,7 +213,6 @@ class LongVideoContrastive(SSLMethod):
         self.text_encoder = None
         if self.uses_text:
             if text_encoder is None:
-                from videossl.models.text import HashTextTransformer
 
                 text_encoder = HashTextTransformer()
             tdim = getattr(text_encoder, "feature_dim", None)
@@ -247,7 +242,6 @@ class LongVideoContrastive(SSLMethod):
 
     def load_previous_stage(self, source) -> None:
         """Weights of a previous stage (checkpoint path or state dict); the online probe is not carried over."""
-        from videossl.models.vivit import resize_spatial_table, resize_temporal_table
 
         sd = read_state_dict(source)
         own = self.state_dict()
@@ -285,7 +279,6 @@ class LongVideoContrastive(SSLMethod):
         grid = getattr(self.encoder, "last_grid", None)
         if not self.training or keep is None or grid is None or keep.shape[0] != clip.shape[0]:
             return self.encode(rc, rv)
-        from videossl.models.vivit import mirror_keep_indices
 
         return self.encode(rc, rv, keep=mirror_keep_indices(keep, grid[0], grid[1] * grid[2]))
 
@@ -314,8 +307,6 @@ class LongVideoContrastive(SSLMethod):
         caps = [str(c) for c in batch.get("caption") or [""] * len(batch["label"])]
         need = [i for i, c in enumerate(caps) if self.caption_source == "class_prompt" or (self.caption_source == "auto" and not c.strip())]
         if need:
-            from videossl.data.prompts import class_prompts, dataset_kind
-
             names = self._class_names()
             if not names:
                 raise VideosslError("class-name prompts need class names (class_names or a datamodule with classes)")
@@ -408,13 +399,10 @@ class LongVideoContrastive(SSLMethod):
         return loss, feats, logs
 
     def _motion_view(self, clip: torch.Tensor) -> torch.Tensor:
-        from videossl.models.motion import motion_view
 
         return motion_view(clip, self.motion_view_gain)
 
     def _hard_negative_loss(self, v: torch.Tensor, t: torch.Tensor, caps: list[str], temp: torch.Tensor):
-        from videossl.data.prompts import motion_swaps
-
         m = self.hard_negative_count
         swapped = [motion_swaps(c, m) for c in caps]
         keep = [i for i, c in enumerate(swapped) if c is not None]
@@ -454,8 +442,6 @@ class LongVideoContrastive(SSLMethod):
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        from videossl.eval.retrieval import retrieval_metrics
-
         v, t, ids = (torch.cat(x) for x in zip(*self._val, strict=True))
         self._val = []
         m = retrieval_metrics(t @ v.t(), ids, ids)

@@ -8,20 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from videossl.data.datamodule import VideoDataModule
-from videossl.data.pipeline import (
+from videossl.data.loader import (
     SkipLog,
     VideoShardDataset,
     ViewSpec,
-    WorkerPlan,
     check_ram,
     make_loader,
-    plan_worker,
     ram_estimate,
     resolve_shards,
 )
-from videossl.data.shards import json_bytes, load_manifest, write_manifest
-from videossl.data.transforms import AugmentConfig
+from videossl.data.loader.datamodule import VideoDataModule
+from videossl.data.loader.partition import WorkerPlan, plan_worker
+from videossl.data.loader.transforms import AugmentConfig
+from videossl.data.shards.format import json_bytes, load_manifest, write_manifest
 from videossl.errors import VideosslError
 
 SMALL = [ViewSpec(name="a", sampler="random", frames=4, stride=2, size=16, copies=2, augment=AugmentConfig(output="uint8"))]

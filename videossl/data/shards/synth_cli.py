@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from videossl.data.synthetic import PRESETS, default_workers, generate
+from videossl.data.shards.synthetic import PRESETS, default_workers, generate
 
 EPILOG = """\
 examples:

@@ -2,7 +2,7 @@
 
 What it does (``specs/data_pipeline.md`` §1-3, §7):
 
-1. Lists the source (:mod:`videossl.data.sources`): records + entries that are missing or invalid.
+1. Lists the source (:mod:`videossl.data.shards.sources`): records + entries that are missing or invalid.
 2. Plans the shards before touching any video: each split's records are shuffled with ``seed``
    (shards should mix classes) and cut into shards of at most ``max_count`` samples and at most
    ``max_bytes`` of *source* file bytes (known before encoding, so the plan is deterministic).
@@ -37,22 +37,14 @@ renamed, and the state file is written after the tar, so a crash never leaves a 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
-import json
-import math
 import multiprocessing as mp
 import os
-import random
 import re
-import tarfile
-from collections import Counter
-from dataclasses import asdict, dataclass
-from fractions import Fraction
-from pathlib import Path, PurePosixPath
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from videossl.data.shards import (
+from videossl.data.shards.format import (
     SPLITS,
     ShardInfo,
     SplitWriter,
@@ -60,364 +52,32 @@ from videossl.data.shards import (
     ensure_writable_dir,
     json_bytes,
     load_manifest,
-    shard_name,
     write_manifest,
     write_split_index,
 )
-from videossl.data.sources import LAYOUTS, SourceListing, SourceRecord, list_source
+from videossl.data.shards.plan import (
+    STATE_DIR,
+    PlannedSample,
+    PlannedShard,
+    make_keys,
+    plan_shards,
+    state_path,
+    verify_shard,
+    write_json_atomic,
+)
+from videossl.data.shards.reencode import (
+    DEFAULT_KEYFRAME_INTERVAL,
+    EncodeParams,
+    ProbeError,
+    probe_video,
+    process_file,
+    reencode_video,
+    target_size,
+)
+from videossl.data.shards.sources import LAYOUTS, SourceListing, list_source
 from videossl.errors import VideosslError
 
-STATE_DIR = ".make-shards"
-DEFAULT_KEYFRAME_INTERVAL = 16
 _SHARD_RE = re.compile(r"^(train|val|test)-\d{6}\.tar(\.part)?$")
-
-
-# ----------------------------------------------------------------------------- probing & encoding
-class ProbeError(Exception):
-    """A video that cannot be used; the message is the reason recorded in the manifest."""
-
-
-def probe_video(src: str | os.PathLike | bytes) -> dict[str, Any]:
-    """Open with PyAV, demux every video packet, decode the first frame and the last GOP.
-
-    Returns ``fps, num_frames, width, height, duration, has_audio``; raises :class:`ProbeError`.
-    """
-    import av
-
-    if isinstance(src, bytes | bytearray):
-        if not src:
-            raise ProbeError("empty video (0 bytes)")
-        f: Any = io.BytesIO(src)
-    else:
-        try:
-            size = os.path.getsize(src)
-        except OSError as e:
-            raise ProbeError(f"cannot read file: {e.strerror or e}") from None
-        if size == 0:
-            raise ProbeError("empty file (0 bytes)")
-        f = str(src)
-    try:
-        container = av.open(f, metadata_errors="ignore")
-    except Exception as e:  # noqa: BLE001 - any FFmpeg error is a reason, never a crash
-        raise ProbeError(f"cannot open: {_err(e)}") from None
-    try:
-        video = next((s for s in container.streams if s.type == "video"), None)
-        if video is None:
-            raise ProbeError("no video stream")
-        has_audio = any(s.type == "audio" for s in container.streams)
-        ctx = video.codec_context
-        n = 0
-        first = None
-        gop: list[Any] = []
-        try:
-            for pkt in container.demux(video):
-                if pkt.size == 0 and pkt.dts is None:  # the end-of-stream flush packet, not a frame
-                    continue
-                n += 1  # a 0-byte packet inside the stream (AVI dropped frame) counts, but is not decoded
-                if pkt.size == 0:
-                    continue
-                if first is None:
-                    frames = ctx.decode(pkt)
-                    if frames:
-                        first = frames[0]
-                if pkt.is_keyframe:
-                    gop = [pkt]
-                else:
-                    gop.append(pkt)
-            if first is None and n:
-                frames = ctx.decode(None)
-                first = frames[0] if frames else None
-        except Exception as e:  # noqa: BLE001
-            raise ProbeError(f"corrupt data after {n} packets: {_err(e)}") from None
-        if n == 0 or first is None:
-            raise ProbeError("no decodable video frame")
-        if video.frames and n < video.frames:
-            raise ProbeError(f"truncated: the header lists {video.frames} frames, only {n} can be read")
-        try:
-            ctx.flush_buffers()
-            last = None
-            for pkt in gop:
-                for fr in ctx.decode(pkt):
-                    last = fr
-            for fr in ctx.decode(None):
-                last = fr
-        except Exception as e:  # noqa: BLE001
-            raise ProbeError(f"last frame not decodable: {_err(e)}") from None
-        if last is None:
-            raise ProbeError("last frame not decodable")
-        rate = video.average_rate or video.guessed_rate or video.base_rate
-        fps = float(rate) if rate else 0.0
-        if video.duration and video.time_base:
-            duration = float(video.duration * video.time_base)
-        elif container.duration:
-            duration = container.duration / 1_000_000
-        else:
-            duration = n / fps if fps else 0.0
-        if fps <= 0:
-            fps = n / duration if duration > 0 else 0.0
-        return {
-            "fps": round(fps, 6),
-            "num_frames": n,
-            "width": int(first.width),
-            "height": int(first.height),
-            "duration": round(duration, 6),
-            "has_audio": has_audio,
-        }
-    finally:
-        container.close()
-
-
-def _err(e: BaseException) -> str:
-    msg = str(e).strip() or type(e).__name__
-    msg = re.sub(r":\s*'[^']*'$", "", msg)  # PyAV appends the (absolute) file name; the manifest has it
-    return " ".join(msg.split())[:300]
-
-
-@dataclass(frozen=True)
-class EncodeParams:
-    reencode: bool = False
-    short_side: int | None = None
-    fps: float | None = None
-    keyframe_interval: int = DEFAULT_KEYFRAME_INTERVAL
-    crf: int = 23
-    preset: str = "medium"
-    keep_audio: bool = False
-
-
-def target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    """(w, h) with the short side ``short_side`` (aspect kept) and both sizes even."""
-    if short_side is None:
-        return max(2, width - width % 2), max(2, height - height % 2)
-    if width <= height:
-        return short_side, max(2, int(round(height * short_side / width / 2)) * 2)
-    return max(2, int(round(width * short_side / height / 2)) * 2), short_side
-
-
-def reencode_video(path: str | os.PathLike, p: EncodeParams) -> bytes:
-    """Decode ``path`` and encode H.264 yuv420p mp4 bytes as ``p`` asks (see the module docstring)."""
-    import av
-
-    buf = io.BytesIO()
-    with av.open(str(path), metadata_errors="ignore") as inp:
-        vin = inp.streams.video[0]
-        vin.thread_type = "AUTO"
-        ain = inp.streams.audio[0] if p.keep_audio and inp.streams.audio else None
-        src_rate = Fraction(vin.average_rate or vin.guessed_rate or vin.base_rate or 25)
-        out_rate = Fraction(p.fps).limit_denominator(1001) if p.fps else src_rate.limit_denominator(1001)
-        width, height = target_size(vin.codec_context.width, vin.codec_context.height, p.short_side)
-        g = p.keyframe_interval
-        # bitexact: no muxer version tag, so the bytes do not depend on which libavformat is loaded
-        with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as out:
-            vout = out.add_stream("libx264", rate=out_rate)
-            vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
-            vout.options = {
-                "crf": str(p.crf),
-                "preset": p.preset,
-                "threads": "1",  # one process per file; single-threaded x264 is reproducible
-                "x264-params": f"keyint={g}:min-keyint={g}:scenecut=0",
-            }
-            vout.codec_context.thread_count = 1
-            aout = None
-            if ain is not None:
-                aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 44100)
-                aout.options = {"flags": "+bitexact"}  # no encoder version string in the AAC stream
-            time_base = 1 / out_rate
-            state = {"k": 0, "prev": None, "t0": None, "t_last": 0.0}
-
-            def emit(frame: Any) -> None:
-                vf = frame.reformat(width=width, height=height, format="yuv420p")
-                vf.pts = state["k"]
-                vf.time_base = time_base
-                vf.pict_type = 0  # NONE: a decoded I frame would otherwise force an extra keyframe
-                for pkt in vout.encode(vf):
-                    out.mux(pkt)
-                state["k"] += 1
-
-            def slot(t: float) -> int:  # output frame index a source frame at time t lands in
-                return int(math.floor(t * out_rate + 0.5))
-
-            i_src = 0
-            streams = [vin] + ([ain] if ain is not None else [])
-            for packet in inp.demux(*streams):
-                if packet.stream.type == "audio":
-                    assert aout is not None
-                    for af in packet.decode():
-                        af.pts = None
-                        for pkt in aout.encode(af):
-                            out.mux(pkt)
-                    continue
-                for frame in packet.decode():
-                    t = frame.time if frame.time is not None else i_src / float(src_rate)
-                    i_src += 1
-                    if state["t0"] is None:
-                        state["t0"] = t
-                    t -= state["t0"]
-                    state["t_last"] = t
-                    if p.fps is None:
-                        emit(frame)
-                        continue
-                    if state["prev"] is not None:
-                        while state["k"] < slot(t):
-                            emit(state["prev"])
-                    state["prev"] = frame
-            if p.fps is not None and state["prev"] is not None:
-                end = slot(state["t_last"] + 1 / float(src_rate))
-                while state["k"] < end or state["k"] == 0:  # the last frame fills the rest of its duration
-                    emit(state["prev"])
-            for pkt in vout.encode():
-                out.mux(pkt)
-            if aout is not None:
-                for pkt in aout.encode():
-                    out.mux(pkt)
-            if state["k"] == 0:
-                raise ProbeError("re-encode produced no frames")
-    return buf.getvalue()
-
-
-def process_file(task: tuple[str, dict[str, Any]]) -> tuple:
-    """Worker: probe (and re-encode) one file. Returns ``("ok", ext, data, meta)`` or ``("skip", reason)``.
-
-    Never raises: any failure is a skip reason.
-    """
-    path, params = task
-    p = EncodeParams(**params)
-    try:
-        meta = probe_video(path)
-        if p.reencode:
-            try:
-                data = reencode_video(path, p)
-            except ProbeError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                raise ProbeError(f"re-encode failed: {_err(e)}") from None
-            try:
-                meta = probe_video(data)
-            except ProbeError as e:
-                raise ProbeError(f"re-encoded video does not decode: {e}") from None
-            ext = "mp4"
-        else:
-            data = Path(path).read_bytes()
-            ext = container_ext(path)
-        return ("ok", ext, data, meta)
-    except ProbeError as e:
-        return ("skip", str(e))
-    except Exception as e:  # noqa: BLE001 - a worker never crashes the run
-        return ("skip", f"{type(e).__name__}: {_err(e)}")
-
-
-def container_ext(path: str | os.PathLike) -> str:
-    ext = os.path.splitext(str(path))[1].lower().lstrip(".")
-    return ext if ext.isalnum() and ext != "json" else "mp4"
-
-
-# ----------------------------------------------------------------------------- keys & plan
-def sanitise_key(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "video"
-
-
-def make_keys(records: list[SourceRecord]) -> list[str]:
-    """Unique sample keys: file stem, or the relative path when stems collide, then ``_2``, ``_3``..."""
-    stems = [sanitise_key(PurePosixPath(r.source_id).stem) for r in records]
-    counts = Counter(stems)
-    used: set[str] = set()
-    keys = []
-    for r, stem in zip(records, stems, strict=True):
-        base = stem if counts[stem] == 1 else sanitise_key(str(PurePosixPath(r.source_id).with_suffix("")))
-        key, i = base, 2
-        while key in used:
-            key, i = f"{base}_{i}", i + 1
-        used.add(key)
-        keys.append(key)
-    return keys
-
-
-@dataclass
-class PlannedSample:
-    record: SourceRecord
-    key: str
-    label: int
-    size: int
-
-
-@dataclass
-class PlannedShard:
-    split: str
-    index: int
-    samples: list[PlannedSample]
-    digest: str = ""
-
-    @property
-    def name(self) -> str:
-        return shard_name(self.split, self.index)
-
-
-def plan_shards(
-    samples: list[PlannedSample], *, max_count: int, max_bytes: int, seed: int, encode: dict[str, Any]
-) -> list[PlannedShard]:
-    shards: list[PlannedShard] = []
-    for split in SPLITS:
-        items = [s for s in samples if s.record.split == split]
-        random.Random(f"videossl-make-shards:{seed}:{split}").shuffle(items)
-        cur: list[PlannedSample] = []
-        cur_bytes = 0
-        for s in items:
-            if cur and (len(cur) >= max_count or cur_bytes + s.size > max_bytes):
-                shards.append(PlannedShard(split, len([x for x in shards if x.split == split]), cur))
-                cur, cur_bytes = [], 0
-            cur.append(s)
-            cur_bytes += s.size
-        if cur:
-            shards.append(PlannedShard(split, len([x for x in shards if x.split == split]), cur))
-    for sh in shards:
-        desc = {
-            "encode": encode,
-            "samples": [
-                [s.key, s.record.source_id, s.label, s.record.label_name, s.record.caption, s.size]
-                for s in sh.samples
-            ],
-        }
-        sh.digest = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
-    return shards
-
-
-# ----------------------------------------------------------------------------- shard state
-def _state_path(out: Path, shard: PlannedShard) -> Path:
-    return out / STATE_DIR / (shard.name + ".json")
-
-
-def verify_shard(out: Path, shard: PlannedShard) -> dict[str, Any] | None:
-    """The recorded state of ``shard`` if the tar on disk is exactly what the plan asks for, else None."""
-    try:
-        state = json.loads(_state_path(out, shard).read_text())
-    except (OSError, ValueError):
-        return None
-    if state.get("digest") != shard.digest:
-        return None
-    written, skipped = state.get("written", []), state.get("skipped", [])
-    if sorted([w["key"] for w in written] + [s["key"] for s in skipped]) != sorted(
-        s.key for s in shard.samples
-    ):
-        return None
-    tar_path = out / shard.name
-    if not written:
-        return None if tar_path.exists() else state
-    try:
-        if tar_path.stat().st_size != state.get("bytes"):
-            return None
-        with tarfile.open(tar_path, "r") as t:
-            names = sorted(t.getnames())
-    except (OSError, tarfile.TarError):
-        return None
-    expected = sorted(
-        [f"{w['key']}.{w['container']}" for w in written] + [f"{w['key']}.json" for w in written]
-    )
-    return state if names == expected else None
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- main entry
@@ -668,8 +328,8 @@ def _remove_stale(out_dir: Path, plan: list[PlannedShard], console: Any) -> None
 
 
 def _write_shard(out_dir: Path, sh: PlannedShard, results: Any, bar: Any, task: Any) -> dict[str, Any]:
-    state_path = _state_path(out_dir, sh)
-    state_path.unlink(missing_ok=True)
+    state_file = state_path(out_dir, sh)
+    state_file.unlink(missing_ok=True)
     (out_dir / sh.name).unlink(missing_ok=True)
     writer = SplitWriter(
         out_dir, sh.split, max_count=len(sh.samples) + 1, max_bytes=1 << 62, start_index=sh.index
@@ -710,7 +370,7 @@ def _write_shard(out_dir: Path, sh: PlannedShard, results: Any, bar: Any, task: 
         "written": written,
         "skipped": skipped,
     }
-    _write_json_atomic(state_path, state)
+    write_json_atomic(state_file, state)
     return state
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from videossl.data.decoding import DecodeError, available_backends, measure_rss_growth, open_video
+from videossl.data.loader.decoding import DecodeError, available_backends, measure_rss_growth, open_video
 from videossl.errors import VideosslError
 
 BACKENDS = [b for b in ("decord", "pyav") if b in available_backends()]

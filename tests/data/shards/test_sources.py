@@ -8,37 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from videossl.data.sources import LAYOUTS, list_source
+from tests.data._videos import (
+    HMDB_FLAGS,
+    HMDB_VIDEOS,
+    K_ROWS,
+    UCF_CLASSES,
+    UCF_TEST_GROUPS,
+    crlf,
+    kname,
+    make_hmdb51,
+    make_kinetics,
+    make_ucf101,
+    touch,
+)
+from videossl.data.shards.sources import LAYOUTS, list_source
 from videossl.errors import VideosslError
-
-try:
-    from ._videos import (
-        HMDB_FLAGS,
-        HMDB_VIDEOS,
-        K_ROWS,
-        UCF_CLASSES,
-        UCF_TEST_GROUPS,
-        crlf,
-        kname,
-        make_hmdb51,
-        make_kinetics,
-        make_ucf101,
-        touch,
-    )
-except ImportError:  # tests/data is not a package
-    from _videos import (
-        HMDB_FLAGS,
-        HMDB_VIDEOS,
-        K_ROWS,
-        UCF_CLASSES,
-        UCF_TEST_GROUPS,
-        crlf,
-        kname,
-        make_hmdb51,
-        make_kinetics,
-        make_ucf101,
-        touch,
-    )
 
 
 def by_split(listing) -> Counter:

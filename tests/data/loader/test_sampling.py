@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from videossl.data.sampling import (
+from videossl.data.loader.sampling import (
     brave_pair,
     clip_offsets,
     frame_step,

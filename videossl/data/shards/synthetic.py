@@ -46,6 +46,17 @@ from typing import Any
 
 import numpy as np
 
+from videossl.data.shards.format import (
+    SPLITS,
+    SplitWriter,
+    build_manifest,
+    ensure_writable_dir,
+    json_bytes,
+    npy_bytes,
+    npz_bytes,
+    write_manifest,
+    write_split_index,
+)
 from videossl.errors import VideosslError
 
 CLASSES = (
@@ -69,7 +80,7 @@ _MOTION = {
     "zoom_in": (3, +1),
     "zoom_out": (3, -1),
 }
-_PHRASES = {
+MOTION_PHRASES = {
     "translate_left": ("moving left", "drifting left", "sliding to the left"),
     "translate_right": ("moving right", "drifting right", "sliding to the right"),
     "translate_up": ("moving up", "rising", "sliding upwards"),
@@ -357,7 +368,7 @@ def sample_params(cfg: SynthConfig, index: int, label: int, seed: int) -> VideoP
     track_uv = np.array(pts[: cfg.num_tracks], np.float64)
 
     noise_std = float(rng.uniform(*cfg.noise_std))
-    phrase = _PHRASES[name][rng.integers(3)]
+    phrase = MOTION_PHRASES[name][rng.integers(3)]
     tex_word = "" if obj_tex_kind == "plain" else obj_tex_kind + " "
     bg_word = f"plain {bg_colour}" if bg_kind == "plain" else bg_kind
     first = f"{tex_word}{obj_colour}"
@@ -543,7 +554,6 @@ def split_of(index: int, num_videos: int, num_classes: int, fractions=(0.7, 0.15
 
 def make_sample(index: int, cfg: SynthConfig, seed: int, num_videos: int) -> tuple[str, str, int, dict[str, bytes]]:
     """Render + encode video ``index``; returns (split, key, label, members)."""
-    from videossl.data.shards import json_bytes, npy_bytes, npz_bytes
 
     label = index % len(CLASSES)
     p = sample_params(cfg, index, label, seed)
@@ -611,14 +621,6 @@ def generate(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Generate the synthetic shard set in ``out``; returns the manifest."""
-    from videossl.data.shards import (
-        SPLITS,
-        SplitWriter,
-        build_manifest,
-        ensure_writable_dir,
-        write_manifest,
-        write_split_index,
-    )
 
     if num_videos < 1:
         raise VideosslError(f"--num-videos must be at least 1, got {num_videos}")

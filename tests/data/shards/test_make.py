@@ -11,34 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from videossl.data.make_shards import add_cli_arguments, make_shards, run_cli
-from videossl.data.shards import load_manifest
+from tests.data._videos import (
+    HMDB_FLAGS,
+    K_ROWS,
+    decode_info,
+    keyframe_positions,
+    kname,
+    make_hmdb51,
+    make_kinetics,
+    make_ucf101,
+    make_video,
+)
+from videossl.data.shards.format import load_manifest
+from videossl.data.shards.make import add_cli_arguments, make_shards, run_cli
 from videossl.errors import VideosslError
-
-try:
-    from ._videos import (
-        HMDB_FLAGS,
-        K_ROWS,
-        decode_info,
-        keyframe_positions,
-        kname,
-        make_hmdb51,
-        make_kinetics,
-        make_ucf101,
-        make_video,
-    )
-except ImportError:  # tests/data is not a package
-    from _videos import (
-        HMDB_FLAGS,
-        K_ROWS,
-        decode_info,
-        keyframe_positions,
-        kname,
-        make_hmdb51,
-        make_kinetics,
-        make_ucf101,
-        make_video,
-    )
 
 
 def vid(path: Path) -> Path:

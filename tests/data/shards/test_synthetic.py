@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from videossl.data.shards import iter_tar_samples, load_manifest, load_npy, load_npz, split_shard_paths
-from videossl.data.synthetic import CLASSES, generate, make_config, render, sample_params
+from videossl.data.shards.format import iter_tar_samples, load_manifest, load_npy, load_npz, split_shard_paths
+from videossl.data.shards.synthetic import CLASSES, generate, make_config, render, sample_params
 
 
 def _sample_at(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -126,7 +126,7 @@ def test_tracks_visible_inside_mask_and_occluded_invisible():
             assert not (vis & ~inb).any()
             assert (r.mask[t, iy[vis], ix[vis]] == 1).all()
             # independent check of occlusion: is the distractor's shape over the point?
-            from videossl.data.synthetic import _shape_inside
+            from videossl.data.shards.synthetic import _shape_inside
 
             vx, vy = p.distractor.to_local(t, pts[:, 0].astype(np.float64), pts[:, 1].astype(np.float64))
             under = _shape_inside(p.distractor.shape, vx, vy) & inb

@@ -3,7 +3,7 @@
 Example recipe (BraVe narrow/broad)::
 
     data:
-      class_path: videossl.data.datamodule.VideoDataModule
+      class_path: videossl.data.loader.datamodule.VideoDataModule
       init_args:
         data_dir: shards/ucf101
         batch_size: 32
@@ -23,17 +23,12 @@ import os
 
 import pytorch_lightning as pl
 
-from videossl.data.pipeline import (
-    EpochDataLoader,
-    SkipLog,
-    VideoShardDataset,
-    ViewSpec,
-    check_ram,
-    make_loader,
-    ram_estimate,
-)
-from videossl.data.shards import load_manifest
-from videossl.data.transforms import AugmentConfig
+from videossl.data.loader.dataset import EpochDataLoader, VideoShardDataset, make_loader
+from videossl.data.loader.resources import check_ram, ram_estimate
+from videossl.data.loader.skips import SkipLog
+from videossl.data.loader.transforms import AugmentConfig
+from videossl.data.loader.views import ViewSpec
+from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
 
 log = logging.getLogger(__name__)

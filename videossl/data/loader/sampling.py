@@ -18,8 +18,9 @@ per view, the positions of its frames in that array ("decode once, cut many view
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -218,3 +219,60 @@ def union_indices(clips: Sequence[Clip | np.ndarray]) -> tuple[np.ndarray, list[
     union, inverse = np.unique(np.concatenate(arrays), return_inverse=True)
     bounds = np.cumsum([0] + [a.size for a in arrays])
     return union.astype(np.int64), [inverse[bounds[i] : bounds[i + 1]].astype(np.int64) for i in range(len(arrays))]
+
+
+# ------------------------------------------------------------------------------------ view samplers
+class SampledView(Protocol):
+    """What a view sampler reads of a view spec (:class:`videossl.data.loader.views.ViewSpec`)."""
+
+    sampler: str
+    frames: int
+    stride: int
+    target_fps: float | None
+    copies: int
+    num_clips: int
+    train: bool
+
+
+def _random_view(v: SampledView, num_frames: int, fps: float, rng: np.random.Generator) -> list[Clip]:
+    return [random_clip(num_frames, fps, rng, v.frames, v.stride, v.target_fps) for _ in range(v.copies)]
+
+
+def _uniform_view(v: SampledView, num_frames: int, fps: float, rng: np.random.Generator) -> list[Clip]:
+    return [c for _ in range(v.copies) for c in uniform_clips(num_frames, fps, v.num_clips, v.frames, v.stride, v.target_fps)]
+
+
+def _long_view(v: SampledView, num_frames: int, fps: float, rng: np.random.Generator) -> list[Clip]:
+    return [long_video_clip(num_frames, fps, v.target_fps, v.frames, rng if v.train else None) for _ in range(v.copies)]
+
+
+#: name → the clips of one view (in output order). A new sampler is one function and one entry here.
+VIEW_SAMPLERS: dict[str, Callable[[SampledView, int, float, np.random.Generator], list[Clip]]] = {
+    "random": _random_view,
+    "uniform": _uniform_view,
+    "long": _long_view,
+}
+#: samplers drawn jointly, one clip each, by :func:`brave_pair` (BraVe's narrow and broad views)
+PAIR_SAMPLERS = ("narrow", "broad")
+SAMPLERS = (*VIEW_SAMPLERS, *PAIR_SAMPLERS)
+
+
+def sample_views(views: Sequence[SampledView], num_frames: int, fps: float, rng: np.random.Generator,
+                 placement: str = "inside_random") -> list[tuple[int, Clip]]:
+    """(view index, clip) for every clip of every view, in output order.
+
+    A BraVe pair (one ``narrow`` and one ``broad`` view) is drawn first and jointly with
+    ``placement``; every other view then draws from its :data:`VIEW_SAMPLERS` entry, in order.
+    """
+    pair: dict[str, Clip] = {}
+    roles = {v.sampler: v for v in views if v.sampler in PAIR_SAMPLERS}
+    if roles:
+        nv, bv = roles["narrow"], roles["broad"]
+        n, b = brave_pair(num_frames, fps, rng, nv.frames, nv.stride, bv.frames, bv.stride, placement,
+                          narrow_fps=nv.target_fps, broad_fps=bv.target_fps)
+        pair = {"narrow": n, "broad": b}
+    out: list[tuple[int, Clip]] = []
+    for i, v in enumerate(views):
+        clips = [pair[v.sampler]] if v.sampler in pair else VIEW_SAMPLERS[v.sampler](v, num_frames, fps, rng)
+        out += [(i, c) for c in clips]
+    return out

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch.multiprocessing as mp
 
-from videossl.data.pipeline import VideoShardDataset, ViewSpec, make_loader
-from videossl.data.shards import iter_tar_samples, split_shard_paths
-from videossl.data.synthetic import generate
+from videossl.data.loader import VideoShardDataset, ViewSpec, make_loader
+from videossl.data.shards.format import iter_tar_samples, split_shard_paths
+from videossl.data.shards.synthetic import generate
 
 VIEWS = [ViewSpec(name="clip", sampler="random", frames=4, stride=1, size=16)]
 EVAL_VIEWS = [ViewSpec(name="clip", sampler="uniform", frames=4, stride=1, size=16, train=False)]

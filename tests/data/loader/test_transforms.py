@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as F
 
-from videossl.data.transforms import (
+from videossl.data.loader.transforms import (
     AugmentConfig,
     BatchVideoAugment,
     EvalTransform,

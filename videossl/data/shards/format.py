@@ -264,3 +264,12 @@ def iter_tar_samples(path: str | os.PathLike):
             group[ext] = f.read() if f is not None else b""
     if key is not None:
         yield key, group
+
+
+def manifest_counts(folder: str | os.PathLike) -> dict[str, int]:
+    """Shard file name → sample count, from the manifest in ``folder`` ({} when it has none)."""
+    try:
+        m = json.loads((Path(folder) / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {s["name"]: int(s["num_samples"]) for sp in m.get("splits", {}).values() for s in sp.get("shards", [])}
