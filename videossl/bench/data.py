@@ -1,6 +1,6 @@
 """Data-pipeline benchmark: the recipe's training pipeline vs raw decoding of the same frames vs a naive loader.
 
-Measured in one run, in this order (``specs/data_pipeline.md`` §10):
+Measured in one run, in this order :
 
 1. **pipeline**: clips/s (and frames/s) of the recipe's *train* views through
    :class:`~videossl.data.loader.VideoShardDataset` + ``make_loader`` (tar read, JSON, decode

@@ -57,13 +57,15 @@ def build(config: str, batch_size: int | None):
 def random_batch(views, batch_size: int, device) -> dict:
     if not views:
         raise VideosslError("the recipe has no data.train_views: cannot shape a batch")
-    out = []
+    out, names = [], []
     for v in views:
         n = v.get("copies", 1)
         for _ in range(n):
             out.append(torch.randint(0, 256, (batch_size, v["frames"], 3, v["size"], v["size"]), dtype=torch.uint8,
                                      device=device))
-    return {"views": out, "label": torch.zeros(batch_size, dtype=torch.long, device=device), "caption": [""] * batch_size}
+            names.append(v.get("name", "clip"))
+    return {"views": out, "view_names": names, "label": torch.zeros(batch_size, dtype=torch.long, device=device),
+            "caption": [""] * batch_size}
 
 
 def _sync(device) -> None:

@@ -68,7 +68,7 @@ def _splice(caption: str, found: tuple[str, int, str], phrase: str) -> str:
 def motion_swaps(caption: str, k: int = 1, generator: torch.Generator | None = None) -> list[str] | None:
     """``k`` copies of the caption, each with its synthetic motion phrase replaced by a phrase of
     *another* motion class (classes drawn without replacement): hard negatives that differ from the
-    caption in the motion only (``long_video_masked_contrastive.md`` §10.3: "same objects with another
+    caption in the motion only (Papalampidi et al., arXiv:2312.07395, on hard negatives: "same objects with another
     direction"). ``None`` when the caption holds no motion phrase of the synthetic generator."""
     found = _find_motion_phrase(caption)
     if found is None:

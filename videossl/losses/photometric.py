@@ -2,7 +2,7 @@
 
 Images are (B, C, H, W) floats in [0, 1]; flows are (B, 2, H, W). Every loss returns a scalar mean
 unless a function says otherwise; ``mask`` (B, 1, H, W) in [0, 1] weights pixels and normalises by
-its sum (``eps`` guards an empty mask). See ``shared/specs/flow_autoencoder.md`` §5 and §8.4.
+its sum (``eps`` guards an empty mask). See Pătrăucean et al., arXiv:1511.06309
 
 * :func:`huber` / :func:`huber_smooth` — the paper's smoothness: Huber H_δ on the local flow
   gradient magnitude a = √(g_x² + g_y² + eps) per flow channel, central differences [−½, 0, ½]

@@ -1,4 +1,4 @@
-"""BraVe's regression loss (brave.md §6), as pure functions.
+"""BraVe's regression loss (arXiv:2103.16559), as pure functions.
 
 ``d(x, y) = mean_batch ½‖x/‖x‖ − y/‖y‖‖²``, which equals ``1 − cos(x, y)`` for non-zero vectors
 and lies in [0, 2]. Norms are clamped below at ``eps`` (1e-5), so a zero vector normalises to

@@ -5,13 +5,14 @@ and a *broad* view (long clip, low resolution; RGB, RandConv RGB, or frame diffe
 second modality). Each side has a projector and a predictor; each side's prediction regresses the
 other side's projection (stop-gradient), in both directions; the loss is the plain mean of the
 terms. No EMA target, no negatives. The encoder kept for evaluation is the narrow backbone:
-``module.encoder``. See ``shared/specs/brave.md``.
+``module.encoder``. See Recasens et al., arXiv:2103.16559.
 
 Batches come from the shared pipeline with two views named ``narrow`` and ``broad`` (the BraVe sampler pair).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,8 +26,6 @@ from videossl.methods.base import SSLMethod
 from videossl.models.heads import predictor, projector
 from videossl.models.motion import frame_differences, gray_differences
 from videossl.models.randconv import RandConv
-
-BROAD_MODALITIES = ("rgb", "randconv", "frame_diff", "gray_diff", "flow")
 
 
 def flow_view(flow: torch.Tensor, indices: torch.Tensor, size: int, scale: float = 2.0) -> torch.Tensor:
@@ -74,8 +73,8 @@ class BraVe(SSLMethod):
         seed: int = 0,
     ) -> None:
         super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr, seed=seed)
-        if broad_modality not in BROAD_MODALITIES:
-            raise VideosslError(f"unknown broad_modality {broad_modality!r}: choose one of {', '.join(BROAD_MODALITIES)}")
+        if broad_modality not in BROAD_INPUTS:
+            raise VideosslError(f"unknown broad_modality {broad_modality!r}: choose one of {', '.join(BROAD_INPUTS)}")
         self.encoder = narrow_encoder
         self.broad_encoder = broad_encoder
         self.broad_modality = broad_modality
@@ -88,18 +87,8 @@ class BraVe(SSLMethod):
         self._build_probe()
 
     def broad_input(self, clip: torch.Tensor, batch: dict[str, Any] | None = None) -> torch.Tensor:
-        if self.broad_modality == "flow":
-            if batch is None or "flow" not in batch:
-                    raise VideosslError("broad_modality 'flow' needs the flow in the batch: set data.extras: [flow.npz] "
-                                    "(the synthetic set stores ground-truth flow)")
-            return flow_view(batch["flow"]["forward"], batch["indices"][view_indices(batch, "broad")[0]], clip.shape[-1])
-        if self.broad_modality == "randconv":
-            return self.randconv(clip, generator=self.step_generator())
-        if self.broad_modality == "frame_diff":
-            return frame_differences(clip)
-        if self.broad_modality == "gray_diff":
-            return gray_differences(clip)
-        return clip
+        """The broad view's clip turned into the broad modality (:data:`BROAD_INPUTS`)."""
+        return BROAD_INPUTS[self.broad_modality](self, clip, batch)
 
     def ssl_step(self, batch: dict[str, Any]):
         narrow, broad = view(batch, "narrow"), view(batch, "broad")
@@ -114,3 +103,21 @@ class BraVe(SSLMethod):
         with torch.no_grad():
             std = torch.nn.functional.normalize(z_n.float(), dim=1).std(0).mean()  # collapse monitor
         return loss, f_n, {"z_std": std}
+
+
+def _flow_input(method: BraVe, clip: torch.Tensor, batch: dict[str, Any] | None) -> torch.Tensor:
+    if batch is None or "flow" not in batch:
+        raise VideosslError("broad_modality 'flow' needs the flow in the batch: set data.extras: [flow.npz] "
+                            "(the synthetic set stores ground-truth flow)")
+    return flow_view(batch["flow"]["forward"], batch["indices"][view_indices(batch, "broad")[0]], clip.shape[-1])
+
+
+#: broad modality → (method, broad clip (B, 3, T, H, W), batch) → the broad backbone's input.
+#: A new modality is one function and one entry here (its channel count is the broad encoder's in_channels).
+BROAD_INPUTS: dict[str, Callable[[BraVe, torch.Tensor, dict[str, Any] | None], torch.Tensor]] = {
+    "rgb": lambda method, clip, batch: clip,
+    "randconv": lambda method, clip, batch: method.randconv(clip, generator=method.step_generator()),
+    "frame_diff": lambda method, clip, batch: frame_differences(clip),
+    "gray_diff": lambda method, clip, batch: gray_differences(clip),
+    "flow": _flow_input,
+}

@@ -1,6 +1,6 @@
 """Spatio-temporal video autoencoder with differentiable memory (Pătrăucean, Handa, Cipolla 2016).
 
-One step t (frames Y_1..Y_t seen, Y_{t+1} forecast; ``shared/specs/flow_autoencoder.md``)::
+One step t (frames Y_1..Y_t seen, Y_{t+1} forecast; arXiv:1511.06309 §2)::
 
     X_t = E(Y_t)                               spatial encoder (per frame)
     h_t, c_t = ConvLSTM(X_t, h_{t−1}, c_{t−1})   memory (no peepholes)
@@ -42,6 +42,9 @@ of frame t+1, in pixels of the input frame, channel 0 = dx, 1 = dy — the conve
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -65,15 +68,38 @@ from videossl.models.warp import (
 )
 
 MODES = ("forecast", "pair")
-METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(head="paper", flow_kernel_size=15, clamp=0.5, recon="pixel", loss_last_only=False,
-                  smooth="huber", smooth_weight=1e-2, occlusion="none"),
-    "code": dict(head="paper", flow_kernel_size=15, clamp=0.5, recon="gradient", loss_last_only=True,
-                 smooth="huber", smooth_weight=0.0, occlusion="none"),
-    "modern": dict(head="multiscale", flow_kernel_size=3, clamp=0.0, recon="l1_ssim", loss_last_only=False,
-                   smooth="edge", smooth_weight=0.1, occlusion="outside"),
+@dataclass(frozen=True)
+class FlowAEConfig:
+    """The method-side settings of one variant (what a preset fixes and an init argument overrides)."""
+
+    head: str  # "paper" (features warped at stride 2, clamped) | "multiscale" (pixel space, coarse to fine)
+    flow_kernel_size: int
+    clamp: float
+    recon: str
+    loss_last_only: bool
+    smooth: str
+    smooth_weight: float
+    occlusion: str
+
+
+METHOD_PRESETS: dict[str, FlowAEConfig] = {
+    "paper": FlowAEConfig(head="paper", flow_kernel_size=15, clamp=0.5, recon="pixel", loss_last_only=False,
+                          smooth="huber", smooth_weight=1e-2, occlusion="none"),
+    "code": FlowAEConfig(head="paper", flow_kernel_size=15, clamp=0.5, recon="gradient", loss_last_only=True,
+                         smooth="huber", smooth_weight=0.0, occlusion="none"),
+    "modern": FlowAEConfig(head="multiscale", flow_kernel_size=3, clamp=0.0, recon="l1_ssim", loss_last_only=False,
+                           smooth="edge", smooth_weight=0.1, occlusion="outside"),
 }
-RECONS = ("pixel", "gradient", "charbonnier", "l1_ssim")
+
+#: data terms: (prediction, target, mask or None) → scalar. A new term is one function and one entry.
+DATA_TERMS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
+    "pixel": lambda pred, target, mask: P.mse(pred, target, mask),
+    "gradient": lambda pred, target, mask: P.gradient_mse(pred, target),
+    "charbonnier": lambda pred, target, mask: P.charbonnier(pred, target, mask=mask),
+    "l1_ssim": lambda pred, target, mask: P.l1_ssim(pred, target, mask=mask),
+}
+
+RECONS = tuple(DATA_TERMS)
 SMOOTHS = ("huber", "edge", "none")
 OCCLUSIONS = ("none", "outside", "fb")
 
@@ -136,37 +162,35 @@ class FlowAutoencoder(SSLMethod):
         preset = preset or encoder.preset
         if preset not in METHOD_PRESETS:
             raise VideosslError(f"unknown flow autoencoder preset {preset!r}: choose one of {', '.join(METHOD_PRESETS)}")
-        cfg = dict(METHOD_PRESETS[preset])
-        for k, v in dict(flow_kernel_size=flow_kernel_size, clamp=clamp, recon=recon, loss_last_only=loss_last_only,
-                         smooth=smooth, smooth_weight=smooth_weight, occlusion=occlusion).items():
-            if v is not None:
-                cfg[k] = v
-        if cfg["recon"] not in RECONS:
+        overrides = dict(flow_kernel_size=flow_kernel_size, clamp=clamp, recon=recon, loss_last_only=loss_last_only,
+                         smooth=smooth, smooth_weight=smooth_weight, occlusion=occlusion)
+        cfg = dataclasses.replace(METHOD_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+        if cfg.recon not in RECONS:
             raise VideosslError(f"recon must be one of {', '.join(RECONS)}, got {cfg['recon']!r}")
-        if cfg["smooth"] not in SMOOTHS:
+        if cfg.smooth not in SMOOTHS:
             raise VideosslError(f"smooth must be one of {', '.join(SMOOTHS)}, got {cfg['smooth']!r}")
-        if cfg["occlusion"] not in OCCLUSIONS:
+        if cfg.occlusion not in OCCLUSIONS:
             raise VideosslError(f"occlusion must be one of {', '.join(OCCLUSIONS)}, got {cfg['occlusion']!r}")
-        if cfg["head"] == "paper" and cfg["occlusion"] != "none":
+        if cfg.head == "paper" and cfg.occlusion != "none":
             raise VideosslError("occlusion masks need the modern (pixel-space, multi-scale) variant")
-        if cfg["head"] == "paper" and encoder.stride != 2:
+        if cfg.head == "paper" and encoder.stride != 2:
             raise VideosslError(f"the {preset} preset warps features at stride 2; this encoder has stride {encoder.stride}")
         self.encoder = encoder
         self.preset, self.cfg = preset, cfg
         self.align_corners = bool(align_corners)
         self.huber_delta, self.edge_alpha, self.smooth_order = float(huber_delta), float(edge_alpha), int(smooth_order)
         self.burn_in = encoder.burn_in
-        self.pixel_space = cfg["head"] == "multiscale"
+        self.pixel_space = cfg.head == "multiscale"
         if self.pixel_space:
             self.flow_head = MultiScaleFlowHead(encoder.hidden_channels, encoder.channels, encoder.in_channels,
-                                                directions=2 if cfg["occlusion"] == "fb" else 1, k=cfg["flow_kernel_size"])
+                                                directions=2 if cfg.occlusion == "fb" else 1, k=cfg.flow_kernel_size)
             self.decoder = None
             n = len(encoder.channels) + 1
             self.scale_weights = list(scale_weights) if scale_weights else [0.5 ** i for i in range(n)]
             if len(self.scale_weights) != n:
                 raise VideosslError(f"scale_weights needs {n} values (fine → coarse), got {len(self.scale_weights)}")
         else:
-            self.flow_head = PaperFlowHead(encoder.hidden_channels, cfg["flow_kernel_size"])
+            self.flow_head = PaperFlowHead(encoder.hidden_channels, cfg.flow_kernel_size)
             self.decoder = Decoder(encoder.out_channels, encoder.in_channels, encoder.stride, encoder.config["kernel_size"])
             self.scale_weights = [1.0]
         self._build_probe()
@@ -175,8 +199,8 @@ class FlowAutoencoder(SSLMethod):
     def _paper_flow(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (N, C_h, h, w) → (normalised clamped displacement, same in memory-grid pixels)."""
         norm = flow_px_to_norm(self.flow_head(h).float(), self.align_corners)
-        if self.cfg["clamp"] and self.cfg["clamp"] > 0:
-            norm = norm.clamp(-self.cfg["clamp"], self.cfg["clamp"])
+        if self.cfg.clamp and self.cfg.clamp > 0:
+            norm = norm.clamp(-self.cfg.clamp, self.cfg.clamp)
         return norm, flow_norm_to_px(norm, self.align_corners)
 
     def _predict(self, frame: torch.Tensor, pyramid: list[torch.Tensor], h: torch.Tensor) -> dict[str, Any]:
@@ -192,7 +216,7 @@ class FlowAutoencoder(SSLMethod):
         bwd = [f[:, :2] for f in flows]
         pred = backward_warp(frame, bwd[-1], self.align_corners, padding_mode="border")
         out = {"pred": pred, "flow": bwd[-1], "flows": bwd}
-        if self.cfg["occlusion"] == "fb":
+        if self.cfg.occlusion == "fb":
             out["flows_fwd"] = [f[:, 2:] for f in flows]
         return out
 
@@ -240,14 +264,7 @@ class FlowAutoencoder(SSLMethod):
 
     # ------------------------------------------------------------------------------ losses
     def _data_term(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        r = self.cfg["recon"]
-        if r == "pixel":
-            return P.mse(pred, target, mask)
-        if r == "gradient":
-            return P.gradient_mse(pred, target)
-        if r == "charbonnier":
-            return P.charbonnier(pred, target, mask=mask)
-        return P.l1_ssim(pred, target, mask=mask)
+        return DATA_TERMS[self.cfg.recon](pred, target, mask)
 
     def loss_terms(self, res: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Reconstruction and smoothness terms of a :meth:`forecast` result."""
@@ -256,14 +273,14 @@ class FlowAutoencoder(SSLMethod):
         tgt = res["target"].reshape(B * n, *res["target"].shape[2:])
         pred = res["pred"].reshape(B * n, *res["pred"].shape[2:])
         keep = slice(None)
-        if self.cfg["loss_last_only"]:
+        if self.cfg.loss_last_only:
             keep = torch.arange(B, device=pred.device) * n + (n - 1)
         terms: dict[str, torch.Tensor] = {}
         if not self.pixel_space:
             terms["recon"] = self._data_term(pred[keep], tgt[keep])
-            if self.cfg["smooth"] == "huber":
+            if self.cfg.smooth == "huber":
                 terms["smooth"] = P.huber_smooth(res["flow_norm"][keep], self.huber_delta)
-            elif self.cfg["smooth"] == "edge":
+            elif self.cfg.smooth == "edge":
                 terms["smooth"] = P.edge_aware_smoothness(res["flow"].flatten(0, 1)[keep], tgt[keep], self.edge_alpha, self.smooth_order)
             return terms
         recon = pred.new_zeros(())
@@ -277,7 +294,7 @@ class FlowAutoencoder(SSLMethod):
             fl = flow[keep]
             warped = backward_warp(a[keep], fl, self.align_corners, padding_mode="border")
             mask = None
-            occ = self.cfg["occlusion"]
+            occ = self.cfg.occlusion
             if occ == "outside":
                 mask = outside_mask(fl)
             elif occ == "fb":
@@ -289,19 +306,19 @@ class FlowAutoencoder(SSLMethod):
                 mask = mask.detach()
             recon = recon + w * self._data_term(warped, b[keep], mask)
         terms["recon"] = recon
-        if self.cfg["smooth"] == "edge":
+        if self.cfg.smooth == "edge":
             sm = P.edge_aware_smoothness(flows[-1][keep], tgt[keep], self.edge_alpha, self.smooth_order)
             if fwd is not None:
                 sm = sm + P.edge_aware_smoothness(fwd[-1][keep], src[keep], self.edge_alpha, self.smooth_order)
             terms["smooth"] = sm
-        elif self.cfg["smooth"] == "huber":
+        elif self.cfg.smooth == "huber":
             terms["smooth"] = P.huber_smooth(flow_px_to_norm(flows[-1][keep], self.align_corners), self.huber_delta)
         return terms
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         loss = terms["recon"]
-        if "smooth" in terms and self.cfg["smooth_weight"]:
-            loss = loss + self.cfg["smooth_weight"] * terms["smooth"]
+        if "smooth" in terms and self.cfg.smooth_weight:
+            loss = loss + self.cfg.smooth_weight * terms["smooth"]
         return loss
 
     # ------------------------------------------------------------------------------ SSLMethod
@@ -368,4 +385,4 @@ class FlowAutoencoder(SSLMethod):
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("online_probe."))
 
 
-__all__ = ["FlowAutoencoder", "METHOD_PRESETS", "MODES"]
+__all__ = ["DATA_TERMS", "FlowAEConfig", "FlowAutoencoder", "METHOD_PRESETS", "MODES"]

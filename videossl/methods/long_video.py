@@ -42,7 +42,7 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
 Stage 1 can add an image–text term (``image_view``: a one-frame view embedded as a still image through
 the ViViT's own 2D patch conv; the paper mixes image–text and video–text batches). Stage 1 (short clips, everything trains) and stage 2 (long videos, 75% masking, only the last 4
 ViViT blocks; ``freeze_text=True``) are two recipes (``recipes/long_video/``), not two classes.
-See ``shared/specs/long_video_masked_contrastive.md`` §3–5 and §10.
+See Papalampidi et al., arXiv:2312.07395
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """ConvLSTM memory (no peepholes) and the spatio-temporal encoder of the flow autoencoder.
 
-Equations (Pătrăucean et al. 2016; ``shared/specs/flow_autoencoder.md`` §3), ∗ = 2-D convolution::
+Equations (Pătrăucean et al. 2016; Pătrăucean et al., arXiv:1511.06309), ∗ = 2-D convolution::
 
     i_t = σ(W_xi∗x_t + b_i + W_hi∗h_{t−1})      f_t = σ(W_xf∗x_t + b_f + W_hf∗h_{t−1})
     g_t = tanh(W_xg∗x_t + b_g + W_hg∗h_{t−1})   o_t = σ(W_xo∗x_t + b_o + W_ho∗h_{t−1})

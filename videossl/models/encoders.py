@@ -200,7 +200,7 @@ class TemporalShift(nn.Module):
 class TSMPreActBottleneck(PreActBottleneck):
     """timm's pre-activation bottleneck with a temporal shift between the shortcut and conv1.
 
-    Order (brave.md §4): BN → ReLU → [1×1 projection shortcut on the pre-activation, first block of
+    Order (arXiv:2103.16559): BN → ReLU → [1×1 projection shortcut on the pre-activation, first block of
     a unit] → temporal shift → 1×1 → BN-ReLU → 3×3 (stride) → BN-ReLU → 1×1; add.
     """
 
@@ -233,7 +233,7 @@ _TSM_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3
 
 
 class TSMResNet(nn.Module):
-    """TSM-ResNet-V2 as in BraVe (brave.md §4), built from timm ResNet-V2 pieces.
+    """TSM-ResNet-V2 as in BraVe (arXiv:2103.16559), built from timm ResNet-V2 pieces.
 
     Frames are folded into the batch and processed by 2D convolutions (no temporal striding).
     Stem: 7×7/2 conv (64·w, no bias) → 3×3/2 max-pool, no BN (pre-activation). Units of

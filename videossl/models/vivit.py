@@ -4,7 +4,7 @@
 (default 2 × 16 × 16) by a 3D convolution; every token gets a *spatial* position embedding (one per
 grid cell) plus a *temporal* one (one per tubelet step); all tokens go through the same timm
 ``Block`` stack (joint attention over space and time, fused SDPA); the video vector is the mean of
-the output tokens after the final norm. See ``shared/specs/long_video_masked_contrastive.md`` §2–3.
+the output tokens after the final norm. See Papalampidi et al., arXiv:2312.07395
 
 Masking (training only; evaluation always sees every token)
 -----------------------------------------------------------

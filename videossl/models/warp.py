@@ -1,6 +1,6 @@
 """Differentiable bilinear backward warping with explicit pixel conventions.
 
-Conventions (``shared/specs/flow_autoencoder.md`` §4, §8.5):
+Conventions (Pătrăucean et al., arXiv:1511.06309, §8.5):
 
 * A flow field is ``(B, 2, H, W)`` in **pixels**, channel 0 = dx (x grows right), channel 1 = dy
   (y grows down). (The Lua code of the paper orders (y, x); we do not.)

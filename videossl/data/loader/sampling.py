@@ -147,7 +147,7 @@ def brave_pair(
     narrow_fps: float | None = None,
     broad_fps: float | None = None,
 ) -> tuple[Clip, Clip]:
-    """BraVe's (narrow, broad) windows (brave.md §2). Short videos are looped whole.
+    """BraVe's (narrow, broad) windows (arXiv:2103.16559). Short videos are looped whole.
 
     - ``inside_random``: broad start uniform; narrow start uniform inside the broad window
       (narrow frames ⊂ broad window).

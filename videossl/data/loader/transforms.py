@@ -5,7 +5,7 @@ Clips are uint8 tensors ``(T, C, H, W)`` (C = 3, RGB). Random parameters are dra
 ``torchvision.transforms.v2.functional`` ops, which treat the leading ``T`` as a batch dimension, so
 every frame gets the same crop, flip, jitter, grayscale, blur and solarize.
 
-Step order and defaults follow BraVe (brave.md §3): random resized crop (area [0.3, 1], aspect
+Step order and defaults follow BraVe (arXiv:2103.16559): random resized crop (area [0.3, 1], aspect
 [0.5, 2]) → scale to [0, 1] → horizontal flip (p 0.5) → colour jitter (p 0.8; fixed order
 brightness (additive, ±32/255), saturation, contrast, hue (a YIQ rotation, see :func:`hue_matrices`))
 → grayscale (p 0.2) → Gaussian blur (always; kernel = size // 10 made odd, sigma ~ U(0.1, 2),

@@ -1,6 +1,6 @@
 """``videossl data make-shards``: a video dataset on disk -> a WebDataset shard set.
 
-What it does (``specs/data_pipeline.md`` §1-3, §7):
+What it does :
 
 1. Lists the source (:mod:`videossl.data.shards.sources`): records + entries that are missing or invalid.
 2. Plans the shards before touching any video: each split's records are shuffled with ``seed``

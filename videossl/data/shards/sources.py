@@ -5,7 +5,7 @@ name), and the entries that could not be used, each as ``(source, reason)`` (a f
 files that is not on disk, a line that does not parse, a label that contradicts its folder). Entries
 that the official protocol marks as unused (HMDB51 flag 0) are only counted (``unused``).
 
-Layouts (see ``specs/data_pipeline.md`` §2 and ``specs/evaluation.md`` §1):
+Layouts (the official split files of UCF101 and HMDB51, Kinetics' annotation CSVs):
 
 ``folder``    ``ROOT/<class>/<video>`` (sub-folders of a class are searched too); everything goes to one
               split (``train`` unless named), or ``val_fraction`` of each class goes to ``val``
@@ -31,13 +31,12 @@ import os
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from videossl.errors import VideosslError
 
-LAYOUTS = ("folder", "csv", "ucf101", "hmdb51", "kinetics")
 SPLIT_NAMES = ("train", "val", "test")
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
 _SPLIT_ALIASES = {
@@ -528,16 +527,18 @@ def list_source(
         raise VideosslError(
             f"--val-fraction applies to folder and csv sources only; {source} has official splits"
         )
-    r = _check_root(root)
-    if source == "folder":
-        return list_folder(r, split, val_fraction, seed)
-    if source == "csv":
-        return list_csv(r, annotations, split, val_fraction, seed)
-    if source == "ucf101":
-        return list_ucf101(r, annotations, split)
-    if source == "hmdb51":
-        return list_hmdb51(r, annotations, split)
-    return list_kinetics(r, annotations)
+    return LISTERS[source](_check_root(root), annotations, split, val_fraction, seed)
+
+
+#: layout name → lister(root, annotations, split, val_fraction, seed). A new layout is one function and one entry.
+LISTERS: dict[str, Callable[[Path, str | os.PathLike | None, int | str | None, float, int], SourceListing]] = {
+    "folder": lambda root, annotations, split, val_fraction, seed: list_folder(root, split, val_fraction, seed),
+    "csv": lambda root, annotations, split, val_fraction, seed: list_csv(root, annotations, split, val_fraction, seed),
+    "ucf101": lambda root, annotations, split, val_fraction, seed: list_ucf101(root, annotations, split),
+    "hmdb51": lambda root, annotations, split, val_fraction, seed: list_hmdb51(root, annotations, split),
+    "kinetics": lambda root, annotations, split, val_fraction, seed: list_kinetics(root, annotations),
+}
+LAYOUTS = tuple(LISTERS)
 
 
 __all__ = [
