@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from videossl.data.loader import ViewSpec
-from videossl.data.shards.make import make_shards, sanitise_key
+from videossl.data.shards.make import make_shards
+from videossl.data.shards.plan import sanitise_key
 from videossl.eval.features import extract_features
 from videossl.eval.probe import evaluate_probe, train_linear_probe
 
