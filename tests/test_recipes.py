@@ -12,7 +12,7 @@ RECIPES = sorted(p for d in ("brave", "long_video", "flow_ae") for p in (ROOT / 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_recipe_composes_and_its_model_builds(path):
-    from videossl.eval.linear import build_from_spec
+    from videossl.eval.runs import build_from_spec
 
     r = load_recipe(path)
     assert "compose" not in r and {"trainer", "data", "model"} <= r.keys()

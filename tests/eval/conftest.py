@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 EVAL_COMMANDS = [
-    ("eval", "knn", "videossl.eval.knn_cli", "weighted kNN and retrieval of a frozen encoder"),
-    ("eval", "finetune", "videossl.eval.finetune", "fine-tune an encoder end to end; multi-view test and report"),
-    ("eval", "compare", "videossl.eval.compare", "several eval results side by side (Markdown + table)"),
+    ("eval", "knn", "videossl.eval.commands.knn", "weighted kNN and retrieval of a frozen encoder"),
+    ("eval", "finetune", "videossl.eval.commands.finetune", "fine-tune an encoder end to end; multi-view test and report"),
+    ("eval", "compare", "videossl.eval.commands.compare", "several eval results side by side (Markdown + table)"),
 ]
 
 TINY_VIEW = {"name": "clip", "sampler": "uniform", "frames": 4, "stride": 1, "size": 24, "train": False,

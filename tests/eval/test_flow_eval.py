@@ -9,6 +9,7 @@ import torch
 
 from videossl.errors import VideosslError
 from videossl.eval import flow as FE
+from videossl.eval.commands import flow as flow_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +67,7 @@ def test_cli_end_to_end(tiny_synth, tmp_path):
     args = argparse.Namespace(run=None, config=str(ROOT / "recipes/flow_ae/synthetic.yaml"), ckpt=None, random=True,
                               data=str(tiny_synth), split="train", frames=None, max_videos=3, batch_size=2,
                               num_workers=0, panels=1, out=str(out), device="cpu", seed=0)
-    assert FE.run_cli(args) == 0
+    assert flow_cmd.run_cli(args) == 0
     r = json.loads((out / "results.json").read_text())
     m = r["metrics"]
     assert r["videos"] == 3 and r["frames"] == 8 and len(r["panels"]) == 1 and Path(r["panels"][0]).is_file()

@@ -1,57 +1,27 @@
-"""Flow, next-frame and label-propagation evaluation of a flow autoencoder on ground-truth video.
+"""Flow, next-frame and label-propagation metrics of a flow autoencoder against ground-truth video.
 
-    videossl eval flow --run runs/flow_ae-synthetic
-
-Needs a shard set with ``flow.npz`` and ``mask.npy`` members (``videossl data synth``). Each video
-is read whole (``--frames``, default all) at its full frame (no crop, no resize), so ground truth and
-predictions share pixels. The model forecasts the backward flow B_{t+1→t} and the frame Y_{t+1} from
-frames ≤ t, for t ≥ burn_in. Reported (means over forecast steps, then videos):
-
-* **EPE** (px, full resolution) of the forecast flow against ``flow.npz['backward']`` on all pixels,
-  on foreground pixels (mask of frame t+1 > 0: object or distractor) and on moving pixels
-  (‖GT‖ ≥ 0.5 px), beside the zero-flow baseline (‖GT‖) on the same pixels. Forecast, not estimate:
-  the model never sees frame t+1.
-* **Next frame**: PSNR (data range 1) and SSIM (Gaussian 11×11, σ 1.5) of Ŷ_{t+1} clamped to [0, 1],
-  in the model's channel space (grey when the model converts RGB), beside copy-last-frame (Y_t).
-* **Label propagation**: the GT mask at a start frame s ≥ burn_in is backward-warped along the
-  forecast flows k steps (no re-seeding; one-hot per object, zero padding = background, argmax);
-  IoU per object present at s (1.0 when prediction and truth are both empty), averaged over
-  objects, start frames, then videos, for k ∈ {1, 2, 5, 10}; beside copy-mask (zero flow) and
-  propagation with the ground-truth flow (upper bound).
-
-Outputs in ``--out`` (default ``<run>/eval/flow-<data>``): ``results.json``, ``report.md`` and one
-PNG panel per video for the first ``--panels`` videos (frames, forecast frames, true vs forecast
-flow on a common colour scale (torchvision ``flow_to_image``), masks propagated from frame burn_in).
+Forecast flow EPE (end-point error; Baker et al., 2011) on all / foreground / moving pixels beside
+zero flow, next-frame PSNR and SSIM (Wang et al., 2004) beside copy-last-frame, and label
+propagation IoU (as in DAVIS-style mask propagation, Pont-Tuset et al., 2017) along the forecast
+flows beside copy-mask and the ground-truth flow. The protocol in full is the ``videossl eval flow``
+help (:mod:`videossl.eval.commands.flow`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from videossl.core.checkpoint import load_state
 from videossl.data.loader import VideoShardDataset, ViewSpec, make_loader
 from videossl.data.loader.batch import to_clip
 from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
-from videossl.eval.common import report_console, write_markdown
+from videossl.eval.runs import build_method
 from videossl.losses.photometric import psnr, ssim
-from videossl.methods.base import SSLMethod
 from videossl.models.warp import backward_warp
-from videossl.recipes import load_recipe
-
-EPILOG = """\
-examples:
-  videossl eval flow --run runs/flow_ae-synthetic
-  videossl eval flow --run runs/flow_ae-synthetic --data data/synth --split test --panels 8
-  videossl eval flow --config recipes/flow_ae/synthetic.yaml --random     # untrained model (sanity baseline)
-"""
 
 KS = (1, 2, 5, 10)
 MOVING_PX = 0.5
@@ -115,32 +85,12 @@ def propagation_ious(mask_start: torch.Tensor, flows: list[torch.Tensor], gts: l
 
 
 # ------------------------------------------------------------------------------------ model / data
-def _load_yaml(path: Path) -> dict[str, Any]:
-
-    return load_recipe(path)
-
-
 def build_model(cfg: dict[str, Any]):
     """The LightningModule of a run / recipe config (its ``model:`` entry), without the online probe."""
-    from jsonargparse import ArgumentParser
-
-    spec = dict(cfg.get("model") or {})
-    if "class_path" not in spec:
-        raise VideosslError("the config has no model.class_path")
-    spec["init_args"] = {**(spec.get("init_args") or {}), "num_classes": 0}
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(SSLMethod, "model", required=True)
-    try:
-        model = parser.instantiate_classes(parser.parse_object({"model": spec})).model
-    except Exception as e:
-        raise VideosslError(f"cannot build the model from the config: {str(e).splitlines()[0]}") from None
+    model = build_method(cfg, "the config", init_overrides={"num_classes": 0})
     if not hasattr(model, "forecast"):
         raise VideosslError(f"{type(model).__name__} is not a flow autoencoder (no forecast())")
     return model
-
-
-def load_checkpoint(model, path: Path) -> None:
-    load_state(model, path, allow_missing=False, allow_unexpected=False)
 
 
 def gt_for_clip(batch: dict[str, Any], view: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,60 +297,6 @@ def report_lines(r: dict[str, Any]) -> list[str]:
     for name in ("model", "copy_mask", "gt_flow"):
         lines.append(f"| {name} | " + " | ".join(f(f"iou_{name}_k{k}") for k in r["ks"]) + " |")
     return lines
-
-
-# ------------------------------------------------------------------------------------ CLI
-def add_cli_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", default=None, help="a `videossl fit` run folder (config.yaml + checkpoints/last.ckpt)")
-    p.add_argument("--config", default=None, help="a training recipe / config YAML giving the model (instead of --run)")
-    p.add_argument("--ckpt", default=None, help="weights (Lightning checkpoint or state dict); default <run>/checkpoints/last.ckpt")
-    p.add_argument("--random", action="store_true", help="evaluate the model randomly initialised (no weights)")
-    p.add_argument("--data", default=None, help="shard set with flow.npz/mask.npy (default: the config's data_dir)")
-    p.add_argument("--split", default="test", help="split to evaluate")
-    p.add_argument("--frames", type=int, default=None, help="frames per video (default: all); k=10 needs burn_in + 11")
-    p.add_argument("--max-videos", type=int, default=None, help="evaluate at most this many videos")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--panels", type=int, default=4, help="PNG panels for the first N videos")
-    p.add_argument("--out", default=None, help="output folder (default <run>/eval/flow-<data>)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random init (with --random)")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-
-    console = report_console(stderr=True)
-    start = time.perf_counter()
-    if not args.run and not args.config:
-        raise VideosslError("give --run RUN (a `videossl fit` folder) or --config RECIPE")
-    run = Path(args.run) if args.run else None
-    cfg_path = Path(args.config) if args.config else run / "config.yaml"
-    if not cfg_path.is_file():
-        raise VideosslError(f"{cfg_path} does not exist")
-    cfg = _load_yaml(cfg_path)
-    torch.manual_seed(args.seed)
-    model = build_model(cfg)
-    ckpt = None
-    if not args.random:
-        ckpt = Path(args.ckpt) if args.ckpt else (run / "checkpoints" / "last.ckpt" if run else None)
-        if ckpt is None:
-            raise VideosslError("no weights: give --run, --ckpt, or --random for an untrained model")
-        load_checkpoint(model, ckpt)
-    data = args.data or ((cfg.get("data") or {}).get("init_args") or cfg.get("data") or {}).get("data_dir")
-    if not data:
-        raise VideosslError("no data: give --data")
-    out = Path(args.out) if args.out else ((run or Path("runs/eval")) / "eval" / f"flow-{Path(str(data)).name}")
-    r = evaluate(model, str(data), args.split, args.frames, args.batch_size, args.num_workers, args.max_videos,
-                 out, args.panels, args.device)
-    r.update({"checkpoint": str(ckpt) if ckpt else None, "config": str(cfg_path), "data": str(data), "split": args.split,
-              "preset": getattr(model, "preset", None), "seconds": round(time.perf_counter() - start, 1)})
-    (out / "results.json").write_text(json.dumps(r, indent=2))
-    lines = [f"# Flow evaluation: {cfg_path} ({'random init' if args.random else ckpt}) on {data} [{args.split}]", ""]
-    lines += report_lines(r)
-    write_markdown(out, lines)
-    print("\n".join(report_lines(r)))
-    console.print(f"[green]wrote[/] {out}/results.json, report.md and {len(r['panels'])} panel(s) in {r['seconds']} s")
-    return 0
 
 
 __all__ = [

@@ -11,42 +11,30 @@ Pure metric functions (tested against hand computations):
 * :func:`caption_zeroshot` (synthetic set) — classification among the video's own caption with its
   motion phrase set to each class in turn: appearance held fixed, only motion decides.
 
-``videossl eval zeroshot --run RUN`` rebuilds the model of a ``videossl fit`` run (its
-``config.yaml``), loads ``checkpoints/last.ckpt``, embeds every test video (eval views of the run,
-unmasked, embeddings averaged over clips × crops) and every caption, and reports the numbers next
+:func:`load_run_model` + :func:`evaluate` (``videossl eval zeroshot --run RUN``,
+:mod:`videossl.eval.commands.zeroshot`) rebuild the model of a ``videossl fit`` run (its
+``config.yaml``), load ``checkpoints/last.ckpt``, embed every test video (eval views of the run,
+unmasked, embeddings averaged over clips × crops) and every caption, and report the numbers next
 to chance (1/N for retrieval R@1, 1/classes for classification). Duplicate samples (the padding of
 the last eval batch) are dropped; identical captions are one retrieval target shared by their videos.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from videossl.core.checkpoint import load_state
 from videossl.core.metrics import recall_at_k, retrieval_metrics
-from videossl.data.loader import VideoShardDataset, ViewSpec, make_loader
+from videossl.data.loader import VideoShardDataset, make_loader
 from videossl.data.loader.batch import to_clip
 from videossl.data.prompts import caption_ids, class_prompts, dataset_kind, with_motion
 from videossl.errors import VideosslError
-from videossl.eval.common import report_console
-from videossl.eval.linear import build_from_spec
+from videossl.eval.runs import build_method, load_method_weights, run_config
 
-__all__ = ["caption_zeroshot", "class_embeddings", "recall_at_k", "retrieval_metrics", "zeroshot_accuracy", "add_cli_arguments", "run_cli"]
-
-EPILOG = """\
-Examples:
-  videossl eval zeroshot --run runs/long-video-synthetic                 # test split, run's eval views
-  videossl eval zeroshot --run runs/long-video-synthetic --split train --device cuda
-  videossl eval zeroshot --run RUN --ckpt RUN/checkpoints/last.ckpt --out results/zs
-Chance: R@1 = 1/(number of distinct captions), zero-shot top-1 = 1/(number of classes).
-"""
-
+__all__ = ["caption_zeroshot", "class_embeddings", "recall_at_k", "retrieval_metrics", "zeroshot_accuracy", "embed_split", "evaluate", "load_run_model"]
 
 def zeroshot_accuracy(video_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """top-1, top-5 and mean per-class accuracy of ``argmax(video_emb @ class_embᵀ)``."""
@@ -75,19 +63,11 @@ def class_embeddings(embed_text, classes: list[str], kind: str = "generic") -> t
 # ------------------------------------------------------------------------------------ model + data
 def load_run_model(run: Path, ckpt: Path | None = None):
     """The LightningModule of a ``videossl fit`` run, weights from ``ckpt`` or ``checkpoints/last.ckpt``."""
-    import yaml
-
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise VideosslError(f"{run} has no config.yaml: is it a `videossl fit` run folder?")
-    cfg = yaml.safe_load(cfg_path.read_text())
-    spec = cfg.get("model")
-    if not isinstance(spec, dict) or "class_path" not in spec:
-        raise VideosslError(f"{cfg_path} has no model.class_path")
-    model = build_from_spec(spec)
+    cfg, cfg_path = run_config(run)
+    model = build_method(cfg, str(cfg_path))
     if not hasattr(model, "embed_text"):
-        raise VideosslError(f"{spec['class_path']} has no text tower: zero-shot evaluation needs a video–text model")
-    load_state(model, ckpt or run / "checkpoints" / "last.ckpt", allow_missing=False, allow_unexpected=False)
+        raise VideosslError(f"{cfg['model']['class_path']} has no text tower: zero-shot evaluation needs a video–text model")
+    load_method_weights(model, ckpt or run / "checkpoints" / "last.ckpt")
     data = cfg.get("data") or {}
     data = data.get("init_args", data)
     return model.eval(), data
@@ -159,47 +139,3 @@ def caption_zeroshot(embed_text, video_emb: torch.Tensor, captions: list[str], l
     pred = torch.einsum("ncd,nd->nc", F.normalize(t, dim=-1), video_emb[idx].float()).argmax(1)
     hits, n = int((pred == labels[idx]).sum()), len(rows)
     return {"zs_caption_top1": hits / n, "zs_caption_videos": n}
-
-
-# ------------------------------------------------------------------------------------ CLI
-def add_cli_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="a `videossl fit` run folder of a video–text model (config.yaml + checkpoints/)")
-    p.add_argument("--ckpt", default=None, help="checkpoint (default RUN/checkpoints/last.ckpt)")
-    p.add_argument("--data-dir", default=None, help="shard-set folder (default: the run's data_dir)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--views", default=None, help="eval views as JSON list of ViewSpec dicts (default: the run's eval_views)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default=None, help="folder for results.json (default RUN/zeroshot)")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    run = Path(args.run)
-    model, data = load_run_model(run, Path(args.ckpt) if args.ckpt else None)
-    data_dir = args.data_dir or data.get("data_dir")
-    if not data_dir:
-        raise VideosslError("no data: give --data-dir (the run's config names no data_dir)")
-    views = json.loads(args.views) if args.views else data.get("eval_views")
-    if not views:
-        raise VideosslError("no eval views: give --views (the run's config has no eval_views)")
-    views = [ViewSpec(**{**v, "train": False}) if isinstance(v, dict) else v for v in views]
-    res = evaluate(model, data_dir, args.split, views, args.device, args.batch_size)
-    table = Table(title=f"zero-shot: {run} [{args.split}, {res['videos']} videos]")
-    table.add_column("metric")
-    table.add_column("value %", justify="right")
-    table.add_column("chance %", justify="right")
-    for k in ("t2v_r1", "t2v_r5", "t2v_r10", "v2t_r1", "v2t_r5", "v2t_r10"):
-        if k in res:
-            table.add_row(k, f"{100 * res[k]:.1f}", f"{100 * min(1.0, int(k.split('_r')[1]) * res['chance_r1']):.1f}")
-    for k in ("zs_top1", "zs_top5", "zs_mean_class", "zs_caption_top1"):
-        if k in res:
-            ch = res["chance_top1"] * (min(5, res["classes"]) if k == "zs_top5" else 1)
-            table.add_row(k, f"{100 * res[k]:.1f}", f"{100 * ch:.1f}")
-    report_console().print(table)
-    out = Path(args.out) if args.out else run / "zeroshot"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(res, indent=2))
-    print(f"results: {out / 'results.json'}")
-    return 0

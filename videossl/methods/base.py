@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -36,6 +36,8 @@ class SSLMethod(pl.LightningModule):
     """
 
     encoder: nn.Module
+    #: the ``__init__`` argument that is :attr:`encoder` (evaluation reads the encoder's spec from it)
+    encoder_arg: ClassVar[str] = "encoder"
 
     def __init__(self, optim: OptimConfig | None = None, num_classes: int = 0, probe_lr: float = 1e-2,
                  seed: int = 0) -> None:

@@ -59,6 +59,8 @@ class BraVe(SSLMethod):
         num_classes: > 0 adds the online linear probe on detached narrow features.
     """
 
+    encoder_arg = "narrow_encoder"
+
     def __init__(
         self,
         narrow_encoder: nn.Module,
