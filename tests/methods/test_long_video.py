@@ -264,11 +264,20 @@ def test_reversed_clip_keeps_the_mirrored_tubelets():
     torch.manual_seed(0)
     m = LongVideoContrastive(enc(), text_encoder=text(), embed_dim=16, reverse_negatives=True)
     keeps = []
-    m.encoder.register_forward_hook(lambda mod, a, out: keeps.append(mod.last_keep.clone()))
+    grids = []
+
+    def record(mod, args, kwargs, out):  # every encoder call: the tubelets it kept (drawn, or given as keep=)
+        if kwargs.get("return_kept"):
+            keeps.append(out[1].indices.clone())
+            grids.append(out[1].grid)
+        else:
+            keeps.append(kwargs["keep"].clone())
+
+    m.encoder.register_forward_hook(record, with_kwargs=True)
     m.train()
     _, _, logs = m.ssl_step(batch())
     assert len(keeps) == 2 and "vt_rev_loss" in logs
-    grid_t, gh, gw = m.encoder.last_grid
+    grid_t, gh, gw = grids[-1]
     assert torch.equal(keeps[1], mirror_keep_indices(keeps[0], grid_t, gh * gw))
 
 

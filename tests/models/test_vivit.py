@@ -43,12 +43,12 @@ def test_token_counts_match_spec_table():
 def test_transformer_sees_exactly_the_kept_tokens(ratio):
     m = tiny(mask_ratio=ratio).train()
     seen = seen_lengths(m)
-    y = m(clip(3))
+    y, kept = m(clip(3), return_kept=True)
     n = 4 * 4 * 4
     assert y.shape == (3, 32)
     assert seen[-1] == (3, round((1 - ratio) * n), 32)
-    assert m.last_num_tokens == round((1 - ratio) * n)
-    keep = m.last_keep
+    assert kept.num_tokens == round((1 - ratio) * n)
+    keep = kept.indices
     assert keep.shape == (3, round((1 - ratio) * n))
     assert len({tuple(r) for r in keep.tolist()}) == 3  # per-sample masks differ
     assert all(len(set(r)) == len(r) for r in keep.tolist())  # no token twice
@@ -59,8 +59,8 @@ def test_eval_is_unmasked_and_mask0_equals_plain_path():
     seen = seen_lengths(m)
     x = clip(2)
     m.eval()
-    y = m(x)
-    assert seen[-1][1] == 64 and m.last_keep is None
+    y, kept = m(x, return_kept=True)
+    assert seen[-1][1] == 64 and kept.indices is None
     m.train()
     y0 = m(x, mask_ratio=0.0)
     assert seen[-1][1] == 64
@@ -71,8 +71,8 @@ def test_kept_tokens_carry_their_own_positions():
     m = tiny(mask_ratio=0.5).train()
     x = clip(2)
     g = torch.Generator().manual_seed(0)
-    toks = m(x, generator=g, return_tokens=True)
-    keep = m.last_keep
+    toks, kept = m(x, generator=g, return_tokens=True, return_kept=True)
+    keep = kept.indices
     # reproduce by hand: embed all tokens, gather the kept ones, run the blocks
     full = m.embed(x)
     manual = full.gather(1, keep[:, :, None].expand(-1, -1, 32))
@@ -103,8 +103,9 @@ def test_position_table_interpolates_16_to_128_frames(tmp_path):
     # same architecture (the run's config), longer clip: interpolated at run time
     again = tiny(num_frames=16)
     again.load_pretrained(str(path))
-    assert again.eval()(clip(1, t=128)).shape == (1, 32)
-    assert again.last_num_tokens == 64 * 16
+    y, kept = again.eval()(clip(1, t=128), return_kept=True)
+    assert y.shape == (1, 32)
+    assert kept.num_tokens == 64 * 16
     # a model built for 128 frames loads the 16-frame table (resized on load)
     m128 = tiny(num_frames=128)
     m128.load_pretrained(str(path))
@@ -161,8 +162,8 @@ def test_inflation_matches_2d_patches_on_a_static_clip():
 
 def test_tube_mode_keeps_same_cells_per_step():
     m = tiny(mask_ratio=0.75, mask_mode="tube").train()
-    m(clip(2))
-    assert m.last_num_tokens == 4 * 4  # 4 of 16 cells x 4 steps
+    _, kept = m(clip(2), return_kept=True)
+    assert kept.num_tokens == 4 * 4  # 4 of 16 cells x 4 steps
 
 
 def test_motion_input_embeds_the_scaled_temporal_difference():
@@ -203,19 +204,20 @@ def test_explicit_keep_masks_a_reversed_clip_alike():
     seen = []
     m.patch_embed.register_forward_hook(lambda mod, a, out: seen.append(out.flatten(3).permute(0, 2, 3, 1).flatten(1, 2)))
     x = torch.rand(2, 3, 6, 16, 16)
-    m(x)
-    keep = m.last_keep
-    assert keep.shape == (2, 12) and m.last_grid == (6, 2, 2)
-    m(x.flip(2), keep=mirror_keep_indices(keep, 6, 4))
+    _, kept = m(x, return_kept=True)
+    keep = kept.indices
+    assert keep.shape == (2, 12) and kept.grid == (6, 2, 2)
+    _, kept_rev = m(x.flip(2), keep=mirror_keep_indices(keep, 6, 4), return_kept=True)
     fwd = seen[0].gather(1, keep[:, :, None].expand(-1, -1, 16))
-    rev = seen[1].gather(1, m.last_keep[:, :, None].expand(-1, -1, 16))
+    rev = seen[1].gather(1, kept_rev.indices[:, :, None].expand(-1, -1, 16))
     for b in range(2):  # the same patches (as a set: their order in the sequence differs)
         a, r = fwd[b], rev[b]
         assert torch.allclose(a[a[:, 0].argsort()], r[r[:, 0].argsort()], atol=1e-6)
     with pytest.raises(VideosslError, match="keep must be"):
         m(x, keep=torch.tensor([[0, 24]]).expand(2, -1))
     m.eval()  # evaluation never masks, keep or not
-    assert m(x, keep=keep).shape == (2, 16) and m.last_num_tokens == 24
+    y, kept = m(x, keep=keep, return_kept=True)
+    assert y.shape == (2, 16) and kept.num_tokens == 24
 
 
 def test_images_go_through_their_own_2d_patch_conv():
@@ -223,14 +225,14 @@ def test_images_go_through_their_own_2d_patch_conv():
     m = tiny(image_input=True, motion_input=True, mask_ratio=0.5)
     img = torch.rand(2, 3, 32, 32)
     m.eval()
-    a, b = m(img), m(img[:, :, None])
-    assert a.shape == (2, 32) and torch.allclose(a, b) and m.last_num_tokens == 16  # 4x4 patches, no time
+    (a, kept), b = m(img, return_kept=True), m(img[:, :, None])
+    assert a.shape == (2, 32) and torch.allclose(a, b) and kept.num_tokens == 16  # 4x4 patches, no time
     seen = []
     m.patch_embed.register_forward_hook(lambda mod, i, o: seen.append("3d"))
     m.image_embed.register_forward_hook(lambda mod, i, o: seen.append("2d"))
     m.train()
     m(img)
-    m(clip())
-    assert seen == ["2d", "3d"] and m.last_num_tokens == 32  # half of 4 x 16 video tokens
+    _, kept = m(clip(), return_kept=True)
+    assert seen == ["2d", "3d"] and kept.num_tokens == 32  # half of 4 x 16 video tokens
     with pytest.raises(VideosslError, match="image_input=True"):
         tiny()(torch.rand(2, 3, 1, 32, 32))

@@ -75,9 +75,9 @@ SECOND_VIEWS = ("rgb", "motion")
 __all__ = ["CAPTION_SOURCES", "HARD_NEGATIVES", "SECOND_VIEWS", "LongVideoContrastive", "OBJECTIVES"]
 
 
-def _accepts_valid(module: nn.Module) -> bool:
+def _accepts(module: nn.Module, arg: str) -> bool:
     try:
-        return "valid" in inspect.signature(module.forward).parameters
+        return arg in inspect.signature(module.forward).parameters
     except (TypeError, ValueError):
         return False
 
@@ -207,7 +207,8 @@ class LongVideoContrastive(SSLMethod):
         self.local_loss = bool(local_loss)
         self.text_lr_mult = float(text_lr_mult)
         self.max_logit_scale = float(max_logit_scale)
-        self._valid_kw = _accepts_valid(encoder)
+        self._valid_kw = _accepts(encoder, "valid")
+        self._reports_kept = _accepts(encoder, "return_kept")  # a token-dropping ViViT says what it kept
         self.uses_text = objective in ("video_text", "both")
         self.uses_video = objective in ("video_video", "both")
         self.text_encoder = None
@@ -257,29 +258,33 @@ class LongVideoContrastive(SSLMethod):
                    allow_missing=False, allow_unexpected=False, hint="a different model?")
 
     # -- encoders ------------------------------------------------------------------------------
-    def encode(self, clip: torch.Tensor, valid: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, clip: torch.Tensor, valid: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+               with_kept: bool = False):
         """Encoder features (B, D) of a float clip (B, C, T, H, W); masked in training mode (``keep``:
-        explicit kept token indices, for a token-dropping encoder)."""
-        kw: dict[str, torch.Tensor] = {}
+        explicit kept token indices, for a token-dropping encoder). ``with_kept=True`` returns
+        ``(features, kept)``, where ``kept`` is the encoder's :class:`~videossl.models.vivit.Kept`
+        (None for an encoder that drops no tokens)."""
+        kw: dict[str, Any] = {}
         if self._valid_kw and valid is not None and not bool(valid.all()):
             kw["valid"] = valid
         if keep is not None:
             kw["keep"] = keep
-        return self.encoder(clip, **kw)
+        if not with_kept:
+            return self.encoder(clip, **kw)
+        if not self._reports_kept:
+            return self.encoder(clip, **kw), None
+        return self.encoder(clip, return_kept=True, **kw)
 
-    def encode_reversed(self, clip: torch.Tensor, valid: torch.Tensor | None = None,
-                        keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Features of ``clip`` played backwards, masked like the previous :meth:`encode` call:
+    def encode_reversed(self, clip: torch.Tensor, valid: torch.Tensor | None, kept) -> torch.Tensor:
+        """Features of ``clip`` played backwards, masked like the encoding that returned ``kept``:
         with a token-dropping encoder the reversed clip keeps the same tubelets (mirrored in time,
         :func:`~videossl.models.vivit.mirror_keep_indices`), so it holds exactly the same pixels as
-        the clip just encoded and differs from it only in their order. ``keep`` gives the clip's kept
-        indices (default: the encoder's ``last_keep``)."""
+        that clip and differs from it only in their order."""
         rc, rv = _reversed(clip, valid)
-        keep = getattr(self.encoder, "last_keep", None) if keep is None else keep
-        grid = getattr(self.encoder, "last_grid", None)
-        if not self.training or keep is None or grid is None or keep.shape[0] != clip.shape[0]:
+        keep = None if kept is None else kept.indices
+        if not self.training or keep is None or keep.shape[0] != clip.shape[0]:
             return self.encode(rc, rv)
-
+        grid = kept.grid
         return self.encode(rc, rv, keep=mirror_keep_indices(keep, grid[0], grid[1] * grid[2]))
 
     def temperature(self) -> torch.Tensor:
@@ -336,9 +341,9 @@ class LongVideoContrastive(SSLMethod):
         if self.uses_video and self.reverse_negatives:  # random playing direction per sample, both views alike
             flip = torch.rand(clip0.shape[0], device=clip0.device) < 0.5
         if self.uses_text or flip is None:
-            f0 = self.encode(clip0, valid0)
+            f0, kept0 = self.encode(clip0, valid0, with_kept=True)
         else:
-            f0 = self.encode(*_reversed(clip0, valid0, flip))
+            f0, kept0 = self.encode(*_reversed(clip0, valid0, flip), with_kept=True)
         feats, loss = f0, f0.new_zeros(())
         if self.uses_text:
             caps = self.captions(batch)
@@ -358,7 +363,7 @@ class LongVideoContrastive(SSLMethod):
                 loss = loss + self.hard_negative_weight * l_hn
                 logs.update(hn_logs)
             if self.reverse_negatives:
-                v_rev = self.video_proj(self.encode_reversed(clip0, valid0))
+                v_rev = self.video_proj(self.encode_reversed(clip0, valid0, kept0))
                 l_rev, rev_logs = _reverse_loss(t, v, v_rev, temp)
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vt_{k}": x for k, x in rev_logs.items()})
@@ -378,8 +383,7 @@ class LongVideoContrastive(SSLMethod):
                 clip1, valid1 = _reversed(clip1, valid1, flip)
                 clip0, valid0 = _reversed(clip0, valid0, flip)
                 if self.uses_text:  # the text term saw the forward clip: encode the chosen direction
-                    g0 = self.encode(clip0, valid0)
-            keep0 = getattr(self.encoder, "last_keep", None)  # the tubelets view 0 kept
+                    g0, kept0 = self.encode(clip0, valid0, with_kept=True)  # kept0: the tubelets view 0 kept
             if self.second_view == "motion":
                 clip1 = self._motion_view(clip1)
             f1 = self.encode(clip1, valid1)  # a second, independently masked view
@@ -390,7 +394,7 @@ class LongVideoContrastive(SSLMethod):
             logs["vv_loss"] = l_vv.detach()
             if flip is not None:
                 # view 1 must prefer view 0 to view 0 played backwards (same tubelets, RGB in both modes)
-                f0_rev = self.encode_reversed(clip0, valid0, keep=keep0)
+                f0_rev = self.encode_reversed(clip0, valid0, kept0)
                 l_rev, rev_logs = _reverse_loss(z1, z0, self.video_head(f0_rev), temp_v)
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vv_{k}": x for k, x in rev_logs.items()})

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +73,15 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- pure helpers
+class Kept(NamedTuple):
+    """What one forward pass kept: ``indices`` (B, K) of the kept tokens (None: all kept), the token
+    ``grid`` (T', H', W') and ``num_tokens``, the sequence length the transformer saw."""
+
+    indices: torch.Tensor | None
+    grid: tuple[int, int, int]
+    num_tokens: int
+
+
 def num_kept(num_tokens: int, mask_ratio: float) -> int:
     """Tokens kept by random masking: ``round((1 - r) · N)``, at least 1."""
     if not 0.0 <= mask_ratio < 1.0:
@@ -245,9 +254,6 @@ class ViViT(nn.Module):
         )
         self.norm = nn.LayerNorm(self.embed_dim, eps=1e-6)
         self._init_weights()
-        self.last_keep: torch.Tensor | None = None  # (B, K) indices kept in the last masked forward
-        self.last_grid: tuple[int, int, int] | None = None  # (T', H', W') token grid of the last forward
-        self.last_num_tokens: int = 0  # sequence length the transformer saw in the last forward
         if init_from:
             self.load_pretrained(init_from)
         self.trainable_blocks = trainable_blocks
@@ -346,13 +352,14 @@ class ViViT(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, mask_ratio: float | None = None,
                 generator: torch.Generator | None = None, return_tokens: bool = False,
-                keep: torch.Tensor | None = None) -> torch.Tensor:
+                keep: torch.Tensor | None = None, return_kept: bool = False):
         """(B, C, T, H, W) → (B, D) mean-pooled video vector (or the (B, N', D) tokens).
 
         Masks only in training mode (``mask_ratio`` defaults to the configured one); ``valid``
         (B, T) bool marks real frames (False on padding from the long-video sampler). ``keep``
         (B, K) gives the kept token indices explicitly instead of drawing them (training mode;
-        e.g. :func:`mirror_keep_indices` of :attr:`last_keep` to mask a reversed clip alike).
+        e.g. :func:`mirror_keep_indices` of a previous call's kept indices to mask a reversed clip alike).
+        ``return_kept=True`` returns ``(output, Kept)``: which tokens this call kept and on which grid.
         """
         if x.ndim == 4 and self.image_input:
             x = x.unsqueeze(2)
@@ -372,7 +379,6 @@ class ViViT(nn.Module):
             if bool(token_valid.all()):
                 token_valid = None
         ratio = self.mask_ratio if mask_ratio is None else float(mask_ratio)
-        self.last_keep = None
         if keep is not None and self.training:
             n = grid[0] * grid[1] * grid[2]
             if keep.ndim != 2 or keep.shape[0] != b or keep.numel() == 0 or int(keep.min()) < 0 or int(keep.max()) >= n:
@@ -386,9 +392,7 @@ class ViViT(nn.Module):
             tokens = tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[-1]))
             if token_valid is not None:
                 token_valid = token_valid.gather(1, keep)
-            self.last_keep = keep
-        self.last_grid = grid
-        self.last_num_tokens = tokens.shape[1]
+        kept = Kept(keep, grid, tokens.shape[1])
         attn_mask = None
         if token_valid is not None:
             token_valid = token_valid | ~token_valid.any(dim=1, keepdim=True)  # never an all-masked row
@@ -396,11 +400,13 @@ class ViViT(nn.Module):
         tokens = self._run_blocks(tokens, attn_mask)
         tokens = self.norm(tokens)
         if return_tokens:
-            return tokens
-        if token_valid is None:
-            return tokens.mean(dim=1)
-        w = token_valid.to(tokens.dtype)[:, :, None]
-        return (tokens * w).sum(1) / w.sum(1).clamp(min=1.0)
+            out = tokens
+        elif token_valid is None:
+            out = tokens.mean(dim=1)
+        else:
+            w = token_valid.to(tokens.dtype)[:, :, None]
+            out = (tokens * w).sum(1) / w.sum(1).clamp(min=1.0)
+        return (out, kept) if return_kept else out
 
     def _first_trainable(self) -> int:
         for i, blk in enumerate(self.blocks):
