@@ -30,4 +30,4 @@ def test_long_video_synthetic_recipes_say_what_they_use():
     v = load_recipe(ROOT / "recipes/long_video/synthetic_video_only.yaml")["model"]["init_args"]
     assert v["objective"] == "video_video" and v["second_view"] == "motion"
     i = load_recipe(ROOT / "recipes/long_video/synthetic_images.yaml")
-    assert i["model"]["init_args"]["image_view"] == 1 and i["data"]["train_views"][1]["frames"] == 1
+    assert i["model"]["init_args"]["image_view"] == "image" and i["data"]["train_views"][1]["frames"] == 1

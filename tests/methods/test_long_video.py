@@ -28,6 +28,7 @@ def batch(b=4, views=1, captions=None):
     return {
         "views": [torch.randint(0, 255, (b, 8, 3, 32, 32), dtype=torch.uint8) for _ in range(views)],
         "valid": [torch.ones(b, 8, dtype=torch.bool) for _ in range(views)],
+        "view_names": ["clip"] * views,
         "label": torch.arange(b),
         "caption": caps,
     }
@@ -183,7 +184,8 @@ def _ramp_batch(b=4):
     ramps = 0.5 + slopes * (t - 0.5)  # (B, T): up or down, a different speed per sample
     video = (ramps[:, :, None, None, None] * 200 + torch.rand(b, 1, 3, 1, 1) * 50).expand(b, 8, 3, 32, 32)
     v = video.to(torch.uint8).contiguous()
-    return {"views": [v, v.clone()], "valid": [torch.ones(b, 8, dtype=torch.bool)] * 2, "label": torch.arange(b),
+    return {"views": [v, v.clone()], "valid": [torch.ones(b, 8, dtype=torch.bool)] * 2, "view_names": ["clip", "clip"],
+            "label": torch.arange(b),
             "caption": [f"a star {w}" for w in ("up", "down", "left", "right")][:b]}
 
 
@@ -335,9 +337,10 @@ def test_motion_second_view_is_colour_free_frame_differences():
 def test_image_text_term_uses_the_2d_patch_conv():
     torch.manual_seed(0)
     e = enc(image_input=True)
-    m = LongVideoContrastive(e, text_encoder=text(), embed_dim=16, image_view=1, image_weight=0.5)
+    m = LongVideoContrastive(e, text_encoder=text(), embed_dim=16, image_view="image", image_weight=0.5)
     b = batch(views=1)
     b["views"].append(torch.randint(0, 255, (4, 1, 3, 32, 32), dtype=torch.uint8))  # one frame = an image
+    b["view_names"].append("image")
     m.train()
     loss, _, logs = m.ssl_step(b)
     assert "it_loss" in logs and math.isclose(float(loss), float(logs["vt_loss"] + 0.5 * logs["it_loss"]), rel_tol=1e-5)
@@ -348,6 +351,6 @@ def test_image_text_term_uses_the_2d_patch_conv():
     with pytest.raises(VideosslError, match="one-frame view"):
         m.ssl_step(b)
     with pytest.raises(VideosslError, match="image_input=True"):
-        LongVideoContrastive(enc(), text_encoder=text(), image_view=1)
+        LongVideoContrastive(enc(), text_encoder=text(), image_view="image")
     with pytest.raises(VideosslError, match="video_text or both"):
-        LongVideoContrastive(enc(image_input=True), objective="video_video", image_view=1)
+        LongVideoContrastive(enc(image_input=True), objective="video_video", image_view="image")

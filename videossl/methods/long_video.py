@@ -39,7 +39,7 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   real actions, but not of e.g. waving). Costs one more encoder pass per step. Logged: ``rev_loss``,
   ``rev_acc`` (how often the positive wins).
 
-Stage 1 can add an image–text term (``image_view``: a one-frame view embedded as a still image through
+Stage 1 can add an image–text term (``image_view``: the name of a one-frame view embedded as a still image through
 the ViViT's own 2D patch conv; the paper mixes image–text and video–text batches). Stage 1 (short clips, everything trains) and stage 2 (long videos, 75% masking, only the last 4
 ViViT blocks; ``freeze_text=True``) are two recipes (``recipes/long_video/``), not two classes.
 See Papalampidi et al., arXiv:2312.07395
@@ -58,7 +58,7 @@ from torch import nn
 from videossl.core.checkpoint import load_state, read_state_dict
 from videossl.core.metrics import retrieval_metrics
 from videossl.core.optim import OptimConfig, is_bias_or_norm
-from videossl.data.loader.batch import to_clip
+from videossl.data.loader.batch import to_clip, view, view_indices, view_valid
 from videossl.data.prompts import caption_ids, class_prompts, dataset_kind, motion_swaps
 from videossl.errors import VideosslError
 from videossl.losses.infonce import hard_negative_nce, infonce_distributed
@@ -126,7 +126,9 @@ class LongVideoContrastive(SSLMethod):
             7 = every other motion: an 8-way choice of the motion with the appearance words fixed).
         reverse_negatives, reverse_weight: video-side hard negatives: the same clip played
             backwards (see the module docstring).
-        image_view, image_weight: stage 1's image–text term: the index of a one-frame view in the
+        clip_view: the name of the data's clip view (its first output is the clip, its second, if any, the
+            video-video objective's second view).
+        image_view, image_weight: stage 1's image–text term: the name of a one-frame view in the
             batch, embedded as a still image (the encoder's own 2D patch conv, ``image_input``) and
             contrasted with the same captions (``image_weight`` × InfoNCE; logged ``it_loss``).
         second_view: the video-video objective's second view: ``rgb`` (another augmented copy) or
@@ -160,7 +162,8 @@ class LongVideoContrastive(SSLMethod):
         reverse_weight: float = 1.0,
         second_view: str = "rgb",
         motion_view_gain: float = 4.0,
-        image_view: int | None = None,
+        clip_view: str = "clip",
+        image_view: str | None = None,
         image_weight: float = 1.0,
         init_from: str | None = None,
         optim: OptimConfig | None = None,
@@ -189,12 +192,11 @@ class LongVideoContrastive(SSLMethod):
         if image_view is not None:
             if objective == "video_video":
                 raise VideosslError("image_view pairs images with captions: it needs objective video_text or both")
-            if int(image_view) < 1 or (objective == "both" and int(image_view) == 1):
-                raise VideosslError(f"image_view must index a view after the clip (and after the second video view "
-                                    f"with objective both), got {image_view}")
+            if image_view == clip_view:
+                raise VideosslError(f"image_view names a one-frame view other than the clip view {clip_view!r}")
             if not getattr(encoder, "image_input", False):
                 raise VideosslError("image_view needs an encoder built with image_input=True")
-        self.image_view, self.image_weight = (None if image_view is None else int(image_view)), float(image_weight)
+        self.clip_view, self.image_view, self.image_weight = str(clip_view), image_view, float(image_weight)
         if min(init_temperature, max_logit_scale, video_temperature) <= 0:
             raise VideosslError("temperatures and max_logit_scale must be positive")
         dim = getattr(encoder, "feature_dim", None)
@@ -327,12 +329,10 @@ class LongVideoContrastive(SSLMethod):
         return caps
 
     # -- steps ---------------------------------------------------------------------------------
-    @staticmethod
-    def _view(batch: dict[str, Any], i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        views = batch["views"]
-        i = min(i, len(views) - 1)
-        valid = batch.get("valid")
-        return to_clip(views[i]), (valid[i] if valid is not None and len(valid) > i else None)
+    def _view(self, batch: dict[str, Any], k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Output ``k`` of the clip view (its last output when it has fewer: the same clip masked anew)."""
+        k = min(k, max(len(view_indices(batch, self.clip_view)), 1) - 1)
+        return to_clip(view(batch, self.clip_view, k)), view_valid(batch, self.clip_view, k)
 
     def ssl_step(self, batch: dict[str, Any]):
         logs: dict[str, torch.Tensor] = {}
@@ -368,10 +368,10 @@ class LongVideoContrastive(SSLMethod):
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vt_{k}": x for k, x in rev_logs.items()})
             if self.image_view is not None:
-                img, _ = self._view(batch, self.image_view)
-                if len(batch["views"]) <= self.image_view or img.shape[2] != 1:
-                    raise VideosslError(f"image_view {self.image_view}: the batch needs a one-frame view there, got "
-                                        f"{len(batch['views'])} view(s), shape {tuple(img.shape)}")
+                img = to_clip(view(batch, self.image_view))
+                if img.shape[2] != 1:
+                    raise VideosslError(f"image_view {self.image_view!r}: the batch needs a one-frame view there, got "
+                                        f"shape {tuple(img.shape)}")
                 l_it = infonce_distributed(self.video_proj(self.encode(img)).float(), t.float(), temp, labels=ids,
                                            local_loss=self.local_loss)
                 loss = loss + self.image_weight * l_it
