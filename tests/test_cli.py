@@ -84,3 +84,11 @@ def test_synth_inspect_preview_end_to_end(tmp_path):
     r = run("data", "preview", str(out), "--out", str(png), "--videos", "2", "--frames", "3")
     assert r.returncode == 0, r.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_fit_refuses_a_view_the_vivit_is_not_built_for(tmp_path):
+    """A recipe states the clip size twice (view frames/size, ViViT num_frames/img_size): a mismatch is one line."""
+    r = run("fit", "--config", "recipes/long_video/synthetic.yaml", "--data.data_dir", str(tmp_path / "none"),
+            "--trainer.default_root_dir", str(tmp_path / "r"), "--model.init_args.encoder.init_args.num_frames", "16")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "data view 'clip' is 8 frames at 48 px but the encoder is built for num_frames=16" in r.stderr

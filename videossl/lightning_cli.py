@@ -12,6 +12,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from videossl.callbacks import ResumeCheckpoint
 from videossl.data.loader.datamodule import VideoDataModule
 from videossl.data.shards.format import load_manifest
+from videossl.errors import VideosslError
 from videossl.methods.base import SSLMethod
 
 
@@ -23,6 +24,27 @@ def _num_classes(data: Any) -> int:
     if d and os.path.isdir(d):
         return len(load_manifest(d)["classes"])
     return 0
+
+
+def check_encoder_view(model: SSLMethod, data: VideoDataModule) -> None:
+    """The training view the encoder sees must match the clip size the encoder is built for.
+
+    A recipe states a ViViT's ``num_frames`` / ``img_size`` and the view's ``frames`` / ``size``; a
+    mismatch would silently train on interpolated position tables, so ``fit`` refuses it in one line.
+    Encoders without fixed sizes (CNNs) are not checked.
+    """
+    name, enc = getattr(model, "encoder_view", None), model.encoder
+    frames, size = getattr(enc, "num_frames", None), getattr(enc, "img_size", None)
+    if name is None or frames is None or size is None:
+        return
+    size = tuple(size) if isinstance(size, tuple | list) else (int(size), int(size))
+    for v in data.train_views:
+        if v.name == name and (v.frames != frames or (v.size, v.size) != size):
+            raise VideosslError(
+                f"data view {name!r} is {v.frames} frames at {v.size} px but the encoder is built for "
+                f"num_frames={frames}, img_size={size[0]}: set both to the same values (e.g. "
+                f"--data.train_views with frames {frames} or --model.init_args.encoder.init_args.num_frames {v.frames})"
+            )
 
 
 class VideosslCLI(LightningCLI):
@@ -46,6 +68,9 @@ class VideosslCLI(LightningCLI):
                             help="write <run>/checkpoints/last.ckpt every N optimiser steps (and each epoch end)")
         parser.add_argument("--wandb", type=bool, default=False, help="also log to Weights & Biases (offline by default)")
         parser.link_arguments("data", "model.init_args.num_classes", compute_fn=_num_classes, apply_on="instantiate")
+
+    def before_fit(self) -> None:
+        check_encoder_view(self.model, self.datamodule)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> pl.Trainer:
         sub = self.config[self.subcommand] if self.subcommand else self.config

@@ -36,6 +36,9 @@ class SSLMethod(pl.LightningModule):
     """
 
     encoder: nn.Module
+    #: the training view (by name) that ``self.encoder`` sees; ``fit`` checks it against the encoder's
+    #: ``num_frames`` / ``img_size`` where the encoder declares them (None: not checked)
+    encoder_view: str | None = None
     #: the ``__init__`` argument that is :attr:`encoder` (evaluation reads the encoder's spec from it)
     encoder_arg: ClassVar[str] = "encoder"
 

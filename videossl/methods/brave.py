@@ -60,6 +60,7 @@ class BraVe(SSLMethod):
     """
 
     encoder_arg = "narrow_encoder"
+    encoder_view = "narrow"
 
     def __init__(
         self,

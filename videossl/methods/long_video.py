@@ -197,6 +197,7 @@ class LongVideoContrastive(SSLMethod):
             if not getattr(encoder, "image_input", False):
                 raise VideosslError("image_view needs an encoder built with image_input=True")
         self.clip_view, self.image_view, self.image_weight = str(clip_view), image_view, float(image_weight)
+        self.encoder_view = self.clip_view
         if min(init_temperature, max_logit_scale, video_temperature) <= 0:
             raise VideosslError("temperatures and max_logit_scale must be positive")
         dim = getattr(encoder, "feature_dim", None)
