@@ -2,8 +2,8 @@
 
 A 5-layer CNN takes frames (t, t+1) at full resolution and outputs the backward flow B_{t+1->t};
 frame t warped by it is compared with frame t+1 under a photometric term (``--data-term``: 0.15 L1 +
-0.85 SSIM by default, MSE or Charbonnier) plus edge-aware smoothness. No encoder stride, no ConvLSTM, no forecasting. EPE is measured
-against the synthetic set's ground-truth flow on pixels that move by more than 0.5 px (test split).
+0.85 SSIM by default, MSE or Charbonnier) plus edge-aware smoothness. No encoder stride, no ConvLSTM, no
+forecasting. EPE is measured against the synthetic set's ground-truth flow on pixels that move by more than 0.5 px (test split).
 
     python tools/flow_pair_diagnostic.py --data data/synth --steps 600 --smooth 0.02
 """

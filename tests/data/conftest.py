@@ -38,7 +38,8 @@ def encode_mp4(
     with av.open(target, "w", format="mp4", options=opts) as c:
         s = c.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        s.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "crf": "16", "bf": str(bframes), "preset": "veryfast"}
+        s.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "crf": "16", "bf": str(bframes),
+                     "preset": "veryfast"}
         for i in range(num_frames):
             img = frames[i] if frames is not None else frame_pattern(i, height, width)
             for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
@@ -84,7 +85,8 @@ def make_shard_set(
             if n not in cache:
                 cache[n] = encode_mp4(n, size[0], size[1])
             label = i % num_classes
-            members: dict[str, bytes | None] = {"mp4": cache[n], "json": json_bytes(sample_meta(key, label, split, n, w=size[0], h=size[1]))}
+            meta = json_bytes(sample_meta(key, label, split, n, w=size[0], h=size[1]))
+            members: dict[str, bytes | None] = {"mp4": cache[n], "json": meta}
             members["mask.npy"] = _npy(np.full((2, 2), i, np.uint8))
             if bad and key in bad:
                 members.update(bad[key])

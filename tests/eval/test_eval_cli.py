@@ -137,8 +137,9 @@ def csv_sets(tmp_path_factory):
 def test_unseen_test_class_is_one_error(tmp_path, csv_sets, videossl_main, capsys, cmd):
     view = {**TINY_VIEW, "num_clips": 1}
     if cmd == "finetune":
+        train_view = {**view, "sampler": "random", "train": True}
         cfg = write_yaml(tmp_path / "c.yaml", {"data_dir": str(csv_sets / "unseen"), "batch_size": 2, "epochs": 1,
-                                               "test_views": [view], "train_views": [{**view, "sampler": "random", "train": True}]})
+                                               "test_views": [view], "train_views": [train_view]})
         args = ["--random-init"]
     else:
         cfg = linear_recipe(tmp_path, csv_sets / "unseen", views=[view], batch_size=2)

@@ -298,7 +298,8 @@ def test_several_motion_swaps_per_caption():
     m = LongVideoContrastive(enc(), text_encoder=text(), embed_dim=16, hard_negatives="motion_swap", hard_negative_count=3)
     calls = []
     m.text_encoder.register_forward_pre_hook(lambda mod, a: calls.append(len(a[0])))
-    loss, _, logs = m.ssl_step(batch(captions=["a red star moving left", "a blue star moving right", "no motion", "a star rising"]))
+    caps = ["a red star moving left", "a blue star moving right", "no motion", "a star rising"]
+    loss, _, logs = m.ssl_step(batch(captions=caps))
     assert calls == [4, 9]  # the captions, then 3 negatives for each of the 3 with a motion phrase
     assert float(logs["hn_skipped"]) == 1.0 and float(logs["hn_loss"]) > 0
     loss.backward()

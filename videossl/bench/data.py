@@ -337,7 +337,8 @@ def run_bench(
                 file=sys.stderr, flush=True,
             )
     assert ds is not None and samples is not None
-    result["decoder"] = backend if backend != "auto" else "auto (" + ("decord" if "decord" in available_backends() else "pyav") + ")"
+    auto = "decord" if "decord" in available_backends() else "pyav"
+    result["decoder"] = backend if backend != "auto" else f"auto ({auto})"
     result["batch_size"] = ds.batch_size
     items = items_of(samples)
     raw = time_raw(items, backend, ds.decoder_threads)

@@ -217,7 +217,8 @@ def run_cli(args: argparse.Namespace) -> int:
         cols += ["ref_step_s", "ref_clips_s"] + (["ref_mem_gib"] if cuda else [])
     env = (f"{args.model} {args.size}px batch {args.batch}, {device}"
            + (f" ({torch.cuda.get_device_name(device)})" if cuda else "") + f", torch {torch.__version__}, "
-           + (f"autocast {args.dtype}" if dtype else "fp32") + (f", last {args.trainable_blocks} blocks trainable" if args.trainable_blocks else "")
+           + (f"autocast {args.dtype}" if dtype else "fp32")
+           + (f", last {args.trainable_blocks} blocks trainable" if args.trainable_blocks else "")
            + (", grad checkpointing" if args.grad_checkpointing else ""))
     table = Table(title=f"bench encoder: {env}")
     for c in cols:

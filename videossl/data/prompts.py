@@ -17,7 +17,8 @@ import torch
 from videossl.data.shards.synthetic import CLASSES, MOTION_PHRASES
 from videossl.errors import VideosslError
 
-__all__ = ["TEMPLATES", "caption_ids", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind", "motion_swapped", "motion_swaps", "with_motion"]
+__all__ = ["TEMPLATES", "caption_ids", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind", "motion_swapped",
+           "motion_swaps", "with_motion"]
 
 TEMPLATES = (
     "a video of a person {}.",

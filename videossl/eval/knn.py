@@ -1,7 +1,8 @@
 """Weighted kNN classification and nearest-neighbour retrieval on features.
 
-InstDisc (Wu et al., 2018) / SlowFast (Feichtenhofer et al., 2019) style: L2-normalise train and test features, cosine similarity of each test
-row to every train row, keep the top-k neighbours, and let each vote for its class with weight
+InstDisc (Wu et al., 2018) / SlowFast (Feichtenhofer et al., 2019) style: L2-normalise train and test
+features, cosine similarity of each test row to every train row, keep the top-k neighbours, and let
+each vote for its class with weight
 ``exp(sim / T)``; the prediction is the class with the largest summed weight. Defaults k = 200,
 T = 0.07 (videossl default; also report k = 20). The test set is processed in chunks so the
 [chunk, N_train] similarity matrix bounds memory; everything runs on the bank's device, so the

@@ -28,10 +28,12 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None, help="a `videossl fit` run folder: encoder from config.yaml, weights from encoder.pt")
     p.add_argument("--ckpt", default=None, help="weights: Lightning checkpoint, encoder.pt or a plain state dict")
     p.add_argument("--encoder", default=None, help="encoder spec as JSON {class_path, init_args} (overrides the run's)")
-    p.add_argument("--prefix", default="encoder.", help="keep checkpoint keys with this prefix (stripped); '' for a plain state dict")
+    p.add_argument("--prefix", default="encoder.",
+                   help="keep checkpoint keys with this prefix (stripped); '' for a plain state dict")
     p.add_argument("--key-map", default=None, help='JSON {"old_prefix": "new_prefix"} renames applied after --prefix')
     p.add_argument("--splits", default=None,
-                   help="comma-separated official splits (e.g. 1,2,3): data_dir's {split} is filled per split and the mean is reported")
+                   help="comma-separated official splits (e.g. 1,2,3): data_dir's {split} is filled per split and "
+                        "the mean is reported")
     p.add_argument("--data-dir", default=None,
                    help="shard set to evaluate on (overrides the recipe's data_dir; may hold {split})")
 

@@ -126,7 +126,8 @@ def abstention_sweep(conf: torch.Tensor, correct: torch.Tensor, taus) -> list[di
 def write_report(out_dir: Path, results: list[dict[str, Any]], protocol: list[str], title: str = "Linear evaluation"
                  ) -> Path:
     lines = report_header(title, protocol)
-    lines += ["| encoder | top-1 | top-5 | mean class acc | ECE | AURC | coverage@τ | risk@τ |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["| encoder | top-1 | top-5 | mean class acc | ECE | AURC | coverage@τ | risk@τ |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['name']} | {fmt_num(r['top1'], '.1f', 100)} | {fmt_num(r['top5'], '.1f', 100)} | "
                      f"{fmt_num(r['mean_class_accuracy'], '.1f', 100)} | {fmt_num(r['ece'])} | {fmt_num(r['aurc'])} | "

@@ -34,12 +34,14 @@ from videossl.data.prompts import caption_ids, class_prompts, dataset_kind, with
 from videossl.errors import VideosslError
 from videossl.eval.runs import build_method, load_method_weights, run_config
 
-__all__ = ["caption_zeroshot", "class_embeddings", "recall_at_k", "retrieval_metrics", "zeroshot_accuracy", "embed_split", "evaluate", "load_run_model"]
+__all__ = ["caption_zeroshot", "class_embeddings", "recall_at_k", "retrieval_metrics", "zeroshot_accuracy", "embed_split",
+           "evaluate", "load_run_model"]
 
 def zeroshot_accuracy(video_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """top-1, top-5 and mean per-class accuracy of ``argmax(video_emb @ class_embᵀ)``."""
     if video_emb.shape[1] != class_emb.shape[1] or len(video_emb) != len(labels):
-        raise VideosslError(f"zeroshot_accuracy: shapes {tuple(video_emb.shape)}, {tuple(class_emb.shape)}, {tuple(labels.shape)}")
+        shapes = f"{tuple(video_emb.shape)}, {tuple(class_emb.shape)}, {tuple(labels.shape)}"
+        raise VideosslError(f"zeroshot_accuracy: shapes {shapes}")
     logits = video_emb.float() @ class_emb.float().t()
     k = min(5, class_emb.shape[0])
     top = logits.topk(k, dim=1).indices

@@ -156,7 +156,8 @@ class FlowAutoencoder(SSLMethod):
         if encoder is None:
             encoder = FlowEncoder(preset=preset or "paper", in_channels=in_channels or 1)
         if not isinstance(encoder, FlowEncoder):
-            raise VideosslError(f"the flow autoencoder needs a videossl.models.convlstm.FlowEncoder, got {type(encoder).__name__}")
+            raise VideosslError("the flow autoencoder needs a videossl.models.convlstm.FlowEncoder, "
+                                f"got {type(encoder).__name__}")
         if in_channels is not None and in_channels != encoder.in_channels:
             raise VideosslError(f"in_channels={in_channels} but the encoder takes {encoder.in_channels} channel(s)")
         preset = preset or encoder.preset
@@ -281,7 +282,8 @@ class FlowAutoencoder(SSLMethod):
             if self.cfg.smooth == "huber":
                 terms["smooth"] = P.huber_smooth(res["flow_norm"][keep], self.huber_delta)
             elif self.cfg.smooth == "edge":
-                terms["smooth"] = P.edge_aware_smoothness(res["flow"].flatten(0, 1)[keep], tgt[keep], self.edge_alpha, self.smooth_order)
+                flow = res["flow"].flatten(0, 1)[keep]
+                terms["smooth"] = P.edge_aware_smoothness(flow, tgt[keep], self.edge_alpha, self.smooth_order)
             return terms
         recon = pred.new_zeros(())
         flows = res["flows"]

@@ -23,9 +23,9 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   "same objects with another direction"); ``hard_negative_weight`` × a per-sample cross-entropy
   (:func:`videossl.losses.infonce.hard_negative_nce`, same temperature) asks each video to prefer its
   caption to the swapped one (``hard_negative_count`` swaps per caption, each with another class:
-  7 makes it an 8-way choice of the motion with the appearance words held fixed). Without it the synthetic captions are told apart by their appearance
-  words alone and motion is never needed (BENCHMARKS.md). Captions without a motion phrase get no
-  negative (counted in ``hn_skipped``).
+  7 makes it an 8-way choice of the motion with the appearance words held fixed). Without it the
+  synthetic captions are told apart by their appearance words alone and motion is never needed
+  (BENCHMARKS.md). Captions without a motion phrase get no negative (counted in ``hn_skipped``).
 
 * ``reverse_negatives=True``: the clip played **backwards** is each sample's own hard negative,
   ``reverse_weight`` × :func:`~videossl.losses.infonce.hard_negative_nce`. Video–text: each caption
@@ -39,10 +39,11 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   real actions, but not of e.g. waving). Costs one more encoder pass per step. Logged: ``rev_loss``,
   ``rev_acc`` (how often the positive wins).
 
-Stage 1 can add an image–text term (``image_view``: the name of a one-frame view embedded as a still image through
-the ViViT's own 2D patch conv; the paper mixes image–text and video–text batches). Stage 1 (short clips, everything trains) and stage 2 (long videos, 75% masking, only the last 4
+Stage 1 can add an image–text term (``image_view``: the name of a one-frame view embedded as a still
+image through the ViViT's own 2D patch conv; the paper mixes image–text and video–text batches).
+Stage 1 (short clips, everything trains) and stage 2 (long videos, 75% masking, only the last 4
 ViViT blocks; ``freeze_text=True``) are two recipes (``recipes/long_video/``), not two classes.
-See Papalampidi et al., arXiv:2312.07395
+See Papalampidi et al., arXiv:2312.07395.
 """
 
 from __future__ import annotations
@@ -313,7 +314,8 @@ class LongVideoContrastive(SSLMethod):
 
     def captions(self, batch: dict[str, Any]) -> list[str]:
         caps = [str(c) for c in batch.get("caption") or [""] * len(batch["label"])]
-        need = [i for i, c in enumerate(caps) if self.caption_source == "class_prompt" or (self.caption_source == "auto" and not c.strip())]
+        src = self.caption_source
+        need = [i for i, c in enumerate(caps) if src == "class_prompt" or (src == "auto" and not c.strip())]
         if need:
             names = self._class_names()
             if not names:

@@ -73,7 +73,8 @@ class PaperFlowHead(nn.Module):
 
 
 def _block(cin: int, cout: int, k: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, 32, k, padding=k // 2), nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(32, cout, k, padding=k // 2))
+    return nn.Sequential(nn.Conv2d(cin, 32, k, padding=k // 2), nn.LeakyReLU(0.1, inplace=True),
+                         nn.Conv2d(32, cout, k, padding=k // 2))
 
 
 class MultiScaleFlowHead(nn.Module):

@@ -240,7 +240,8 @@ class ViViT(nn.Module):
 
         self.in_chans = int(in_chans)
         self.motion_input, self.motion_gain = bool(motion_input), float(motion_gain)
-        self.patch_embed = nn.Conv3d(self.in_chans * (2 if self.motion_input else 1), self.embed_dim, kernel_size=tubelet, stride=tubelet)
+        in_chans = self.in_chans * (2 if self.motion_input else 1)
+        self.patch_embed = nn.Conv3d(in_chans, self.embed_dim, kernel_size=tubelet, stride=tubelet)
         self.image_input = bool(image_input)
         self.image_embed = (nn.Conv2d(self.in_chans, self.embed_dim, kernel_size=tubelet[1:], stride=tubelet[1:])
                             if self.image_input else None)
@@ -315,7 +316,8 @@ class ViViT(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> tuple[int, int, int]:
         if x.ndim != 5:
-            raise VideosslError(f"ViViT expects (B, C, T, H, W) (or (B, C, H, W) images with image_input), got shape {tuple(x.shape)}")
+            raise VideosslError("ViViT expects (B, C, T, H, W) (or (B, C, H, W) images with image_input), "
+                                f"got shape {tuple(x.shape)}")
         _, c, t, h, w = x.shape
         tt, ph, pw = self.tubelet
         if c != self.in_chans:

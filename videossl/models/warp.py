@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 def pixel_grid(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """(1, 2, H, W) pixel coordinates (x, y) of every pixel centre."""
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype),
+                            indexing="ij")
     return torch.stack([xs, ys])[None]
 
 

@@ -115,7 +115,8 @@ class VideoShardDataset(IterableDataset):
         self._epoch = torch.multiprocessing.Value("l", 0)  # shared with DataLoader workers
         self._skip = torch.multiprocessing.Value("l", 0)  # batches of this epoch to drop (exact resume)
         self.transforms = [
-            VideoAugment(v.size, v.augment) if v.train else EvalTransform(v.size, v.resize, v.crops, v.augment) for v in self.views
+            VideoAugment(v.size, v.augment) if v.train else EvalTransform(v.size, v.resize, v.crops, v.augment)
+            for v in self.views
         ]
         if len(self) == 0:
             raise VideosslError(
@@ -243,7 +244,8 @@ class VideoShardDataset(IterableDataset):
             except Exception as e:
                 raise SkipSample(f"bad member .{ext}: {str(e)[:100]}") from None
         try:
-            with open_video(data, self.decoder, num_threads=self.decoder_threads, expected_frames=meta.get("num_frames")) as reader:
+            with open_video(data, self.decoder, num_threads=self.decoder_threads,
+                            expected_frames=meta.get("num_frames")) as reader:
                 fps = reader.fps or float(meta.get("fps") or 0)
                 clips = self.sample_clips(reader.num_frames, fps, rng)
                 union, positions = sampling.union_indices([c for _, c in clips])
@@ -299,7 +301,8 @@ class VideoShardDataset(IterableDataset):
         order = self.shard_order(epoch)
         own = self._read(order, plan.start, plan.start + plan.real, worker, epoch)
         if self.train and self.shuffle_buffer > 1:
-            own = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 16), rng=random.Random(int(rng.integers(0, 2**62))))(own)
+            shuffle_rng = random.Random(int(rng.integers(0, 2**62)))
+            own = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 16), rng=shuffle_rng)(own)
         total = self.source.total
         end = plan.start + plan.real
 

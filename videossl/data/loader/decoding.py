@@ -324,7 +324,9 @@ class PyAVReader(VideoReader):
                 order += 1
             if order > last:
                 break
-        return np.stack([out[i] for i in uniq.tolist() if i in out]) if out else np.empty((0, self.height, self.width, 3), np.uint8)
+        if not out:
+            return np.empty((0, self.height, self.width, 3), np.uint8)
+        return np.stack([out[i] for i in uniq.tolist() if i in out])
 
     def close(self) -> None:
         if self._container is not None:

@@ -39,7 +39,8 @@ class WorkerPlan:
     quota: int  # samples it yields (a multiple of batch_size)
 
 
-def plan_worker(total: int, rank: int, world_size: int, worker: int, num_workers: int, batch_size: int, train: bool) -> WorkerPlan:
+def plan_worker(total: int, rank: int, world_size: int, worker: int, num_workers: int, batch_size: int,
+                train: bool) -> WorkerPlan:
     """This worker's range of the global order and its quota (see the module docstring)."""
     if train:
         nb = (total // world_size) // batch_size

@@ -41,7 +41,8 @@ def ram_estimate(
         frames = max(1, num_workers) * sum(v.frames * v.copies * v.num_clips for v in views) * source_hw[0] * source_hw[1] * 3
     shuffle = max(1, num_workers) * shuffle_buffer * avg_sample_bytes
     total = in_flight * batch + frames + shuffle
-    return {"batches_bytes": in_flight * batch, "frames_bytes": frames, "shuffle_bytes": shuffle, "total_bytes": total, "batch_bytes": batch}
+    return {"batches_bytes": in_flight * batch, "frames_bytes": frames, "shuffle_bytes": shuffle, "total_bytes": total,
+            "batch_bytes": batch}
 
 
 def check_ram(estimate: dict[str, float], fraction: float, what: str = "data loader", host_bytes: int | None = None) -> str:

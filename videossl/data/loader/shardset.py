@@ -58,7 +58,8 @@ def _check_labels(manifest: dict, split: str, num_classes: int | None) -> None:
         raise VideosslError(f"the data has {len(classes)} classes but the model is configured for num_classes={num_classes}")
 
 
-def resolve_shards(spec: str | os.PathLike | Sequence[str], split: str | None = None, num_classes: int | None = None) -> ShardSource:
+def resolve_shards(spec: str | os.PathLike | Sequence[str], split: str | None = None,
+                   num_classes: int | None = None) -> ShardSource:
     """Shard URLs and sample counts from a folder + split, a brace pattern, a glob or a list."""
     if spec is None or (isinstance(spec, str | list | tuple) and len(spec) == 0):
         raise VideosslError("empty shard spec: give a shard-set folder (+ split), a brace pattern, a glob or a list of tars")
@@ -74,7 +75,8 @@ def resolve_shards(spec: str | os.PathLike | Sequence[str], split: str | None = 
         nbytes = sum(int(s.get("bytes", 0)) for s in entry["shards"])
         if not paths or sum(counts) == 0:
             raise VideosslError(f"split {split!r} of {d} has no samples")
-        return ShardSource([str(p) for p in paths], counts, list(manifest.get("classes", [])) or None, nbytes / max(sum(counts), 1))
+        classes = list(manifest.get("classes", [])) or None
+        return ShardSource([str(p) for p in paths], counts, classes, nbytes / max(sum(counts), 1))
     items = [str(spec)] if isinstance(spec, str | os.PathLike) else [str(s) for s in spec]
     urls: list[str] = []
     for item in items:

@@ -128,7 +128,8 @@ def _crop_boxes(n: int, height: int, width: int, scale, ratio, g: torch.Generato
     return torch.from_numpy(np.stack([top, left, hh, ww], 1).astype(np.int64))
 
 
-def draw_params(cfg: AugmentConfig, n: int, height: int, width: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def draw_params(cfg: AugmentConfig, n: int, height: int, width: int,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Random parameters of ``n`` clips (CPU tensors, one row per clip)."""
     g = generator
 
@@ -193,8 +194,9 @@ def blur_clips(x: torch.Tensor, kernel: int, sigma: torch.Tensor, apply: torch.T
     wt = ker.to(device=x.device, dtype=x.dtype).repeat_interleave(T * C, 0)  # (B*T*C, k)
     y = x.reshape(1, B * T * C, H, W)
     pad = k // 2
-    y = nnf.conv2d(nnf.pad(y, (pad, pad, 0, 0), mode="reflect" if pad < W else "replicate"), wt[:, None, None, :], groups=B * T * C)
-    y = nnf.conv2d(nnf.pad(y, (0, 0, pad, pad), mode="reflect" if pad < H else "replicate"), wt[:, None, :, None], groups=B * T * C)
+    mode_w, mode_h = ("reflect" if pad < W else "replicate"), ("reflect" if pad < H else "replicate")
+    y = nnf.conv2d(nnf.pad(y, (pad, pad, 0, 0), mode=mode_w), wt[:, None, None, :], groups=B * T * C)
+    y = nnf.conv2d(nnf.pad(y, (0, 0, pad, pad), mode=mode_h), wt[:, None, :, None], groups=B * T * C)
     return y.view(B, T, C, H, W)
 
 

@@ -31,7 +31,8 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=None, help="frame rate written into the mp4 (default 12)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed = same dataset")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="'fast': about 2x the motion per frame (for flow models); 'hard': 128 px, faster motion, always occluded by a distractor, noisier, drifting")
+                   help="'fast': about 2x the motion per frame (for flow models); 'hard': 128 px, faster motion, "
+                        "always occluded by a distractor, noisier, drifting")
     p.add_argument("--workers", type=int, default=default_workers(), help="parallel processes")
     p.add_argument("--max-per-shard", type=int, default=64, help="videos per tar shard")
     p.add_argument("--crf", type=int, default=None, help="H.264 quality (lower = better; default 18)")

@@ -49,7 +49,8 @@ examples:
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None, help="a `videossl fit` run folder (config.yaml + checkpoints/last.ckpt)")
     p.add_argument("--config", default=None, help="a training recipe / config YAML giving the model (instead of --run)")
-    p.add_argument("--ckpt", default=None, help="weights (Lightning checkpoint or state dict); default <run>/checkpoints/last.ckpt")
+    p.add_argument("--ckpt", default=None,
+                   help="weights (Lightning checkpoint or state dict); default <run>/checkpoints/last.ckpt")
     p.add_argument("--random", action="store_true", help="evaluate the model randomly initialised (no weights)")
     p.add_argument("--data", default=None, help="shard set with flow.npz/mask.npy (default: the config's data_dir)")
     p.add_argument("--split", default="test", help="split to evaluate")

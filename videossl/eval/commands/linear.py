@@ -99,7 +99,8 @@ def run_cli(args: argparse.Namespace) -> int:
         per_split[s] = run_one(args, one, spec, ckpt, ckpt_hash, encoders, out_dir / f"split{s}", console)
     summary = write_split_summary(out_dir, "Linear evaluation", per_split)
     for name, m in summary["mean"].items():
-        console.print(f"  {name}: top-1 {100 * m['top1']['mean']:.1f} ± {100 * m['top1']['std']:.1f} % over splits {', '.join(splits)}")
+        top1 = m["top1"]
+        console.print(f"  {name}: top-1 {100 * top1['mean']:.1f} ± {100 * top1['std']:.1f} % over splits {', '.join(splits)}")
     console.print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
     return 0
 
