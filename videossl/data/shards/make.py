@@ -46,19 +46,17 @@ from typing import Any
 
 from videossl.data.shards.format import (
     SPLITS,
-    ShardInfo,
     SplitWriter,
-    build_manifest,
     ensure_writable_dir,
     json_bytes,
     load_manifest,
     write_manifest,
-    write_split_index,
 )
 from videossl.data.shards.plan import (
     STATE_DIR,
     PlannedSample,
     PlannedShard,
+    assemble_manifest,
     make_keys,
     plan_shards,
     state_path,
@@ -69,6 +67,7 @@ from videossl.data.shards.reencode import (
     DEFAULT_KEYFRAME_INTERVAL,
     EncodeParams,
     ProbeError,
+    encode_params,
     probe_video,
     process_file,
     reencode_video,
@@ -112,41 +111,10 @@ def make_shards(
     from rich.console import Console
 
     console = console or Console(stderr=True)
-    # ---- checks that need no worker
     if source not in LAYOUTS:
         raise VideosslError(f"unknown source layout {source!r}; valid layouts: {', '.join(LAYOUTS)}")
-    if workers < 1:
-        raise VideosslError(f"--workers must be at least 1, got {workers}")
-    if max_count < 1:
-        raise VideosslError(f"--max-count must be at least 1, got {max_count}")
-    if max_bytes < 1:
-        raise VideosslError(f"--max-bytes must be positive, got {max_bytes}")
-    if short_side is not None and (short_side < 2 or short_side % 2):
-        raise VideosslError(f"--short-side must be an even number (H.264 yuv420p), got {short_side}")
-    if fps is not None and not fps > 0:
-        raise VideosslError(f"--fps must be positive, got {fps}")
-    if keyframe_interval is not None and keyframe_interval < 1:
-        raise VideosslError(f"--keyframe-interval must be at least 1, got {keyframe_interval}")
-    if not 0 <= crf <= 51:
-        raise VideosslError(f"--crf must be in 0..51, got {crf}")
-    do_reencode = (
-        bool(reencode)
-        if reencode is not None
-        else any(v is not None for v in (short_side, fps, keyframe_interval))
-    )
-    if not do_reencode and any(v is not None for v in (short_side, fps, keyframe_interval)):
-        raise VideosslError(
-            "--short-side/--fps/--keyframe-interval need re-encoding (reencode=False was given)"
-        )
-    enc = EncodeParams(
-        reencode=do_reencode,
-        short_side=short_side,
-        fps=fps,
-        keyframe_interval=keyframe_interval or DEFAULT_KEYFRAME_INTERVAL,
-        crf=crf,
-        preset=preset,
-        keep_audio=keep_audio,
-    )
+    _check_limits(workers, max_count, max_bytes)
+    enc = encode_params(short_side, fps, keyframe_interval, crf, preset, keep_audio, reencode)
     listing = list_source(source, root, annotations, split, val_fraction, seed)
     if listing.num_entries == 0:
         raise VideosslError(
@@ -156,20 +124,8 @@ def make_shards(
     _check_out_dir(out_dir, listing)
     (out_dir / STATE_DIR).mkdir(exist_ok=True)
 
-    # ---- plan
-    label_of = {name: i for i, name in enumerate(listing.classes)}
-    for r in listing.records:
-        if r.label_name is not None and r.label_name not in label_of:  # a layout bug, not a user error
-            raise AssertionError(f"label {r.label_name!r} of {r.source_id} is not in the class list")
-    keys = make_keys(listing.records)
-    samples = [
-        PlannedSample(r, k, label_of.get(r.label_name, -1) if r.label_name is not None else -1, _size(r.path))
-        for r, k in zip(listing.records, keys, strict=True)
-    ]
-    encode_desc = asdict(enc) if enc.reencode else {"reencode": False}
-    plan = plan_shards(samples, max_count=max_count, max_bytes=max_bytes, seed=seed, encode=encode_desc)
+    plan = _plan(listing, enc, max_count, max_bytes, seed)
     _remove_stale(out_dir, plan, console)
-
     states: dict[str, dict[str, Any]] = {}
     todo: list[PlannedShard] = []
     for sh in plan:
@@ -178,7 +134,6 @@ def make_shards(
             todo.append(sh)
         else:
             states[sh.name] = st
-    n_todo = sum(len(sh.samples) for sh in todo)
     console.print(
         f"make-shards: {source} {listing.root} -> {out_dir}: {len(listing.records)} videos in {len(plan)} shards "
         f"({len(plan) - len(todo)} already done), {len(listing.missing)} missing/invalid"
@@ -190,61 +145,8 @@ def make_shards(
             else "; original bytes, no re-encode"
         )
     )
-
-    # ---- write the shards that are not done
     if todo:
-        params = asdict(enc)
-        tasks = [(str(s.record.path), params) for sh in todo for s in sh.samples]
-        pool = (
-            mp.get_context("spawn").Pool(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
-        )
-        try:
-            results = (
-                pool.imap(process_file, tasks, chunksize=1) if pool is not None else map(process_file, tasks)
-            )
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            cols = [
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-            ]
-            with Progress(*cols, console=console, disable=not progress) as bar:
-                task = bar.add_task("make-shards", total=n_todo)
-                for sh in todo:
-                    bar.update(task, description=sh.name)
-                    states[sh.name] = _write_shard(out_dir, sh, results, bar, task)
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
-
-    # ---- manifest, indexes, counts
-    shard_infos: dict[str, list[ShardInfo]] = {}
-    labels_per_split: dict[str, list[int]] = {}
-    durations: dict[str, float] = {}
-    skipped: list[dict[str, Any]] = [{"source": s, "reason": why} for s, why in listing.missing]
-    splits_present = [s for s in SPLITS if any(r.split == s for r in listing.records)]
-    for split_name in splits_present:
-        shard_infos[split_name], labels_per_split[split_name], durations[split_name] = [], [], 0.0
-    for sh in plan:
-        st = states[sh.name]
-        if st["written"]:
-            shard_infos[sh.split].append(ShardInfo(sh.name, len(st["written"]), st["bytes"]))
-        labels_per_split[sh.split] += [w["label"] for w in st["written"]]
-        durations[sh.split] += sum(w["duration"] for w in st["written"])
-        skipped += [
-            {"source": s["source"], "reason": s["reason"], "split": sh.split, "shard": sh.name}
-            for s in st["skipped"]
-        ]
-    n_in = listing.num_entries
-    n_written = sum(len(v) for v in labels_per_split.values())
-    n_skipped = len(skipped)
-    assert n_in == n_written + n_skipped, f"count invariant broken: {n_in} in != {n_written} + {n_skipped}"
-    for split_name in splits_present:
-        write_split_index(out_dir, split_name, shard_infos[split_name])
-    containers = sorted({w["container"] for st in states.values() for w in st["written"]})
+        states.update(_write_pending(out_dir, todo, enc, workers, progress, console))
     params_out = {
         "source": source,
         "annotations": str(listing.annotations) if listing.annotations else None,
@@ -261,23 +163,58 @@ def make_shards(
         "max_bytes": max_bytes,
         "seed": seed,
     }
-    manifest = build_manifest(
-        kind=source,
-        classes=listing.classes,
-        splits=shard_infos,
-        labels_per_split=labels_per_split,
-        params=params_out,
-        skipped=skipped,
-        video={"codec": "h264", "container": "mp4"} if enc.reencode else {"containers": containers},
-        source_root=str(listing.root),
-        extra={
-            "counts": {"input": n_in, "written": n_written, "skipped": n_skipped, "unused": listing.unused},
-            "total_duration": {k: round(v, 3) for k, v in durations.items()},
-        },
-    )
+    manifest = assemble_manifest(out_dir, source, listing, plan, states, params_out, enc.reencode)
     write_manifest(out_dir, manifest)
     _report(console, manifest, len(todo), len(plan))
     return manifest
+
+
+def _check_limits(workers: int, max_count: int, max_bytes: int) -> None:
+    if workers < 1:
+        raise VideosslError(f"--workers must be at least 1, got {workers}")
+    if max_count < 1:
+        raise VideosslError(f"--max-count must be at least 1, got {max_count}")
+    if max_bytes < 1:
+        raise VideosslError(f"--max-bytes must be positive, got {max_bytes}")
+
+
+def _plan(listing: SourceListing, enc: EncodeParams, max_count: int, max_bytes: int, seed: int) -> list[PlannedShard]:
+    """Keys, labels and the shard plan of a listing (deterministic from ``seed``; no video is read)."""
+    label_of = {name: i for i, name in enumerate(listing.classes)}
+    for r in listing.records:
+        if r.label_name is not None and r.label_name not in label_of:  # a layout bug, not a user error
+            raise AssertionError(f"label {r.label_name!r} of {r.source_id} is not in the class list")
+    keys = make_keys(listing.records)
+    samples = [
+        PlannedSample(r, k, label_of.get(r.label_name, -1) if r.label_name is not None else -1, _size(r.path))
+        for r, k in zip(listing.records, keys, strict=True)
+    ]
+    encode_desc = asdict(enc) if enc.reencode else {"reencode": False}
+    return plan_shards(samples, max_count=max_count, max_bytes=max_bytes, seed=seed, encode=encode_desc)
+
+
+def _write_pending(out_dir: Path, todo: list[PlannedShard], enc: EncodeParams, workers: int, progress: bool,
+                   console: Any) -> dict[str, dict[str, Any]]:
+    """Probe / re-encode every file of the shards in ``todo`` (in ``workers`` processes) and write them."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    params = asdict(enc)
+    tasks = [(str(s.record.path), params) for sh in todo for s in sh.samples]
+    pool = mp.get_context("spawn").Pool(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
+    states: dict[str, dict[str, Any]] = {}
+    try:
+        results = pool.imap(process_file, tasks, chunksize=1) if pool is not None else map(process_file, tasks)
+        cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+        with Progress(*cols, console=console, disable=not progress) as bar:
+            task = bar.add_task("make-shards", total=len(tasks))
+            for sh in todo:
+                bar.update(task, description=sh.name)
+                states[sh.name] = _write_shard(out_dir, sh, results, bar, task)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return states
 
 
 def _size(path: Path) -> int:

@@ -16,9 +16,12 @@ from typing import Any
 
 from videossl.data.shards.format import (
     SPLITS,
+    ShardInfo,
+    build_manifest,
     shard_name,
+    write_split_index,
 )
-from videossl.data.shards.sources import SourceRecord
+from videossl.data.shards.sources import SourceListing, SourceRecord
 
 STATE_DIR = ".make-shards"
 
@@ -130,3 +133,48 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(json.dumps(obj, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def assemble_manifest(out_dir: Path, source: str, listing: SourceListing, plan: list[PlannedShard],
+                      states: dict[str, dict[str, Any]], params: dict[str, Any], reencode: bool) -> dict[str, Any]:
+    """The manifest of a finished plan from its shards' states (and each split's index, written to
+    ``out_dir``); asserts the count invariant ``input == written + skipped``."""
+    shard_infos: dict[str, list[ShardInfo]] = {}
+    labels_per_split: dict[str, list[int]] = {}
+    durations: dict[str, float] = {}
+    skipped: list[dict[str, Any]] = [{"source": s, "reason": why} for s, why in listing.missing]
+    splits_present = [s for s in SPLITS if any(r.split == s for r in listing.records)]
+    for split_name in splits_present:
+        shard_infos[split_name], labels_per_split[split_name], durations[split_name] = [], [], 0.0
+    for sh in plan:
+        st = states[sh.name]
+        if st["written"]:
+            shard_infos[sh.split].append(ShardInfo(sh.name, len(st["written"]), st["bytes"]))
+        labels_per_split[sh.split] += [w["label"] for w in st["written"]]
+        durations[sh.split] += sum(w["duration"] for w in st["written"])
+        skipped += [
+            {"source": s["source"], "reason": s["reason"], "split": sh.split, "shard": sh.name}
+            for s in st["skipped"]
+        ]
+    n_in = listing.num_entries
+    n_written = sum(len(v) for v in labels_per_split.values())
+    n_skipped = len(skipped)
+    assert n_in == n_written + n_skipped, f"count invariant broken: {n_in} in != {n_written} + {n_skipped}"
+    for split_name in splits_present:
+        write_split_index(out_dir, split_name, shard_infos[split_name])
+    containers = sorted({w["container"] for st in states.values() for w in st["written"]})
+    manifest = build_manifest(
+        kind=source,
+        classes=listing.classes,
+        splits=shard_infos,
+        labels_per_split=labels_per_split,
+        params=params,
+        skipped=skipped,
+        video={"codec": "h264", "container": "mp4"} if reencode else {"containers": containers},
+        source_root=str(listing.root),
+        extra={
+            "counts": {"input": n_in, "written": n_written, "skipped": n_skipped, "unused": listing.unused},
+            "total_duration": {k: round(v, 3) for k, v in durations.items()},
+        },
+    )
+    return manifest

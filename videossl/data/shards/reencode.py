@@ -13,6 +13,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from videossl.errors import VideosslError
+
 DEFAULT_KEYFRAME_INTERVAL = 16
 
 
@@ -251,3 +253,23 @@ def process_file(task: tuple[str, dict[str, Any]]) -> tuple:
 def container_ext(path: str | os.PathLike) -> str:
     ext = os.path.splitext(str(path))[1].lower().lstrip(".")
     return ext if ext.isalnum() and ext != "json" else "mp4"
+
+
+def encode_params(short_side: int | None, fps: float | None, keyframe_interval: int | None, crf: int, preset: str,
+                  keep_audio: bool, reencode: bool | None) -> EncodeParams:
+    """Checked re-encoding parameters; ``reencode`` None: re-encode iff a size, rate or keyframe interval is set."""
+    if short_side is not None and (short_side < 2 or short_side % 2):
+        raise VideosslError(f"--short-side must be an even number (H.264 yuv420p), got {short_side}")
+    if fps is not None and not fps > 0:
+        raise VideosslError(f"--fps must be positive, got {fps}")
+    if keyframe_interval is not None and keyframe_interval < 1:
+        raise VideosslError(f"--keyframe-interval must be at least 1, got {keyframe_interval}")
+    if not 0 <= crf <= 51:
+        raise VideosslError(f"--crf must be in 0..51, got {crf}")
+    asked = any(v is not None for v in (short_side, fps, keyframe_interval))
+    do_reencode = bool(reencode) if reencode is not None else asked
+    if not do_reencode and asked:
+        raise VideosslError("--short-side/--fps/--keyframe-interval need re-encoding (reencode=False was given)")
+    return EncodeParams(reencode=do_reencode, short_side=short_side, fps=fps,
+                        keyframe_interval=keyframe_interval or DEFAULT_KEYFRAME_INTERVAL, crf=crf, preset=preset,
+                        keep_audio=keep_audio)
