@@ -21,7 +21,7 @@ from videossl.data.shards.format import (
     shard_name,
     write_split_index,
 )
-from videossl.data.shards.sources import SourceListing, SourceRecord
+from videossl.data.shards.records import SourceListing, SourceRecord
 
 STATE_DIR = ".make-shards"
 
