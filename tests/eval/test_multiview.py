@@ -10,7 +10,8 @@ import torch
 from videossl.data.loader import ViewSpec
 from videossl.errors import VideosslError
 from videossl.eval.features import extract_features
-from videossl.eval.probe import LinearProbe, aggregate_views, evaluate_probe
+from videossl.eval.probe import LinearProbe, evaluate_probe
+from videossl.eval.scores import aggregate_views
 
 try:
     from .conftest import ChannelMean

@@ -7,15 +7,8 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from videossl.errors import VideosslError
-from videossl.eval.probe import (
-    aggregate_views,
-    evaluate_probe,
-    per_class_accuracy,
-    predict_views,
-    top_k_accuracy,
-    train_linear_probe,
-    train_linear_svm,
-)
+from videossl.eval.probe import evaluate_probe, predict_views, train_linear_probe, train_linear_svm
+from videossl.eval.scores import aggregate_views, per_class_accuracy, top_k_accuracy
 
 
 def clustered(n_per_class, num_classes=5, dim=32, spread=0.5, seed=0, centers=None):

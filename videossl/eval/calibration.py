@@ -41,13 +41,8 @@ import torch
 from torch import Tensor, nn
 
 from videossl.errors import VideosslError
-from videossl.eval.probe import (
-    LinearProbe,
-    _check_feats,
-    _check_labels,
-    aggregate_views,
-    train_linear_probe,
-)
+from videossl.eval.probe import LinearProbe, train_linear_probe
+from videossl.eval.scores import aggregate_views, check_feats, check_labels
 
 __all__ = [
     "max_softmax",
@@ -78,7 +73,7 @@ __all__ = [
 # input checks
 # --------------------------------------------------------------------------------------------
 def _check_scores(scores: Tensor, name: str = "logits") -> Tensor:
-    scores = _check_feats(scores, name)
+    scores = check_feats(scores, name)
     if scores.shape[1] < 2:
         raise VideosslError(f"{name} must have at least 2 classes (columns), got {scores.shape[1]}")
     return scores
@@ -139,7 +134,7 @@ def top_label(
 ) -> tuple[Tensor, Tensor]:
     """(top-label confidence, correct) from logits (``logits=True``) or probabilities."""
     scores = _check_scores(scores, "scores")
-    labels = _check_labels(labels, scores.shape[0], "labels", scores.shape[1]).to(scores.device)
+    labels = check_labels(labels, scores.shape[0], "labels", scores.shape[1]).to(scores.device)
     probs = scores.softmax(dim=1) if logits else scores
     conf, pred = probs.max(dim=1)
     return conf, pred == labels
@@ -148,7 +143,7 @@ def top_label(
 def fit_temperature(logits: Tensor, labels: Tensor | Sequence[int], *, max_iter: int = 100) -> float:
     """Temperature T minimising the NLL of softmax(logits / T) (fit on a validation split)."""
     logits = _check_scores(logits).detach().double()
-    labels = _check_labels(labels, logits.shape[0], "labels", logits.shape[1]).to(logits.device)
+    labels = check_labels(labels, logits.shape[0], "labels", logits.shape[1]).to(logits.device)
     log_t = torch.zeros((), dtype=torch.float64, device=logits.device, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
@@ -194,7 +189,7 @@ class ConfidenceProbe(nn.Module):
 
     @torch.no_grad()
     def forward(self, feats: Tensor) -> Tensor:
-        feats = _check_feats(feats, "feats")
+        feats = check_feats(feats, "feats")
         if feats.shape[1] != self.probe.in_features:
             raise VideosslError(
                 f"feature dimension mismatch: confidence probe expects {self.probe.in_features}-d, got {feats.shape[1]}-d"
@@ -216,7 +211,7 @@ def train_confidence_probe(
     Fit it on features/correctness of a held-out part of the train split (see :func:`held_out_split`),
     never on the test split.
     """
-    feats = _check_feats(feats, "feats")
+    feats = check_feats(feats, "feats")
     corr = torch.as_tensor(correct).cpu()
     if corr.shape != (feats.shape[0],):
         raise VideosslError(

@@ -33,8 +33,8 @@ from videossl.errors import VideosslError
 from videossl.eval import calibration as cal
 from videossl.eval.features import gather_rows
 from videossl.eval.plots import plot_per_class_accuracy, plot_reliability_diagram, plot_risk_coverage
-from videossl.eval.probe import aggregate_views, per_class_accuracy, top_k_accuracy
 from videossl.eval.report import abstention_sweep, confidence_metrics
+from videossl.eval.scores import aggregate_views, per_class_accuracy, top_k_accuracy
 
 __all__ = ["FinetuneConfig", "FinetuneModule", "MixupConfig", "VideoMixup", "finetune", "layer_blocks",
            "layer_decay_groups", "protocol_lines", "smooth_one_hot"]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from videossl.errors import VideosslError
-from videossl.eval.probe import _check_feats, _check_labels
+from videossl.eval.scores import check_feats, check_labels
 
 __all__ = ["WeightedKNN", "knn_scores", "knn_accuracy", "retrieval_recall_at_k"]
 
@@ -36,7 +36,7 @@ class WeightedKNN:
         temperature: float = 0.07,
         chunk_size: int = 1024,
     ) -> None:
-        train_feats = _check_feats(train_feats, "train_feats")
+        train_feats = check_feats(train_feats, "train_feats")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise VideosslError(f"num_classes must be a positive integer, got {num_classes!r}")
         if k < 1 or temperature <= 0 or chunk_size < 1:
@@ -44,7 +44,7 @@ class WeightedKNN:
                 f"need k >= 1, temperature > 0, chunk_size >= 1; got {k}, {temperature}, {chunk_size}"
             )
         self.bank = torch.nn.functional.normalize(train_feats.detach(), dim=1)
-        self.labels = _check_labels(train_labels, train_feats.shape[0], "train_labels", num_classes).to(
+        self.labels = check_labels(train_labels, train_feats.shape[0], "train_labels", num_classes).to(
             self.bank.device
         )
         self.num_classes = num_classes
@@ -55,7 +55,7 @@ class WeightedKNN:
     @torch.no_grad()
     def scores(self, test_feats: Tensor) -> Tensor:
         """Summed vote weights per class, [N_test, num_classes] (on the bank's device)."""
-        test_feats = _check_feats(test_feats, "test_feats")
+        test_feats = check_feats(test_feats, "test_feats")
         if test_feats.shape[1] != self.bank.shape[1]:
             raise VideosslError(
                 f"feature dimension mismatch: kNN bank is {self.bank.shape[1]}-d, test features are "
@@ -114,7 +114,7 @@ def knn_accuracy(
         temperature=temperature,
         chunk_size=chunk_size,
     )
-    labels = _check_labels(test_labels, scores.shape[0], "test_labels", num_classes).to(scores.device)
+    labels = check_labels(test_labels, scores.shape[0], "test_labels", num_classes).to(scores.device)
     return float((scores.argmax(dim=1) == labels).float().mean())
 
 
@@ -130,14 +130,14 @@ def retrieval_recall_at_k(
 ) -> dict[int, float]:
     """Clip retrieval (CoCLR "NN@k"): fraction of queries (test clips) whose top-k cosine
     neighbours in the bank (train clips) contain at least one clip of the query's class."""
-    query_feats = _check_feats(query_feats, "query_feats")
-    bank_feats = _check_feats(bank_feats, "bank_feats")
+    query_feats = check_feats(query_feats, "query_feats")
+    bank_feats = check_feats(bank_feats, "bank_feats")
     if query_feats.shape[1] != bank_feats.shape[1]:
         raise VideosslError(
             f"feature dimension mismatch: queries are {query_feats.shape[1]}-d, bank is {bank_feats.shape[1]}-d"
         )
-    ql = _check_labels(query_labels, query_feats.shape[0], "query_labels").to(bank_feats.device)
-    bl = _check_labels(bank_labels, bank_feats.shape[0], "bank_labels").to(bank_feats.device)
+    ql = check_labels(query_labels, query_feats.shape[0], "query_labels").to(bank_feats.device)
+    bl = check_labels(bank_labels, bank_feats.shape[0], "bank_labels").to(bank_feats.device)
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 1 or ks[-1] > bank_feats.shape[0]:
         raise VideosslError(f"ks must lie in [1, {bank_feats.shape[0]}] (bank size), got {ks}")

@@ -19,8 +19,8 @@ from torch import nn
 from videossl.errors import VideosslError
 from videossl.eval.frozen import EvalConfig, check_classes, extract_splits, view_lines
 from videossl.eval.knn import WeightedKNN, retrieval_recall_at_k
-from videossl.eval.probe import aggregate_views, per_class_accuracy
 from videossl.eval.report import fmt_num, report_header, write_markdown
+from videossl.eval.scores import aggregate_views, per_class_accuracy
 
 __all__ = ["evaluate_knn", "protocol_lines", "write_report"]
 

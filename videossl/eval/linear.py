@@ -22,8 +22,9 @@ from videossl.eval import calibration as cal
 from videossl.eval.calibration import held_out_split, train_confidence_probe
 from videossl.eval.frozen import EvalConfig, ProbeConfig, check_classes, extract_splits, view_lines
 from videossl.eval.plots import plot_per_class_accuracy, plot_reliability_diagram, plot_risk_coverage
-from videossl.eval.probe import aggregate_views, evaluate_probe, train_linear_probe, train_linear_svm
+from videossl.eval.probe import evaluate_probe, train_linear_probe, train_linear_svm
 from videossl.eval.report import abstention_sweep, confidence_metrics
+from videossl.eval.scores import aggregate_views
 
 __all__ = ["evaluate_encoder", "learned_confidence", "protocol_lines", "train_probe"]
 
