@@ -1,4 +1,4 @@
-"""Selective prediction and calibration on classifier outputs (other_seeds.md §6–7).
+"""Selective prediction and calibration on classifier outputs (after Kumaran et al., arXiv:2603.22161 and arXiv:2603.17839).
 
 Confidence scores κ (higher = more confident), all per sample:
 

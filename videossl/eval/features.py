@@ -13,7 +13,7 @@ gathered with ``all_gather_object`` and de-duplicated by video key, so every ran
 same :class:`FeatureSet` holding every video exactly once, in the split's order. Only rank 0
 writes the cache.
 
-Augmented train features (BraVe's SVM protocol, brave.md §9): ``passes`` > 1 re-reads the split
+Augmented train features (BraVe's SVM protocol, arXiv:2103.16559): ``passes`` > 1 re-reads the split
 ``passes`` times with a different epoch seed each time; with random-augmentation views
 (``train=True``) each pass adds one augmented embedding per view and video. The rows of all passes
 share the video key, so probes, aggregation and held-out splits still group them by video.
