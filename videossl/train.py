@@ -30,7 +30,7 @@ from videossl.recipes import deep_merge, load_recipe, write_resolved
 SUBCOMMANDS = ("fit", "validate", "test")
 
 
-def _compose_configs(argv: list[str], tmpdir: str) -> tuple[list[str], dict[str, Any]]:
+def compose_configs(argv: list[str], tmpdir: str) -> tuple[list[str], dict[str, Any]]:
     """Replace each ``--config RECIPE`` by a resolved (composed) file; return the merged view too."""
 
     out, merged, i = [], {}, 0
@@ -78,7 +78,7 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
     argv = [a for a in argv if a != "--fresh"]
     resumed = False
     with tempfile.TemporaryDirectory(prefix="videossl-recipe-") as tmp:
-        args, merged = _compose_configs(argv, tmp)
+        args, merged = compose_configs(argv, tmp)
         if subcommand == "fit" and not fresh and _override(args, "ckpt_path") is None and "--print_config" not in " ".join(args):
             root = _override(args, "trainer.default_root_dir") or (merged.get("trainer") or {}).get("default_root_dir")
             last = latest_checkpoint(Path(root)) if root else None

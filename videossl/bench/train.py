@@ -21,7 +21,7 @@ import torch
 from videossl.data.loader.batch import to_clip
 from videossl.errors import VideosslError
 from videossl.lightning_cli import VideosslCLI
-from videossl.train import _compose_configs
+from videossl.train import compose_configs
 
 EPILOG = """\
 examples:
@@ -47,7 +47,7 @@ def build(config: str, batch_size: int | None):
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        args, merged = _compose_configs(["--config", config], tmp)
+        args, merged = compose_configs(["--config", config], tmp)
         cli = VideosslCLI(args=args, run=False)
     views = (merged.get("data") or {}).get("train_views") or []
     bs = batch_size or int((merged.get("data") or {}).get("batch_size") or 8)

@@ -126,10 +126,10 @@ def test_tracks_visible_inside_mask_and_occluded_invisible():
             assert not (vis & ~inb).any()
             assert (r.mask[t, iy[vis], ix[vis]] == 1).all()
             # independent check of occlusion: is the distractor's shape over the point?
-            from videossl.data.shards.render import _shape_inside
+            from videossl.data.shards.render import shape_inside
 
             vx, vy = p.distractor.to_local(t, pts[:, 0].astype(np.float64), pts[:, 1].astype(np.float64))
-            under = _shape_inside(p.distractor.shape, vx, vy) & inb
+            under = shape_inside(p.distractor.shape, vx, vy) & inb
             covered = inb & (r.mask[t, np.clip(iy, 0, S - 1), np.clip(ix, 0, S - 1)] == 2)
             # a point under the distractor (exactly, or at its pixel) is occluded, hence invisible
             assert (r.occluded[t][under | covered]).all()

@@ -14,7 +14,7 @@ import numpy as np
 from videossl.errors import VideosslError
 
 
-def _shape_inside(shape: str, ux: np.ndarray, uy: np.ndarray) -> np.ndarray:
+def shape_inside(shape: str, ux: np.ndarray, uy: np.ndarray) -> np.ndarray:
     """Is local point (ux, uy) (unit = object radius) inside the shape?"""
     ax, ay = np.abs(ux), np.abs(uy)
     if shape == "square":
@@ -41,7 +41,7 @@ def _shape_inside(shape: str, ux: np.ndarray, uy: np.ndarray) -> np.ndarray:
     raise ValueError(shape)
 
 
-_TRACK_BORDER = [(0.25 * math.cos(a), 0.25 * math.sin(a)) for a in np.linspace(0, 2 * np.pi, 12, endpoint=False)] + [(0, 0)]
+TRACK_BORDER = [(0.25 * math.cos(a), 0.25 * math.sin(a)) for a in np.linspace(0, 2 * np.pi, 12, endpoint=False)] + [(0, 0)]
 
 
 def _mix(w: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
@@ -149,13 +149,13 @@ def render(p: VideoParams) -> Rendered:
         d = p.drift * t
         img = _texture(p.bg_kind, x - d[0], y - d[1], p.bg_tex)
         ux, uy = p.obj.to_local(t, x, y)
-        inside = _shape_inside(p.obj.shape, ux, uy)
+        inside = shape_inside(p.obj.shape, ux, uy)
         img = np.where(inside[..., None], _texture(p.obj.texture, ux, uy, p.obj.tex), img)
         amodal[t] = inside
         m = inside.astype(np.uint8)
         if p.distractor is not None:
             vx, vy = p.distractor.to_local(t, x, y)
-            dins = _shape_inside(p.distractor.shape, vx, vy)
+            dins = shape_inside(p.distractor.shape, vx, vy)
             img = np.where(dins[..., None], _texture("plain", vx, vy, p.distractor.tex), img)
             m[dins] = 2
             dmask[t] = dins
@@ -189,7 +189,7 @@ def render(p: VideoParams) -> Rendered:
         occ = inb & dmask[t, cy, cx]  # the pixel shows the distractor ...
         if p.distractor is not None:  # ... or the distractor's shape covers the exact point
             vx, vy = p.distractor.to_local(t, px_, py_)
-            occ |= inb & _shape_inside(p.distractor.shape, vx, vy)
+            occ |= inb & shape_inside(p.distractor.shape, vx, vy)
         occluded[t] = occ
         visible[t] = inb & ~occ & (mask[t, cy, cx] == 1)
 

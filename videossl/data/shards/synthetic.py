@@ -55,7 +55,7 @@ from videossl.data.shards.format import (
     write_manifest,
     write_split_index,
 )
-from videossl.data.shards.render import _TRACK_BORDER, Layer, Rendered, VideoParams, _shape_inside, difficulty, encode_mp4, render
+from videossl.data.shards.render import TRACK_BORDER, Layer, Rendered, VideoParams, difficulty, encode_mp4, render, shape_inside
 from videossl.errors import VideosslError
 
 CLASSES = (
@@ -256,8 +256,8 @@ def sample_params(cfg: SynthConfig, index: int, label: int, seed: int) -> VideoP
     while len(pts) < cfg.num_tracks:
         u = rng.uniform(-1, 1, size=(64, 2))
         ok = np.ones(len(u), bool)
-        for ex, ey in _TRACK_BORDER:  # eroded shape: a rounded point never leaves the object
-            ok &= _shape_inside(shape, u[:, 0] + ex, u[:, 1] + ey)
+        for ex, ey in TRACK_BORDER:  # eroded shape: a rounded point never leaves the object
+            ok &= shape_inside(shape, u[:, 0] + ex, u[:, 1] + ey)
         pts.extend(u[ok].tolist())
     track_uv = np.array(pts[: cfg.num_tracks], np.float64)
 
