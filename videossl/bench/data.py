@@ -123,7 +123,6 @@ def cpu_part(views: Sequence[Any]) -> list[Any]:
 
 
 def build_dataset(data: dict[str, Any], split: str, views: Sequence[Any], batch_size: int | None) -> Any:
-
     if "data_dir" not in data:
         raise VideosslError("the recipe has no data.data_dir: give --data-dir")
     return VideoShardDataset(
@@ -228,7 +227,6 @@ def read_members(urls: Sequence[str], wanted: set[tuple[str, str]]) -> dict[tupl
 
 
 def time_raw(items: list[tuple[bytes, np.ndarray]], backend: str, threads: int) -> dict[str, Any]:
-
     for data, idx in items[:2]:  # warm-up (library init)
         with open_video(data, backend, num_threads=threads) as r:
             r.get_frames(idx)

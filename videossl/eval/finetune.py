@@ -268,7 +268,6 @@ class FinetuneModule(pl.LightningModule):
                 self._rows.append((key, logits[i], int(batch["label"][i])))
 
     def on_test_epoch_end(self) -> None:
-
         self.test_rows = gather_rows(self._rows, self.trainer.world_size if self.trainer else 1)
 
     def configure_optimizers(self):

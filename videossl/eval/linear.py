@@ -30,7 +30,6 @@ __all__ = ["evaluate_encoder", "learned_confidence", "protocol_lines", "train_pr
 
 
 def train_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, p: ProbeConfig):
-
     if p.kind == "svm":
         return train_linear_svm(feats, labels, num_classes, C=p.svm_c)
     return train_linear_probe(feats, labels, num_classes, epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay,

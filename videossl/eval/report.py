@@ -94,7 +94,6 @@ def write_split_summary(out_dir: Path, title: str, per_split: dict[str, dict[str
 
 
 def confidence_metrics(conf: torch.Tensor, correct: torch.Tensor, tau: float, probability: bool) -> dict[str, Any]:
-
     rc = cal.risk_coverage_curve(conf, correct)
     at = cal.selective_at_threshold(conf, correct, tau)
     return {

@@ -101,7 +101,6 @@ def embed_split(model, data_dir: str, split: str, views, batch_size: int = 32, d
 
 
 def evaluate(model, data_dir: str, split: str, views, device: str = "cpu", batch_size: int = 32) -> dict[str, Any]:
-
     d = embed_split(model, data_dir, split, views, batch_size, device)
     out: dict[str, Any] = {"split": split, "videos": len(d["captions"])}
     if all(c.strip() for c in d["captions"]):

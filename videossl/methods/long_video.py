@@ -406,7 +406,6 @@ class LongVideoContrastive(SSLMethod):
         return loss, feats, logs
 
     def _motion_view(self, clip: torch.Tensor) -> torch.Tensor:
-
         return motion_view(clip, self.motion_view_gain)
 
     def _hard_negative_loss(self, v: torch.Tensor, t: torch.Tensor, caps: list[str], temp: torch.Tensor):

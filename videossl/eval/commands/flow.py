@@ -65,7 +65,6 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-
     console = report_console(stderr=True)
     start = time.perf_counter()
     if not args.run and not args.config:

@@ -55,7 +55,6 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-
     console = report_console()
     raw = load_eval_recipe(args)
     knn = dict(raw.get("knn") or {})
