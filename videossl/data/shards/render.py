@@ -236,7 +236,10 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, gop: int = 16) -> 
         rate = Fraction(fps).limit_denominator(1001)
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium", "threads": "1", "g": str(gop), "bf": "0"}
+        # mbtree off: with it, this x264 build gives history-dependent bytes for the same frames (a video
+        # encoded after others in one process can differ), so a set made with 1 or 2 workers differed
+        stream.options = {"crf": str(crf), "preset": "medium", "threads": "1", "g": str(gop), "bf": "0",
+                          "x264-params": "mbtree=0"}
         stream.codec_context.thread_count = 1
         for img in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
