@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 from videossl.methods.base import SSLMethod
+
+log = logging.getLogger(__name__)
 
 
 class ResumeCheckpoint(pl.Callback):
@@ -85,3 +90,56 @@ class WeightSyncCheck(pl.Callback):
                       "world_size": trainer.world_size}
             Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
             Path(trainer.default_root_dir, "weight_sync.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+class SkipMonitor(pl.Callback):
+    """Samples the reader skipped, as run metrics: per training epoch ``data/skipped`` (count, summed over
+    ranks), ``data/skip_rate`` (skipped / samples read) and ``data/skipped/<reason>`` in ``metrics.csv``
+    (and wandb); at the end of ``fit`` a one-line summary, and a loud warning with the top reasons when
+    the rate of any epoch exceeds ``warn_rate`` (default 1 %).
+
+    The counts come from each batch's ``skipped`` records (:mod:`videossl.data.loader.skips`), so they
+    cover every worker; the full records (key, shard, reason) are in the skip log of the data module.
+    """
+
+    def __init__(self, warn_rate: float = 0.01) -> None:
+        self.warn_rate = float(warn_rate)
+        self._reasons: Counter = Counter()
+        self._read = 0
+        self.history: list[dict[str, Any]] = []  # one entry per epoch (rank-local counts)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._reasons, self._read = Counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        skipped = batch.get("skipped") or [] if isinstance(batch, dict) else []
+        self._reasons.update(str(r.get("reason", "?")).split(":")[0] for r in skipped)
+        self._read += len(skipped) + (len(batch["label"]) if isinstance(batch, dict) and "label" in batch else 0)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        n = sum(self._reasons.values())
+        dev = pl_module.device
+        pl_module.log("data/skipped", torch.tensor(float(n), device=dev), reduce_fx="sum", sync_dist=True)
+        pl_module.log("data/skip_rate", torch.tensor(n / max(self._read, 1), device=dev), sync_dist=True)
+        for reason, c in self._reasons.items():
+            key = "data/skipped/" + "".join(ch if ch.isalnum() else "_" for ch in reason.strip())[:40]
+            pl_module.log(key, torch.tensor(float(c), device=dev), reduce_fx="sum", sync_dist=True)
+        self.history.append({"epoch": trainer.current_epoch, "skipped": n, "read": self._read,
+                             "reasons": dict(self._reasons)})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or not self.history:
+            return
+        total = sum(h["skipped"] for h in self.history)
+        read = sum(h["read"] for h in self.history)
+        reasons = Counter()
+        for h in self.history:
+            reasons.update(h["reasons"])
+        top = ", ".join(f"{r} ×{c}" for r, c in reasons.most_common(3))
+        worst = max(h["skipped"] / max(h["read"], 1) for h in self.history)
+        msg = (f"data: {total} of {read} samples read were skipped ({100 * total / max(read, 1):.2f} %) over "
+               f"{len(self.history)} epoch(s)" + (f"; top reasons: {top}" if top else ""))
+        print(msg, flush=True)
+        if worst > self.warn_rate:
+            log.warning("!" * 8 + " %s: an epoch skipped %.1f %% of its samples (threshold %.1f %%); see the skip log "
+                        "and `videossl data verify`", msg, 100 * worst, 100 * self.warn_rate)

@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from videossl.callbacks import ResumeCheckpoint
+from videossl.callbacks import ResumeCheckpoint, SkipMonitor
 from videossl.data.loader.datamodule import VideoDataModule
 from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
@@ -67,6 +67,8 @@ class VideosslCLI(LightningCLI):
         parser.add_argument("--checkpoint_every", type=int, default=50,
                             help="write <run>/checkpoints/last.ckpt every N optimiser steps (and each epoch end)")
         parser.add_argument("--wandb", type=bool, default=False, help="also log to Weights & Biases (offline by default)")
+        parser.add_argument("--skip_warn_rate", type=float, default=0.01,
+                            help="warn loudly when an epoch skips more than this fraction of the samples it reads")
         parser.link_arguments("data", "model.init_args.num_classes", compute_fn=_num_classes, apply_on="instantiate")
 
     def before_fit(self) -> None:
@@ -87,5 +89,6 @@ class VideosslCLI(LightningCLI):
                 loggers.append(WandbLogger(save_dir=str(root), project="videossl", id=root.name, resume="allow"))
             config["logger"] = loggers
         if self.subcommand == "fit":
-            callbacks = list(callbacks) + [ResumeCheckpoint(str(root / "checkpoints"), sub.get("checkpoint_every", 50))]
+            callbacks = list(callbacks) + [ResumeCheckpoint(str(root / "checkpoints"), sub.get("checkpoint_every", 50)),
+                                           SkipMonitor(sub.get("skip_warn_rate", 0.01))]
         return super()._instantiate_trainer(config, callbacks)

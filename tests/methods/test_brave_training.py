@@ -110,3 +110,44 @@ def test_print_config_and_clear_errors(tmp_path, synth):
     assert len([line for line in r.stderr.splitlines() if "error" in line]) == 1
     r = fit(tmp_path / "y", tmp_path / "no-such-data", check=False)
     assert r.returncode == 2 and "no-such-data" in r.stderr and "Traceback" not in r.stderr
+
+
+def _plant_garbage_video(src: Path, dst: Path) -> str:
+    """A copy of the shard set whose first training sample's video is garbage bytes; returns its key."""
+    import io
+    import shutil
+    import tarfile
+
+    shutil.copytree(src, dst)
+    tar = sorted(dst.glob("train-*.tar"))[0]
+    with tarfile.open(tar) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]
+    key = next(m.name.split(".")[0] for m, _ in members if m.name.endswith(".mp4"))
+    with tarfile.open(tar, "w") as tf:
+        for m, data in members:
+            if m.name == f"{key}.mp4":
+                data = b"\x00not a video" * 10
+                m.size = len(data)
+            tf.addfile(m, io.BytesIO(data))
+    return key
+
+
+def test_skips_are_run_metrics_per_epoch_with_a_summary(tmp_path, synth):
+    key = _plant_garbage_video(synth, tmp_path / "data")
+    r = fit(tmp_path / "run", tmp_path / "data", "--trainer.max_epochs", "2")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    per_epoch = [float(row["data/skipped"]) for row in rows if row.get("data/skipped")]
+    assert per_epoch == [1.0, 1.0]  # the bad sample is skipped (and counted) in every epoch
+    reasons = [float(row["data/skipped/decode_error"]) for row in rows if row.get("data/skipped/decode_error")]
+    assert reasons == [1.0, 1.0]
+    rates = [float(row["data/skip_rate"]) for row in rows if row.get("data/skip_rate")]
+    assert all(abs(x - 1 / 49) < 1e-6 for x in rates), rates  # 48 yielded + the skipped one
+    out = r.stdout + r.stderr
+    assert "data: 2 of 98 samples read were skipped (2.04 %) over 2 epoch(s); top reasons: decode error ×2" in out
+    assert "threshold 1.0 %" in out  # above the default 1 %: a loud warning
+    assert key
+    shown = subprocess.run([sys.executable, "-m", "videossl.cli", "data", "inspect", str(tmp_path / "run"), "--json",
+                            str(tmp_path / "skips.json")], capture_output=True, text=True, cwd=REPO)
+    assert shown.returncode == 0 and "decode_error ×1" in shown.stdout
+    hist = json.loads((tmp_path / "skips.json").read_text())["skips"]
+    assert [(h["epoch"], h["skipped"], h["reasons"]) for h in hist] == [(0, 1, {"decode_error": 1}), (1, 1, {"decode_error": 1})]

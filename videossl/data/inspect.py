@@ -1,4 +1,4 @@
-"""Print what a shard set holds.
+"""Print what a shard set holds, or what a training run could not read.
 
 Reads DIR/manifest.json and prints: the kind of set and its parameters, video resolution / fps /
 frames, counts per split and class, the shard files, and the source files that were skipped when
@@ -10,6 +10,7 @@ member, listing bad members (key, shard, reason). Exit code 1 if --verify finds 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -23,11 +24,12 @@ examples:
   videossl data inspect data/synth
   videossl data inspect data/ucf101-s1 --scan
   videossl data inspect data/ucf101-s1 --verify --json report.json
+  videossl data inspect runs/brave-synthetic      # a run folder: samples skipped per epoch, by reason
 """
 
 
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="shard-set folder (with manifest.json)")
+    p.add_argument("dir", help="shard-set folder (with manifest.json), or a `videossl fit` run folder (its skip history)")
     p.add_argument("--scan", action="store_true", help="read every sample's metadata from the tars")
     p.add_argument("--verify", action="store_true", help="also decode every video and check every member")
     p.add_argument("--json", default=None, help="also write the report as JSON to this path")
@@ -90,11 +92,46 @@ def _counts(c: Counter, top: int = 6) -> str:
     return s + (f", other: {rest}" if rest else "")
 
 
+def skip_history(run: Path) -> list[dict[str, Any]]:
+    """Per training epoch of a ``videossl fit`` run: samples skipped, skip rate and counts by reason
+    (the ``data/skipped*`` columns of ``metrics.csv``)."""
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    out = []
+    for row in rows:
+        if not row.get("data/skipped"):
+            continue
+        reasons = {k.removeprefix("data/skipped/"): int(float(v)) for k, v in row.items()
+                   if k.startswith("data/skipped/") and v not in ("", None) and float(v) > 0}
+        out.append({"epoch": int(float(row.get("epoch") or 0)), "skipped": int(float(row["data/skipped"])),
+                    "rate": float(row.get("data/skip_rate") or 0.0), "reasons": reasons})
+    return out
+
+
+def inspect_run(run: Path, console, as_json: str | None) -> int:
+    """A run folder: its skip history per epoch (what the reader could not use while training)."""
+    from rich.table import Table
+
+    hist = skip_history(run)
+    table = Table(title=f"{run}: samples skipped while training")
+    for col in ("epoch", "skipped", "rate", "reasons"):
+        table.add_column(col, justify="right" if col != "reasons" else "left")
+    for h in hist:
+        reasons = ", ".join(f"{k} ×{v}" for k, v in sorted(h["reasons"].items(), key=lambda kv: -kv[1]))
+        table.add_row(str(h["epoch"]), str(h["skipped"]), f"{100 * h['rate']:.2f} %", reasons or "-")
+    console.print(table if hist else f"{run}: no skip counts in metrics.csv (a run from before skip metrics?)")
+    if as_json:
+        Path(as_json).write_text(json.dumps({"run": str(run), "skips": hist}, indent=2) + "\n")
+    return 0
+
+
 def run_cli(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    folder = Path(args.dir)
+    if (folder / "metrics.csv").is_file() and not (folder / "manifest.json").is_file():
+        return inspect_run(folder, console, args.json)
     manifest = load_manifest(args.dir)
     classes = manifest["classes"]
     splits = manifest["splits"]
