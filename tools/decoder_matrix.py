@@ -1,9 +1,10 @@
 """Decoder matrix: which backend reads which file of the decoder zoo (tests/data/zoo.py), frame-exactly.
 
-    python tools/decoder_matrix.py [--out DIR] [--backends decord pyav torchcodec] [--timeout S]
+    python tools/decoder_matrix.py [--out DIR] [--backends decord pyav torchcodec auto] [--timeout S]
 
 Builds the zoo in a temp dir (or DIR), then for every clip x backend reads every frame with that backend
-and compares with ``reference_decode`` (sequential PyAV decode of the first video stream). A cell reads
+and compares with ``reference_decode`` (sequential PyAV decode of the first video stream, display rotation
+applied). A cell reads
 
 * ``ok``                         same frame count and mean abs error <= 1 grey level
 * ``frames off (got N, want M)`` a different number of frames
@@ -12,15 +13,14 @@ and compares with ``reference_decode`` (sequential PyAV decode of the first vide
 * ``error: <short message>``     the backend raised (or crashed / hung: each backend runs in a worker process)
 * ``refused (ok): <message>``    the backend raised on a clip the reference cannot read either
 
-The backends are called through their own public APIs only (decord, PyAV, torchcodec), one small reader
-function each in ``READERS``; switching them to ``videossl``'s ``open_video`` means replacing those.
+Every backend is read through videossl's ``open_video`` (``decord``, ``pyav``, ``torchcodec``, and ``auto``,
+the choice training makes), each in a worker process.
 The Markdown table is printed and, with ``--out``, written to ``DIR/matrix.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import subprocess
@@ -34,42 +34,21 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python tools/decoder_matrix.py` puts tools/ first on the path, not the repo
     sys.path.insert(0, str(ROOT))
 
-BACKENDS = ("decord", "pyav", "torchcodec")
+BACKENDS = ("decord", "pyav", "torchcodec", "auto")
 
 
 # ----------------------------------------------------------------------------- readers: bytes -> (N, H, W, 3)
 
 
-def read_decord(data: bytes) -> np.ndarray:
-    import decord
+def read_with(backend: str, data: bytes) -> np.ndarray:
+    """Every frame through videossl's own reader (``open_video``), as training reads them."""
+    from videossl.data.decoding import open_video
 
-    vr = decord.VideoReader(io.BytesIO(data))
-    n = len(vr)
-    if n == 0:
-        return np.zeros((0, 0, 0, 3), np.uint8)
-    return vr.get_batch(range(n)).asnumpy()
+    with open_video(data, backend) as r:
+        return r.get_frames(np.arange(r.num_frames)).numpy()
 
 
-def read_pyav(data: bytes) -> np.ndarray:
-    import av
-
-    with av.open(io.BytesIO(data)) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
-
-
-def read_torchcodec(data: bytes) -> np.ndarray:
-    import torch
-    from torchcodec.decoders import VideoDecoder
-
-    dec = VideoDecoder(torch.frombuffer(bytearray(data), dtype=torch.uint8), dimension_order="NHWC", seek_mode="exact")
-    n = len(dec)
-    if n == 0:
-        return np.zeros((0, 0, 0, 3), np.uint8)
-    return dec.get_frames_at(list(range(n))).data.numpy()
-
-
-READERS = {"decord": read_decord, "pyav": read_pyav, "torchcodec": read_torchcodec}
+READERS = {b: (lambda data, b=b: read_with(b, data)) for b in ("decord", "pyav", "torchcodec", "auto")}
 
 
 # ---------------------------------------------------------------------------------------------- compare
@@ -154,12 +133,12 @@ def run_backend(backend: str, clips: list, refs: dict, timeout: float) -> dict[s
 
 
 def matrix(clips: list, backends: tuple[str, ...], timeout: float) -> str:
-    from tests.data.zoo import reference_decode
+    from tests.data.zoo import displayed, reference_decode
 
     refs = {}
     for c in clips:
         try:
-            refs[c.name] = reference_decode(c.path)
+            refs[c.name] = displayed(c.path, reference_decode(c.path))  # rotation applied, as videossl does
         except Exception:
             refs[c.name] = None
     cols = {b: run_backend(b, clips, refs, timeout) for b in backends}

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from videossl.data.loader.decoding import open_video
+from videossl.data.decoding import open_video
 from videossl.data.shards.format import iter_tar_samples, load_npz, split_shard_paths
 from videossl.losses import photometric as P
 from videossl.models.warp import backward_warp

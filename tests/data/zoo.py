@@ -65,6 +65,14 @@ class ZooClip:
     note: str = ""  # anything a reader of a decoder matrix should know (what was managed, fallbacks)
 
 
+def displayed(path: Path, frames: np.ndarray) -> np.ndarray:
+    """``frames`` as a player shows them: rotated by the stream's display-matrix rotation (videossl's convention)."""
+    with av.open(str(path)) as container:
+        rotation = next(container.decode(video=0)).rotation or 0
+    k = int(round(rotation / 90)) % 4
+    return np.ascontiguousarray(np.rot90(frames, k, axes=(1, 2))) if k else frames
+
+
 def reference_decode(path: Path) -> np.ndarray:
     """(N, H, W, 3) uint8: the first video stream decoded sequentially with PyAV, every output frame, RGB24.
 
@@ -390,7 +398,7 @@ def make_zoo(folder: Path, size=(64, 48), frames=24, skipped: list | None = None
         if hasattr(s, "set_display_rotation"):
             s.set_display_rotation(90)
 
-    simple("rotated.mp4", "H.264, display matrix rotation 90°, mp4 (reference: frames as stored)", "libx264", 14,
+    simple("rotated.mp4", "H.264, display matrix rotation 90°, mp4 (videossl shows it upright: rotation applied)", "libx264", 14,
            setup=rotate, options={"bf": "2", "g": "12"},
            note="display matrix via VideoStream.set_display_rotation(90) + rotate=90 metadata")
 

@@ -36,7 +36,7 @@ number in every row.
 
 Memory: host RSS (main process + DataLoader workers) is sampled every ``--rss-every`` clips during
 each pipeline run, and a ``--leak-clips`` (500) open/decode/close loop on one sample reports its RSS
-growth (:func:`videossl.data.loader.decoding.measure_rss_growth`).
+growth (:func:`videossl.data.decoding.measure_rss_growth`).
 
 ``--json PATH`` writes every figure as JSON (``-`` prints it on stdout after the tables).
 """
@@ -58,9 +58,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from videossl.data.decoding import available_backends, measure_rss_growth, open_video
 from videossl.data.loader import VideoShardDataset, ViewSpec, make_loader
 from videossl.data.loader.datamodule import default_train_views
-from videossl.data.loader.decoding import available_backends, measure_rss_growth, open_video
 from videossl.errors import VideosslError
 from videossl.recipes import load_recipe
 

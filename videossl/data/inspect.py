@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from videossl.data.loader.decoding import DecodeError, open_video
+from videossl.data.decoding import DecodeError, open_video
 from videossl.data.shards.format import iter_tar_samples, load_manifest, split_shard_paths
 
 EPILOG = """\

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videossl.data.loader.decoding import open_video
+from videossl.data.decoding import open_video
 from videossl.data.shards.format import iter_tar_samples, load_manifest, load_npy, load_npz, split_shard_paths
 from videossl.errors import VideosslError
 

@@ -51,9 +51,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from videossl.data.decoding import BACKENDS, open_video
 from videossl.data.loader import sampling
 from videossl.data.loader.batch import collate, decode_member
-from videossl.data.loader.decoding import BACKENDS, open_video
 from videossl.data.loader.partition import batches_per_rank, plan_worker, resolve_rank, resume_plan
 from videossl.data.loader.shardset import resolve_shards
 from videossl.data.loader.skips import SkipLog, SkipSample

@@ -1,8 +1,16 @@
-"""One decoder interface over decord (default), PyAV (fallback) and torchcodec (when installed).
+"""One decoder interface over torchcodec, decord and PyAV, shared by the shard maker and the reader.
 
 ``open_video(data, backend="auto")`` takes the encoded bytes (or a path) and returns a
 :class:`VideoReader`: a context manager with ``num_frames``, ``fps``, ``width``, ``height`` and
-``get_frames(indices) -> uint8 tensor (N, H, W, 3)`` in the order asked for.
+``get_frames(indices) -> uint8 tensor (N, H, W, 3)`` in the order asked for. ``auto`` tries the
+backends in :func:`auto_order` (torchcodec when it loads, then decord, then PyAV; a backend the
+sample's metadata names first) and falls back to the next one when a backend cannot open the video,
+disagrees with the frame count the shard maker measured, or fails on the frames asked for.
+
+Conventions: frame ``i`` is the ``i``-th frame a sequential decode of the first video stream outputs
+(frames an mp4 edit list hides are not frames); frames are RGB uint8 whatever the pixel format
+(10-bit, yuvj, 4:4:4 are converted); a rotation in the container's display matrix is **applied**, as
+players do (a phone video shot in portrait comes out upright; ``np.rot90`` by the stream's rotation).
 
 Rules every backend follows:
 
@@ -34,7 +42,7 @@ from videossl.errors import VideosslError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("decord", "pyav", "torchcodec")
+BACKENDS = ("torchcodec", "decord", "pyav")
 
 
 class DecodeError(VideosslError):
@@ -51,19 +59,27 @@ def _has(module: str) -> bool:
             _HAS[module] = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):
             _HAS[module] = False
+        if _HAS[module] and module == "torchcodec":  # installed is not enough: it loads the system FFmpeg
+            try:
+                importlib.import_module("torchcodec.decoders")
+            except Exception as e:  # OSError / RuntimeError when libavcodec & co. are missing
+                log.info("torchcodec is installed but does not load (%s): install the FFmpeg libraries", _short(e))
+                _HAS[module] = False
     return _HAS[module]
 
 
+_MODULES = {"torchcodec": "torchcodec", "decord": "decord", "pyav": "av"}
+
+
 def available_backends() -> list[str]:
-    """Backends importable here, in the order ``backend="auto"`` tries them."""
-    out = []
-    if _has("decord"):
-        out.append("decord")
-    if _has("av"):
-        out.append("pyav")
-    if _has("torchcodec"):
-        out.append("torchcodec")
-    return out
+    """Backends that load here, in the order ``backend="auto"`` tries them."""
+    return [b for b in ("torchcodec", "decord", "pyav") if _has(_MODULES[b])]
+
+
+def auto_order(prefer: str | None = None) -> list[str]:
+    """The backends ``auto`` tries, in order: ``prefer`` (e.g. the one the shard maker recorded) first."""
+    have = available_backends()
+    return ([prefer] if prefer in have else []) + [b for b in have if b != prefer]
 
 
 def _check_indices(indices: Sequence[int] | np.ndarray | torch.Tensor, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -244,18 +260,18 @@ class PyAVReader(VideoReader):
             self._container = self._open()
             if not self._container.streams.video:
                 raise DecodeError("pyav: no video stream in the data")
-            stream = self._container.streams.video[0]
-            self._stream_index = stream.index
-            self.width, self.height = int(stream.codec_context.width), int(stream.codec_context.height)
+            stream = self._container.streams.video[0]  # by position among the *video* streams
+            self._coded = (int(stream.codec_context.height), int(stream.codec_context.width))
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             self.fps = float(rate) if rate else 0.0
             self._threads = num_threads
             stream.thread_type = "AUTO" if num_threads > 1 else "SLICE"
             stream.thread_count = num_threads
-            # decode-order packet table: (pos, pts, dts, keyframe); one packet = one frame for video
+            # decode-order packet table: (pos, pts, keyframe); one packet = one frame for video. Packets an
+            # edit list discards (e.g. negative pts) are decoded as references but output no frame.
             pos, key, pts = [], [], []
             for pkt in self._container.demux(stream):
-                if pkt.size == 0 or pkt.dts is None and pkt.pts is None:
+                if pkt.size == 0 or pkt.dts is None and pkt.pts is None or pkt.is_discard:
                     continue
                 pos.append(-1 if pkt.pos is None else int(pkt.pos))
                 pts.append(pkt.pts if pkt.pts is not None else pkt.dts)
@@ -273,10 +289,28 @@ class PyAVReader(VideoReader):
         meta = stream.frames
         if meta and meta != self.num_frames:
             log.debug("pyav: container says %d frames, demux found %d; using %d", meta, self.num_frames, self.num_frames)
+        self._rotation: float | None = None  # learnt from the first decoded frame (PyAV has no stream getter)
         self._pos, self._pts, self._key = pos, pts, np.asarray(key)
         self._pos_to_order = {p: i for i, p in enumerate(pos) if p >= 0}
         if not self._key[0]:
             self._key[0] = True  # decoding always starts from the first packet when nothing else fits
+
+    @property
+    def height(self) -> int:  # type: ignore[override]
+        return self._shape()[0]
+
+    @property
+    def width(self) -> int:  # type: ignore[override]
+        return self._shape()[1]
+
+    def _shape(self) -> tuple[int, int]:
+        """(H, W) of the frames as returned: the coded size, swapped by a 90°/270° display rotation."""
+        if self._rotation is None:
+            if self._closed:
+                raise DecodeError("pyav reader is closed")
+            self._decode_sorted(np.array([0]))
+        h, w = self._coded
+        return (w, h) if int(round(self._rotation / 90)) % 2 else (h, w)
 
     def _open(self):
         src = io.BytesIO(self._data) if self._data is not None else self._path
@@ -297,11 +331,11 @@ class PyAVReader(VideoReader):
             if self._container is not None:
                 self._container.close()
             self._container = self._open()
-            fresh = self._container.streams.video[self._stream_index]
+            fresh = self._container.streams.video[0]
             fresh.thread_type = "AUTO" if self._threads > 1 else "SLICE"
             fresh.thread_count = self._threads
         c = self._container
-        stream = c.streams.video[self._stream_index]
+        stream = c.streams.video[0]
         if seek:
             c.seek(int(self._pts[start]), stream=stream, backward=True, any_frame=False)  # also flushes the decoder
         wanted = set(uniq.tolist())
@@ -319,13 +353,16 @@ class PyAVReader(VideoReader):
                 if order > int(uniq[0]):
                     raise _SeekMissed
             for frame in pkt.decode():
+                if self._rotation is None:
+                    self._rotation = float(frame.rotation or 0)
                 if order in wanted:
-                    out[order] = frame.to_ndarray(format="rgb24")
+                    out[order] = _upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                 order += 1
             if order > last:
                 break
         if not out:
-            return np.empty((0, self.height, self.width, 3), np.uint8)
+            h, w = self._coded
+            return np.empty((0, h, w, 3), np.uint8)
         return np.stack([out[i] for i in uniq.tolist() if i in out])
 
     def close(self) -> None:
@@ -342,8 +379,16 @@ class _SeekMissed(Exception):
     pass
 
 
+def _upright(img: np.ndarray, rotation: float | int | None) -> np.ndarray:
+    """Apply a display-matrix rotation (degrees, counter-clockwise) as players and torchcodec do."""
+    k = int(round((rotation or 0) / 90)) % 4
+    return np.ascontiguousarray(np.rot90(img, k)) if k else img
+
+
 # ------------------------------------------------------------------------------------- torchcodec
-class TorchCodecReader(VideoReader):  # pragma: no cover - torchcodec is not installed in CI
+class TorchCodecReader(VideoReader):
+    """torchcodec's decoder (exact seek mode: frame ``i`` is the ``i``-th frame in presentation order)."""
+
     backend = "torchcodec"
 
     def __init__(self, data: bytes | None, path: str | None, num_threads: int = 1):
@@ -358,6 +403,8 @@ class TorchCodecReader(VideoReader):  # pragma: no cover - torchcodec is not ins
         self.num_frames = int(md.num_frames or len(self._dec))
         self.fps = float(md.average_fps or 0.0)
         self.width, self.height = int(md.width), int(md.height)
+        if int(round((getattr(md, "rotation", None) or 0) / 90)) % 2:  # torchcodec returns the frames rotated
+            self.width, self.height = self.height, self.width
 
     def _decode_sorted(self, uniq: np.ndarray) -> np.ndarray:
         return self._dec.get_frames_at(uniq.tolist()).data.numpy()
@@ -380,28 +427,26 @@ def open_video(
     *,
     num_threads: int = 1,
     expected_frames: int | None = None,
+    prefer: str | None = None,
 ) -> VideoReader:
-    """Open encoded video bytes (or a file path) with ``backend`` (auto | decord | pyav | torchcodec).
+    """Open encoded video bytes (or a file path) with ``backend`` (auto | torchcodec | decord | pyav).
 
-    ``auto`` uses decord, then PyAV. ``expected_frames`` (from the sample's metadata) is compared
-    with the decoder's count: a video with fewer than half the frames its metadata claims is a
-    :class:`DecodeError` (truncated); smaller differences are logged at debug level.
+    ``expected_frames`` is the frame count the shard maker measured (a sequential decode), ``prefer``
+    the backend it found to read the video (the sample json's ``decoder``). A named backend is used as
+    is: a video with fewer than half the expected frames is a :class:`DecodeError` (truncated), other
+    differences are logged at debug level. ``auto`` returns an :class:`AutoReader` over
+    :func:`auto_order`.
     """
     if backend not in ("auto", *BACKENDS):
         raise VideosslError(f"unknown decoder backend {backend!r}: choose one of auto, {', '.join(BACKENDS)}")
     have = available_backends()
-    auto = backend == "auto"
-    if auto:
+    if backend == "auto":
         if not have:
-            raise VideosslError("no video decoder installed: pip install decord2 or av")
-        backend = "decord" if "decord" in have else have[0]
-    elif backend not in have:
+            raise VideosslError("no video decoder installed: pip install decord2 or av (or videossl[torchcodec])")
+        return AutoReader(data, auto_order(prefer), num_threads=num_threads, expected_frames=expected_frames)
+    if backend not in have:
         raise VideosslError(f"decoder backend {backend!r} is not installed here (available: {', '.join(have) or 'none'})")
-    raw, path = _as_source(data)
-    if backend == "decord":  # auto: PyAV decodes what decord gets wrong
-        reader = DecordReader(raw, path, num_threads=num_threads, fallback=auto and "pyav" in have)
-    else:
-        reader = _READERS[backend](raw, path, num_threads=num_threads)
+    reader = _open_one(backend, data, num_threads)
     if expected_frames is not None and expected_frames > 0 and reader.num_frames != expected_frames:
         if reader.num_frames < expected_frames // 2:
             n = reader.num_frames
@@ -409,6 +454,97 @@ def open_video(
             raise DecodeError(f"{backend}: found {n} frames but the metadata says {expected_frames} (truncated video)")
         log.debug("%s: %d frames, metadata says %d", backend, reader.num_frames, expected_frames)
     return reader
+
+
+def _open_one(backend: str, data, num_threads: int) -> VideoReader:
+    raw, path = _as_source(data)
+    if backend == "decord":  # PyAV decodes what decord's row-padding defect gets wrong
+        return DecordReader(raw, path, num_threads=num_threads, fallback="pyav" in available_backends())
+    return _READERS[backend](raw, path, num_threads=num_threads)
+
+
+class AutoReader(VideoReader):
+    """The first backend of ``order`` that reads the video; the next one when it cannot.
+
+    At open, a backend that fails, or whose frame count differs from ``expected_frames`` (the count of
+    a sequential decode, measured when the shard was made), is passed over for the next one; when no
+    backend agrees with ``expected_frames``, the first that opened is used. At ``get_frames``, a backend
+    that fails on the frames asked for is replaced by the next one that reads them. Every failure is
+    logged once per backend at info level; the error raised when none works names each backend's reason.
+    """
+
+    def __init__(self, data, order: Sequence[str], num_threads: int = 1, expected_frames: int | None = None):
+        _as_source(data)  # empty bytes / missing file: one clear error before any backend
+        self._data, self._threads, self._expected = data, num_threads, expected_frames
+        self._order, self._errors = list(order), {}
+        self._reader: VideoReader | None = None
+        fallback: tuple[int, VideoReader] | None = None
+        for i, b in enumerate(self._order):
+            try:
+                r = _open_one(b, data, num_threads)
+            except DecodeError as e:
+                self._errors[b] = str(e)
+                continue
+            if not expected_frames or r.num_frames == expected_frames:
+                self._use(i, r)
+                break
+            self._errors[b] = f"{b}: {r.num_frames} frames, the shard maker decoded {expected_frames}"
+            if fallback is None:
+                fallback = (i, r)
+            else:
+                r.close()
+        if self._reader is None:
+            if fallback is None:
+                raise DecodeError("no decoder reads this video: " + "; ".join(self._errors.values()))
+            self._use(*fallback)
+        elif fallback is not None:
+            fallback[1].close()
+
+    def _use(self, i: int, reader: VideoReader) -> None:
+        if self._reader is not None and self._reader is not reader:
+            self._reader.close()
+        self._index, self._reader = i, reader
+        self.backend = reader.backend
+        self.num_frames = min(reader.num_frames, self._expected) if self._expected else reader.num_frames
+        self.fps = reader.fps
+
+    @property
+    def width(self) -> int:  # type: ignore[override]
+        return self._reader.width
+
+    @property
+    def height(self) -> int:  # type: ignore[override]
+        return self._reader.height
+
+    def _decode_sorted(self, uniq: np.ndarray) -> np.ndarray:
+        try:
+            return _checked(self._reader, uniq)
+        except Exception as e:
+            self._errors[self.backend] = _short(e)
+        for i in range(self._index + 1, len(self._order)):
+            b = self._order[i]
+            try:
+                r = _open_one(b, self._data, self._threads)
+                frames = _checked(r, uniq)
+            except Exception as e:
+                self._errors[b] = _short(e)
+                continue
+            log.info("auto decoder: %s failed on this video; using %s", self.backend, b)
+            self._use(i, r)
+            return frames
+        raise DecodeError("no decoder reads these frames: " + "; ".join(f"{k}: {v}" for k, v in self._errors.items()))
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        super().close()
+
+
+def _checked(reader: VideoReader, uniq: np.ndarray) -> np.ndarray:
+    frames = reader._decode_sorted(uniq)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] != uniq.size:
+        raise DecodeError(f"{reader.backend}: decoded {frames.shape[0]} of {uniq.size} requested frames")
+    return frames
 
 
 def _rss_bytes() -> int:
