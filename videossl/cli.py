@@ -21,6 +21,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("data", "synth", "videossl.data.shards.synth_cli", "generate the embedded synthetic motion dataset (with ground truth)"),
     ("data", "make-shards", "videossl.data.shards.make", "turn a UCF101/HMDB51/Kinetics/folder/CSV tree into shards"),
     ("data", "inspect", "videossl.data.inspect", "print what a shard set holds (counts, video params, skipped)"),
+    ("data", "verify", "videossl.data.verify",
+     "decode every sample as training will: unreadable samples, backend disagreements, --write-exclude"),
     ("data", "preview", "videossl.data.preview", "write a contact sheet of videos with masks, flow and tracks"),
     ("eval", "linear", "videossl.eval.commands.linear",
      "linear probe of a frozen encoder (vs random init), with report and plots"),

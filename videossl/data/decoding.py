@@ -356,7 +356,7 @@ class PyAVReader(VideoReader):
                 if self._rotation is None:
                     self._rotation = float(frame.rotation or 0)
                 if order in wanted:
-                    out[order] = _upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+                    out[order] = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                 order += 1
             if order > last:
                 break
@@ -379,7 +379,7 @@ class _SeekMissed(Exception):
     pass
 
 
-def _upright(img: np.ndarray, rotation: float | int | None) -> np.ndarray:
+def upright(img: np.ndarray, rotation: float | int | None) -> np.ndarray:
     """Apply a display-matrix rotation (degrees, counter-clockwise) as players and torchcodec do."""
     k = int(round((rotation or 0) / 90)) % 4
     return np.ascontiguousarray(np.rot90(img, k)) if k else img

@@ -215,6 +215,8 @@ class VideoShardDataset(IterableDataset):
 
     def process(self, raw: dict[str, Any], rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
         """Raw tar group → sample dict; raises ``SkipSample(reason)`` for a bad sample."""
+        if raw["__key__"] in self.source.exclude:  # `videossl data verify --write-exclude` found it unreadable
+            raise SkipSample(f"excluded by data verify: {self.source.exclude[raw['__key__']][:150]}")
         if "json" not in raw:
             raise SkipSample("missing member: .json")
         try:
@@ -245,7 +247,7 @@ class VideoShardDataset(IterableDataset):
                 raise SkipSample(f"bad member .{ext}: {str(e)[:100]}") from None
         try:
             with open_video(data, self.decoder, num_threads=self.decoder_threads,
-                            expected_frames=meta.get("num_frames")) as reader:
+                            expected_frames=meta.get("num_frames"), prefer=meta.get("decoder")) as reader:
                 fps = reader.fps or float(meta.get("fps") or 0)
                 clips = self.sample_clips(reader.num_frames, fps, rng)
                 union, positions = sampling.union_indices([c for _, c in clips])

@@ -7,7 +7,7 @@ import glob as globlib
 import os
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import webdataset as wds
@@ -24,6 +24,7 @@ class ShardSource:
     counts: list[int]
     classes: list[str] | None = None
     avg_sample_bytes: float = 0.0
+    exclude: dict[str, str] = field(default_factory=dict)  # key -> reason (manifest "exclude", `data verify`)
 
     @property
     def total(self) -> int:
@@ -76,7 +77,8 @@ def resolve_shards(spec: str | os.PathLike | Sequence[str], split: str | None = 
         if not paths or sum(counts) == 0:
             raise VideosslError(f"split {split!r} of {d} has no samples")
         classes = list(manifest.get("classes", [])) or None
-        return ShardSource([str(p) for p in paths], counts, classes, nbytes / max(sum(counts), 1))
+        exclude = {e["key"]: e.get("reason", "?") for e in manifest.get("exclude", []) if e.get("split") == split}
+        return ShardSource([str(p) for p in paths], counts, classes, nbytes / max(sum(counts), 1), exclude)
     items = [str(spec)] if isinstance(spec, str | os.PathLike) else [str(s) for s in spec]
     urls: list[str] = []
     for item in items:

@@ -10,7 +10,11 @@ What it does :
    then ``_2``, ``_3``...), independent of the seed and of the split.
 3. For each shard that is not already on disk and verified, every file is test-decoded with PyAV
    (first frame and last frame; a demuxed packet count below the header's frame count is a truncated
-   file), optionally re-encoded, and written. Unreadable, empty or missing files never enter a shard;
+   file), optionally re-encoded, then the bytes to store are checked through the reader itself
+   (:func:`~videossl.data.shards.reencode.check_readable`: a sequential decode gives the frame count, the
+   reader's ``auto`` chain must return the same frames at the first, middle and last frames; the backend
+   that did is recorded). A file that no backend reads from its bytes is stored as an H.264 re-encode
+   (``--reencode-unreadable``, on by default) or skipped. Unreadable, empty or missing files never enter a shard;
    they are listed with their reason in ``manifest.json`` ``skipped`` and printed. Invariant, asserted
    and stored in ``manifest["counts"]``: ``input == written + skipped`` (HMDB51 flag-0 entries are
    ``unused``, reported apart).
@@ -19,7 +23,8 @@ Members of a sample: ``<key>.<container>`` (the video) and ``<key>.json``. When 
 is always H.264/yuv420p in ``mp4``; without re-encoding the original file bytes are stored unchanged
 under the source's extension (``mp4``, ``avi``, ``mkv``, ``webm``, ...), audio included. The json
 records ``container`` (the member extension) plus key, label (-1 if unlabelled), label_name, split,
-caption (when given), fps, num_frames (demuxed video packets), width, height, duration (s), source
+caption (when given), fps, num_frames (a sequential decode of the stored bytes), container_frames (demuxed
+video packets), decoder (the backend that read it), width, height, duration (s), source
 (path relative to the source root), has_audio.
 
 Re-encoding happens when any of ``short_side``, ``fps``, ``keyframe_interval`` is set (or
@@ -91,6 +96,7 @@ def make_shards(
     keyframe_interval: int | None = None,
     crf: int = 23,
     keep_audio: bool = False,
+    reencode_unreadable: bool = True,
     workers: int = 1,
     val_fraction: float = 0.0,
     max_count: int = 256,
@@ -114,7 +120,7 @@ def make_shards(
     if source not in LAYOUTS:
         raise VideosslError(f"unknown source layout {source!r}; valid layouts: {', '.join(LAYOUTS)}")
     _check_limits(workers, max_count, max_bytes)
-    enc = encode_params(short_side, fps, keyframe_interval, crf, preset, keep_audio, reencode)
+    enc = encode_params(short_side, fps, keyframe_interval, crf, preset, keep_audio, reencode, reencode_unreadable)
     listing = list_source(source, root, annotations, split, val_fraction, seed)
     if listing.num_entries == 0:
         raise VideosslError(
@@ -158,6 +164,7 @@ def make_shards(
         "crf": crf if enc.reencode else None,
         "preset": preset if enc.reencode else None,
         "keep_audio": keep_audio,  # without re-encoding the original bytes (with any audio) are stored
+        "reencode_unreadable": reencode_unreadable,
         "val_fraction": val_fraction,
         "max_count": max_count,
         "max_bytes": max_bytes,
@@ -288,13 +295,16 @@ def _write_shard(out_dir: Path, sh: PlannedShard, results: Any, bar: Any, task: 
             "split": r.split,
             **({"caption": r.caption} if r.caption is not None else {}),
             "fps": meta["fps"],
-            "num_frames": meta["num_frames"],
+            "num_frames": meta["decoded_frames"],  # a sequential decode of the stored bytes
+            "container_frames": meta["num_frames"],  # packets the demuxer found (the container's count)
+            "decoder": meta["decoder"],  # the backend of the reader's auto chain that read it when written
             "width": meta["width"],
             "height": meta["height"],
             "duration": meta["duration"],
             "source": r.source_id,
             "container": ext,
             "has_audio": meta["has_audio"],
+            **({"reencoded": meta["reencoded"]} if meta.get("reencoded") else {}),
         }
         writer.write(s.key, {ext: data, "json": json_bytes(info)})
         written.append(info)
@@ -400,6 +410,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help="re-encode to H.264 mp4 even without --short-side/--fps/--keyframe-interval",
     )
     parser.add_argument("--keep-audio", action="store_true", help="keep the audio (AAC) when re-encoding")
+    parser.add_argument("--reencode-unreadable", action=argparse.BooleanOptionalAction, default=True,
+                        help="a file the reader cannot decode from its own bytes is stored as an H.264 re-encode "
+                             "(default); --no-reencode-unreadable skips it with the reason")
     parser.add_argument("--workers", type=int, default=1, help="processes decoding/encoding in parallel")
     parser.add_argument(
         "--val-fraction",
@@ -432,6 +445,7 @@ def run_cli(args: argparse.Namespace) -> int:
         keyframe_interval=args.keyframe_interval,
         crf=args.crf,
         keep_audio=args.keep_audio,
+        reencode_unreadable=args.reencode_unreadable,
         workers=args.workers,
         val_fraction=args.val_fraction,
         max_count=args.max_count,

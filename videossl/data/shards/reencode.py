@@ -1,6 +1,13 @@
-"""Probing and re-encoding one source file for make-shards: test-decode with PyAV (first and last
-frame, demuxed packet count vs the header's), and optional H.264 re-encoding (short side, frame rate,
-keyframe interval, CRF, audio)."""
+"""Probing, checking and re-encoding one source file for make-shards.
+
+* :func:`probe_video`: open with PyAV (first and last frame, demuxed packet count vs the header's);
+* :func:`check_readable`: the contract "written ⇒ readable": the bytes that will be stored are decoded
+  sequentially with PyAV (the reference: its frame count is what the sample's json records) and read
+  through the reader's own :func:`~videossl.data.decoding.open_video` ``auto`` chain at the frames a
+  sampler can ask for (first, a middle span, last); the backend that reads them is recorded;
+* :func:`reencode_video`: H.264 re-encoding (short side, frame rate, keyframe interval, CRF, audio), also
+  used for a file that no backend reads from its bytes (``reencode_unreadable``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from videossl.data.decoding import DecodeError, auto_order, open_video, upright
 from videossl.errors import VideosslError
 
 DEFAULT_KEYFRAME_INTERVAL = 16
@@ -127,6 +137,7 @@ class EncodeParams:
     crf: int = 23
     preset: str = "medium"
     keep_audio: bool = False
+    reencode_unreadable: bool = True
 
 
 def target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -229,25 +240,92 @@ def process_file(task: tuple[str, dict[str, Any]]) -> tuple:
     try:
         meta = probe_video(path)
         if p.reencode:
-            try:
-                data = reencode_video(path, p)
-            except ProbeError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                raise ProbeError(f"re-encode failed: {_err(e)}") from None
-            try:
-                meta = probe_video(data)
-            except ProbeError as e:
-                raise ProbeError(f"re-encoded video does not decode: {e}") from None
-            ext = "mp4"
+            data, meta, ext = _reencoded(path, p)
         else:
-            data = Path(path).read_bytes()
-            ext = container_ext(path)
+            data, ext = Path(path).read_bytes(), container_ext(path)
+        try:
+            meta.update(check_readable(data))
+        except ProbeError as e:
+            if p.reencode or not p.reencode_unreadable:
+                raise ProbeError(f"stored bytes unreadable: {e}") from None
+            # no backend reads the original bytes: store an H.264 re-encode (from the file, with PyAV)
+            fix = EncodeParams(reencode=True, keyframe_interval=p.keyframe_interval, crf=p.crf, preset=p.preset)
+            data, meta, ext = _reencoded(path, fix)
+            meta.update(check_readable(data), reencoded=f"the original bytes were unreadable: {e}")
         return ("ok", ext, data, meta)
     except ProbeError as e:
         return ("skip", str(e))
     except Exception as e:  # noqa: BLE001 - a worker never crashes the run
         return ("skip", f"{type(e).__name__}: {_err(e)}")
+
+
+def _reencoded(path: str, p: EncodeParams) -> tuple[bytes, dict[str, Any], str]:
+    try:
+        data = reencode_video(path, p)
+    except ProbeError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ProbeError(f"re-encode failed: {_err(e)}") from None
+    try:
+        meta = probe_video(data)
+    except ProbeError as e:
+        raise ProbeError(f"re-encoded video does not decode: {e}") from None
+    return data, meta, "mp4"
+
+
+def _sequential(data: bytes, keep: set[int] | None = None) -> tuple[int, dict[int, Any]]:
+    """(frames a sequential PyAV decode of the first video stream outputs, {index: frame} for ``keep``)."""
+    import av
+
+    n, kept = 0, {}
+    with av.open(io.BytesIO(data), metadata_errors="ignore") as c:
+        for frame in c.decode(video=0):
+            if keep is not None and n in keep:
+                kept[n] = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+            n += 1
+    return n, kept
+
+
+def check_indices(n: int, span: int = 4) -> list[int]:
+    """The frames a sampler can ask for, checked by make-shards and ``videossl data verify``: the first,
+    a middle span of ``span`` frames and the last."""
+    mid = max(0, n // 2 - span // 2)
+    return sorted({0, *range(mid, min(n, mid + span)), n - 1})
+
+
+def check_readable(data: bytes) -> dict[str, Any]:
+    """The contract "what is stored can be read": ``{"decoded_frames", "decoder"}`` or :class:`ProbeError`.
+
+    ``decoded_frames`` comes from a sequential PyAV decode of ``data``; a backend of the reader's ``auto``
+    chain (:func:`~videossl.data.decoding.auto_order`, tried in order) must open ``data`` with that frame
+    count and return the same frames (mean abs error ≤ 1 grey level) at :func:`check_indices`. ``decoder``
+    is the first that does (the reader tries it first); e.g. torchcodec's seeks land on other frames when
+    an mp4's timestamps are broken, and decord ignores edit lists.
+    """
+    try:
+        n, _ = _sequential(data)
+    except Exception as e:  # noqa: BLE001 - any library error is a reason
+        raise ProbeError(f"a sequential decode fails: {_err(e)}") from None
+    if n == 0:
+        raise ProbeError("a sequential decode yields no frame")
+    idx = check_indices(n)
+    _, ref = _sequential(data, set(idx))
+    reasons = []
+    for backend in auto_order():  # the first backend of the reader's chain that reads it right is recorded
+        try:
+            with open_video(data, backend, expected_frames=n) as r:
+                if r.num_frames != n:
+                    raise DecodeError(f"counts {r.num_frames} frames, a sequential decode {n}")
+                got = r.get_frames(idx).numpy()
+        except DecodeError as e:
+            reasons.append(f"{backend}: {str(e)[:120]}")
+            continue
+        bad = [i for j, i in enumerate(idx) if got[j].shape != ref[i].shape
+               or float(np.abs(got[j].astype(np.int16) - ref[i].astype(np.int16)).mean()) > 1.0]
+        if not bad:
+            return {"decoded_frames": n, "decoder": backend}
+        reasons.append(f"{backend}: other pixels than a sequential decode at frame {bad[0]}")
+    raise ProbeError("no backend of the reader reads it like a sequential decode (" + "; ".join(reasons) + ")")
 
 
 def container_ext(path: str | os.PathLike) -> str:
@@ -256,7 +334,7 @@ def container_ext(path: str | os.PathLike) -> str:
 
 
 def encode_params(short_side: int | None, fps: float | None, keyframe_interval: int | None, crf: int, preset: str,
-                  keep_audio: bool, reencode: bool | None) -> EncodeParams:
+                  keep_audio: bool, reencode: bool | None, reencode_unreadable: bool = True) -> EncodeParams:
     """Checked re-encoding parameters; ``reencode`` None: re-encode iff a size, rate or keyframe interval is set."""
     if short_side is not None and (short_side < 2 or short_side % 2):
         raise VideosslError(f"--short-side must be an even number (H.264 yuv420p), got {short_side}")
@@ -272,4 +350,4 @@ def encode_params(short_side: int | None, fps: float | None, keyframe_interval: 
         raise VideosslError("--short-side/--fps/--keyframe-interval need re-encoding (reencode=False was given)")
     return EncodeParams(reencode=do_reencode, short_side=short_side, fps=fps,
                         keyframe_interval=keyframe_interval or DEFAULT_KEYFRAME_INTERVAL, crf=crf, preset=preset,
-                        keep_audio=keep_audio)
+                        keep_audio=keep_audio, reencode_unreadable=reencode_unreadable)
