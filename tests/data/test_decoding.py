@@ -170,3 +170,45 @@ def test_frames_of_a_wrong_shape_are_a_decode_error(mp4_bytes):
         r._decode_sorted = lambda uniq: np.zeros((len(uniq), 4, 4, 4), np.uint8)
         with pytest.raises(DecodeError, match=r"expected \(N, H, W, 3\)"):
             r.get_frames([0])
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    from tests.data.zoo import make_zoo
+
+    return {c.name: c for c in make_zoo(tmp_path_factory.mktemp("zoo"))}
+
+
+@pytest.mark.parametrize("name", ["h264_main_bframes.mp4", "h264_open_gop.mkv", "hevc.mp4", "hevc.mov", "vp9.webm"])
+def test_torchcodec_frames_equal_a_sequential_pyav_decode(zoo, name):
+    from tests.data.zoo import reference_decode
+
+    require_torchcodec()
+    clip = zoo[name]
+    ref = reference_decode(clip.path)
+    with open_video(clip.path.read_bytes(), "torchcodec") as r:
+        assert r.backend == "torchcodec" and r.num_frames == len(ref)
+        every = r.get_frames(np.arange(r.num_frames)).numpy()
+        some = r.get_frames([len(ref) - 1, 0, len(ref) // 2]).numpy()  # random access, unsorted
+    assert float(np.abs(every.astype(np.int16) - ref.astype(np.int16)).mean()) <= 1.0
+    assert float(np.abs(some.astype(np.int16) - ref[[len(ref) - 1, 0, len(ref) // 2]].astype(np.int16)).mean()) <= 1.0
+
+
+def test_auto_falls_back_when_a_backend_fails_on_the_frames_asked_for(zoo, monkeypatch):
+    from videossl.data import decoding
+
+    data = zoo["h264_main_bframes.mp4"].path.read_bytes()
+    first = decoding.auto_order()[0]
+    broken = decoding._READERS[first] if first != "decord" else decoding.DecordReader
+
+    def fail(self, uniq):
+        raise RuntimeError("simulated decoder failure")
+
+    monkeypatch.setattr(broken, "_decode_sorted", fail)
+    with open_video(data, "auto") as r:
+        assert r.backend == first
+        x = r.get_frames([0, 5])
+        assert r.backend != first and x.shape[0] == 2  # the next backend of the chain read them
+    monkeypatch.undo()
+    with pytest.raises(DecodeError, match="no decoder reads this video"):
+        open_video(b"\x00" * 4096, "auto")
