@@ -18,6 +18,8 @@ from videossl.data.loader import ViewSpec
 from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
 from videossl.eval.features import extract_features
+from videossl.eval.options import check_split_template, format_split, output_base_name, parse_splits
+from videossl.eval.runs import encoders_to_evaluate, resolve_encoder
 
 __all__ = ["EvalConfig", "KNNConfig", "ProbeConfig", "check_classes", "extract_splits", "view_lines"]
 
@@ -143,3 +145,39 @@ def view_lines(cfg: EvalConfig) -> list[str]:
     else:
         out.append("train views: the test views")
     return out
+
+
+@dataclass
+class FrozenEval:
+    """What every frozen-feature command (linear, kNN) resolves before evaluating: the config, the
+    splits to run, the encoder spec and weights, the encoders to evaluate and the output folder."""
+
+    raw: dict[str, Any]
+    cfg: EvalConfig
+    splits: list[str] | None
+    spec: dict[str, Any]
+    ckpt: Path | None
+    encoders: list
+    ckpt_hash: str | None
+    out_dir: Path
+
+    def runs(self) -> list[tuple[str | None, EvalConfig, Path]]:
+        """(split or None, the config with that split's data_dir, its output folder), one per evaluation."""
+        if not self.splits:
+            return [(None, EvalConfig.from_dict({**self.raw, "data_dir": format_split(self.cfg.data_dir, self.cfg.split)}),
+                     self.out_dir)]
+        return [(s, EvalConfig.from_dict({**self.raw, "data_dir": format_split(self.cfg.data_dir, s), "split": s}),
+                 self.out_dir / f"split{s}") for s in self.splits]
+
+
+def prepare_frozen_eval(args, raw: dict[str, Any], kind: str, console) -> FrozenEval:
+    """Resolve ``--splits``, ``--run/--ckpt/--encoder``, the random-init baseline and ``--out`` for ``kind``."""
+    cfg = EvalConfig.from_dict(raw)
+    splits = parse_splits(args.splits)
+    check_split_template(cfg.data_dir, splits)
+    spec, ckpt = resolve_encoder(args, cfg.encoder, need_weights=not args.random_only)
+    encoders, ckpt_hash = encoders_to_evaluate(args, spec, ckpt, console)
+    run = Path(args.run) if args.run else None
+    base_name = output_base_name(cfg.data_dir, cfg.split, splits)
+    out_dir = Path(args.out) if args.out else ((run or Path("runs")) / "eval" / f"{kind}-{base_name}")
+    return FrozenEval(raw, cfg, splits, spec, ckpt, encoders, ckpt_hash, out_dir)

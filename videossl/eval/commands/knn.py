@@ -25,19 +25,14 @@ from typing import Any
 from rich.table import Table
 
 from videossl.errors import VideosslError
-from videossl.eval.frozen import EvalConfig
+from videossl.eval.frozen import EvalConfig, prepare_frozen_eval
 from videossl.eval.knn_eval import evaluate_knn, protocol_lines, write_report
 from videossl.eval.options import (
     add_baseline_arguments,
     add_encoder_arguments,
-    check_split_template,
-    format_split,
     load_eval_recipe,
-    output_base_name,
-    parse_splits,
 )
 from videossl.eval.report import fmt_num, report_console, write_split_summary
-from videossl.eval.runs import encoders_to_evaluate, resolve_encoder
 
 EPILOG = """\
 examples:
@@ -67,15 +62,8 @@ def run_cli(args: argparse.Namespace) -> int:
         if args.temperature <= 0:
             raise VideosslError(f"--temperature must be positive, got {args.temperature}")
         knn["temperature"] = args.temperature
-    raw = {**raw, "knn": knn}
-    cfg = EvalConfig.from_dict(raw)
-    splits = parse_splits(args.splits)
-    check_split_template(cfg.data_dir, splits)
-    spec, ckpt = resolve_encoder(args, cfg.encoder, need_weights=not args.random_only)
-    encoders, ckpt_hash = encoders_to_evaluate(args, spec, ckpt, console)
-    run = Path(args.run) if args.run else None
-    base_name = output_base_name(cfg.data_dir, cfg.split, splits)
-    out_dir = Path(args.out) if args.out else ((run or Path("runs")) / "eval" / f"knn-{base_name}")
+    ev = prepare_frozen_eval(args, {**raw, "knn": knn}, "knn", console)
+    spec, ckpt, ckpt_hash, encoders, out_dir, splits = ev.spec, ev.ckpt, ev.ckpt_hash, ev.encoders, ev.out_dir, ev.splits
     ckpt_str = str(ckpt) if ckpt and not args.random_only else None
 
     def one(cfg_one: EvalConfig, out: Path) -> dict[str, Any]:
@@ -101,11 +89,9 @@ def run_cli(args: argparse.Namespace) -> int:
         console.print(f"wrote {out / 'results.json'} and {report}")
         return payload
 
+    per_split = {s: one(cfg_one, out) for s, cfg_one, out in ev.runs()}
     if not splits:
-        one(EvalConfig.from_dict({**raw, "data_dir": format_split(cfg.data_dir, cfg.split)}), out_dir)
         return 0
-    per_split = {s: one(EvalConfig.from_dict({**raw, "data_dir": format_split(cfg.data_dir, s), "split": s}),
-                        out_dir / f"split{s}") for s in splits}
     write_split_summary(out_dir, "kNN evaluation", per_split)
     console.print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
     return 0

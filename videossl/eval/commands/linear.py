@@ -44,19 +44,14 @@ from typing import Any
 
 from rich.table import Table
 
-from videossl.eval.frozen import EvalConfig
+from videossl.eval.frozen import EvalConfig, prepare_frozen_eval
 from videossl.eval.linear import evaluate_encoder, protocol_lines
 from videossl.eval.options import (
     add_baseline_arguments,
     add_encoder_arguments,
-    check_split_template,
-    format_split,
     load_eval_recipe,
-    output_base_name,
-    parse_splits,
 )
 from videossl.eval.report import fmt_num, report_console, write_report, write_split_summary
-from videossl.eval.runs import encoders_to_evaluate, resolve_encoder
 
 EPILOG = """\
 examples:
@@ -78,24 +73,15 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     console = report_console()
-    raw = load_eval_recipe(args)
-    cfg = EvalConfig.from_dict(raw)
-    splits = parse_splits(args.splits)
-    check_split_template(cfg.data_dir, splits)
-    spec, ckpt = resolve_encoder(args, cfg.encoder, need_weights=not args.random_only)
-    encoders, ckpt_hash = encoders_to_evaluate(args, spec, ckpt, console)
-    run = Path(args.run) if args.run else None
-    base_name = output_base_name(cfg.data_dir, cfg.split, splits)
-    out_dir = Path(args.out) if args.out else ((run or Path("runs")) / "eval" / f"linear-{base_name}")
-    if not splits:
-        one = EvalConfig.from_dict({**raw, "data_dir": format_split(cfg.data_dir, cfg.split)})
-        run_one(args, one, spec, ckpt, ckpt_hash, encoders, out_dir, console)
-        return 0
+    ev = prepare_frozen_eval(args, load_eval_recipe(args), "linear", console)
+    spec, ckpt, ckpt_hash, encoders, out_dir, splits = ev.spec, ev.ckpt, ev.ckpt_hash, ev.encoders, ev.out_dir, ev.splits
     per_split = {}
-    for s in splits:
-        one = EvalConfig.from_dict({**raw, "data_dir": format_split(cfg.data_dir, s), "split": s})
-        console.print(f"[bold]split {s}[/]: {one.data_dir}")
-        per_split[s] = run_one(args, one, spec, ckpt, ckpt_hash, encoders, out_dir / f"split{s}", console)
+    for s, one, out in ev.runs():
+        if s is not None:
+            console.print(f"[bold]split {s}[/]: {one.data_dir}")
+        per_split[s] = run_one(args, one, spec, ckpt, ckpt_hash, encoders, out, console)
+    if not splits:
+        return 0
     summary = write_split_summary(out_dir, "Linear evaluation", per_split)
     for name, m in summary["mean"].items():
         top1 = m["top1"]
