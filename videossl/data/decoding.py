@@ -42,7 +42,7 @@ from videossl.errors import VideosslError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torchcodec", "decord", "pyav")
+BACKENDS = ("torchcodec", "decord", "pyav")  # == tuple(_MODULES)
 
 
 class DecodeError(VideosslError):
@@ -68,12 +68,13 @@ def _has(module: str) -> bool:
     return _HAS[module]
 
 
+#: backend -> the module it needs, in the order ``auto`` tries them (fastest first)
 _MODULES = {"torchcodec": "torchcodec", "decord": "decord", "pyav": "av"}
 
 
 def available_backends() -> list[str]:
     """Backends that load here, in the order ``backend="auto"`` tries them."""
-    return [b for b in ("torchcodec", "decord", "pyav") if _has(_MODULES[b])]
+    return [b for b, module in _MODULES.items() if _has(module)]
 
 
 def auto_order(prefer: str | None = None) -> list[str]:
