@@ -548,6 +548,16 @@ def _checked(reader: VideoReader, uniq: np.ndarray) -> np.ndarray:
     return frames
 
 
+def is_vfr(times: np.ndarray, tolerance: float = 0.01) -> bool:
+    """Whether frame durations (``times``: presentation times in seconds) vary by more than ``tolerance``
+    (relative) around their median: a variable-frame-rate video."""
+    d = np.diff(np.asarray(times, dtype=np.float64))
+    if d.size < 2 or (d <= 0).any():
+        return False
+    med = float(np.median(d))
+    return bool(np.abs(d - med).max() > tolerance * med)
+
+
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from videossl.data.loader import sampling
 from videossl.data.loader.sampling import (
     brave_pair,
     clip_offsets,
@@ -120,3 +121,15 @@ def test_invalid_inputs():
         random_clip(0, 25.0, 0, 4)
     with pytest.raises(VideosslError, match="stride"):
         random_clip(10, 25.0, 0, 4, stride=0)
+
+
+def test_retime_moves_a_clip_of_a_vfr_video_to_the_frames_nearest_its_times():
+    # frame durations alternate 20 ms / 60 ms (average 25 fps): 0, .02, .08, .10, .16, .18, .24, ...
+    times = np.cumsum([0.0] + [0.02, 0.06] * 12)[:24]
+    clip = sampling.Clip(np.arange(4) * 3, 0)  # every 3rd index at 25 fps = every 120 ms
+    moved = sampling.retime(clip, times, 25.0)
+    assert moved.indices.tolist() == [0, 3, 6, 9]  # times 0, .10, .24, .34: nearest to 0, .12, .24, .36
+    fast = sampling.retime(sampling.Clip(np.arange(5), 0), times, 50.0)  # every 20 ms
+    assert fast.indices.tolist() == [0, 1, 1, 2, 2]  # .00 .02 .02(.04) .08(.06) .08
+    cfr = np.arange(24) / 25.0
+    assert sampling.retime(sampling.Clip(np.array([0, 5, 23]), 0), cfr, 25.0).indices.tolist() == [0, 5, 23]

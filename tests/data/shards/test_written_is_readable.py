@@ -110,3 +110,24 @@ def test_verify_passes_on_the_synthetic_set(tmp_path):
     r = subprocess.run([sys.executable, "-m", "videossl.cli", "data", "verify", str(tmp_path / "s"), "--backend", "all",
                         "--no-progress"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and "verified 12 samples (all): 0 unreadable, 0 with backend disagreements" in r.stdout
+
+
+def test_a_vfr_video_is_sampled_by_time_at_a_target_rate(zoo_shards, monkeypatch):
+    from videossl.data.loader import sampling
+
+    *_, samples, out = zoo_shards
+    retimed = []
+    real = sampling.retime
+    monkeypatch.setattr(sampling, "retime", lambda clip, t, fps: retimed.append(len(t)) or real(clip, t, fps))
+    meta, _ = samples["vfr.mkv"]
+    times = np.asarray(meta["frame_times"])  # recorded for the variable-frame-rate file only
+    assert len(times) == meta["num_frames"] and "frame_times" not in samples["h264_baseline.mp4"][0]
+    view = ViewSpec(name="clip", sampler="uniform", frames=4, target_fps=25 / 3, size=16, train=False)
+    ds = VideoShardDataset(out, [view], split="train", batch_size=1, train=False)
+    for batch in ds:
+        if batch["key"][0] == meta["key"]:
+            idx = batch["indices"][0][0].numpy()
+            break
+    assert retimed and set(retimed) == {len(times)}  # only the VFR sample, with its recorded times
+    gaps = np.diff(times[idx])
+    assert np.abs(gaps - 0.12).max() <= 0.02 + 1e-6, (idx, times[idx])  # 120 ms apart, up to the frame grid

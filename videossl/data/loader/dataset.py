@@ -250,6 +250,9 @@ class VideoShardDataset(IterableDataset):
                             expected_frames=meta.get("num_frames"), prefer=meta.get("decoder")) as reader:
                 fps = reader.fps or float(meta.get("fps") or 0)
                 clips = self.sample_clips(reader.num_frames, fps, rng)
+                times = meta.get("frame_times")  # recorded for variable-frame-rate videos only
+                if times and len(times) == reader.num_frames:  # views at a target rate sample by time
+                    clips = [(vi, sampling.retime(c, times, fps) if self.views[vi].target_fps else c) for vi, c in clips]
                 union, positions = sampling.union_indices([c for _, c in clips])
                 frames = reader.get_frames(union)  # (U, H, W, 3) uint8, contiguous
         except VideosslError as e:

@@ -276,3 +276,24 @@ def sample_views(views: Sequence[SampledView], num_frames: int, fps: float, rng:
         clips = [pair[v.sampler]] if v.sampler in pair else VIEW_SAMPLERS[v.sampler](v, num_frames, fps, rng)
         out += [(i, c) for c in clips]
     return out
+
+
+# ------------------------------------------------------------------------------- variable frame rate
+def retime(clip: Clip, times: np.ndarray, fps: float) -> Clip:
+    """A clip drawn by index on a variable-frame-rate video, moved to the frames shown at its times.
+
+    Samplers space frames by index at ``fps`` (the video's nominal rate), which is spacing by time only at
+    a constant rate. For a VFR video (``times``: each frame's presentation time in seconds, increasing,
+    as the shard maker records them) index ``v`` is read as the time ``times[0] + v / fps`` and replaced
+    by the frame nearest to that time. Indices stay in range and in order; a constant-rate video at
+    ``fps`` is unchanged.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    n = times.shape[0]
+    if n < 2 or not fps or fps <= 0 or not (np.diff(times) > 0).all():
+        return clip
+    at = times[0] + clip.indices.astype(np.float64) / float(fps)
+    after = np.clip(np.searchsorted(times, at), 1, n - 1)  # times[after - 1] < at <= times[after] inside the video
+    nearer_before = (at - times[after - 1]) <= (times[after] - at)
+    idx = np.where(nearer_before, after - 1, after).astype(np.int64)
+    return Clip(idx, clip.start, clip.padded, clip.looped, clip.valid)

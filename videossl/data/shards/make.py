@@ -305,6 +305,7 @@ def _write_shard(out_dir: Path, sh: PlannedShard, results: Any, bar: Any, task: 
             "container": ext,
             "has_audio": meta["has_audio"],
             **({"reencoded": meta["reencoded"]} if meta.get("reencoded") else {}),
+            **({"frame_times": meta["frame_times"]} if meta.get("frame_times") else {}),  # VFR only
         }
         writer.write(s.key, {ext: data, "json": json_bytes(info)})
         written.append(info)

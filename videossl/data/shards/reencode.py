@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from videossl.data.decoding import DecodeError, auto_order, open_video, upright
+from videossl.data.decoding import DecodeError, auto_order, is_vfr, open_video, upright
 from videossl.errors import VideosslError
 
 DEFAULT_KEYFRAME_INTERVAL = 16
@@ -273,17 +273,19 @@ def _reencoded(path: str, p: EncodeParams) -> tuple[bytes, dict[str, Any], str]:
     return data, meta, "mp4"
 
 
-def _sequential(data: bytes, keep: set[int] | None = None) -> tuple[int, dict[int, Any]]:
-    """(frames a sequential PyAV decode of the first video stream outputs, {index: frame} for ``keep``)."""
+def _sequential(data: bytes, keep: set[int] | None = None) -> tuple[int, dict[int, Any], list[float | None]]:
+    """(frames a sequential PyAV decode of the first video stream outputs, {index: frame} for ``keep``,
+    each frame's presentation time in seconds)."""
     import av
 
-    n, kept = 0, {}
+    n, kept, times = 0, {}, []
     with av.open(io.BytesIO(data), metadata_errors="ignore") as c:
         for frame in c.decode(video=0):
             if keep is not None and n in keep:
                 kept[n] = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+            times.append(frame.time)
             n += 1
-    return n, kept
+    return n, kept, times
 
 
 def check_indices(n: int, span: int = 4) -> list[int]:
@@ -303,13 +305,14 @@ def check_readable(data: bytes) -> dict[str, Any]:
     an mp4's timestamps are broken, and decord ignores edit lists.
     """
     try:
-        n, _ = _sequential(data)
+        n, _, times = _sequential(data)
     except Exception as e:  # noqa: BLE001 - any library error is a reason
         raise ProbeError(f"a sequential decode fails: {_err(e)}") from None
+    vfr = None not in times and is_vfr(np.asarray(times, dtype=np.float64))
     if n == 0:
         raise ProbeError("a sequential decode yields no frame")
     idx = check_indices(n)
-    _, ref = _sequential(data, set(idx))
+    _, ref, _ = _sequential(data, set(idx))
     reasons = []
     for backend in auto_order():  # the first backend of the reader's chain that reads it right is recorded
         try:
@@ -323,7 +326,10 @@ def check_readable(data: bytes) -> dict[str, Any]:
         bad = [i for j, i in enumerate(idx) if got[j].shape != ref[i].shape
                or float(np.abs(got[j].astype(np.int16) - ref[i].astype(np.int16)).mean()) > 1.0]
         if not bad:
-            return {"decoded_frames": n, "decoder": backend}
+            out = {"decoded_frames": n, "decoder": backend}
+            if vfr:  # the reader samples views at a target rate by these times (sampling.retime)
+                out["frame_times"] = [round(float(t), 4) for t in times]
+            return out
         reasons.append(f"{backend}: other pixels than a sequential decode at frame {bad[0]}")
     raise ProbeError("no backend of the reader reads it like a sequential decode (" + "; ".join(reasons) + ")")
 
