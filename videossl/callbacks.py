@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,63 @@ class SkipMonitor(pl.Callback):
         if worst > self.warn_rate:
             log.warning("!" * 8 + " %s: an epoch skipped %.1f %% of its samples (threshold %.1f %%); see the skip log "
                         "and `videossl data verify`", msg, 100 * worst, 100 * self.warn_rate)
+
+
+class DataWaitMonitor(pl.Callback):
+    """How much of each training step waited for data, logged on every run.
+
+    Per epoch: ``data/wait_frac`` (time between the end of one step and the start of the next, i.e.
+    fetching and transferring the batch, over the epoch's step time; shown in the progress bar),
+    ``data/clips_per_s`` and ``data/frames_per_s`` (frames of every view fed to the model), and on a GPU
+    ``data/peak_mem_gib``. At the end of ``fit`` one summary line, with advice when the wait exceeds
+    ``advise_above`` (default 20 %). On CUDA the step end is synchronised, so asynchronous kernels are
+    not counted as waiting.
+    """
+
+    def __init__(self, advise_above: float = 0.2) -> None:
+        self.advise_above = float(advise_above)
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._wait = self._busy = 0.0
+        self._clips = self._frames = 0
+        self._last_end = time.perf_counter()
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+        self._wait += self._start - self._last_end
+        if isinstance(batch, dict):
+            self._clips += len(batch.get("label", []))
+            self._frames += sum(int(v.shape[0] * v.shape[1]) for v in batch.get("views", []))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self._last_end = time.perf_counter()
+        self._busy += self._last_end - self._start
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        total = max(self._wait + self._busy, 1e-9)
+        row = {"wait_frac": self._wait / total, "clips_per_s": self._clips / total, "frames_per_s": self._frames / total}
+        if pl_module.device.type == "cuda":
+            row["peak_mem_gib"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+        for k, v in row.items():
+            pl_module.log(f"data/{k}", torch.tensor(v, device=pl_module.device), sync_dist=True,
+                          prog_bar=k == "wait_frac")
+        self.history.append(row)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or not self.history:
+            return
+        n = len(self.history)
+        wait = sum(h["wait_frac"] for h in self.history) / n
+        clips = sum(h["clips_per_s"] for h in self.history) / n
+        frames = sum(h["frames_per_s"] for h in self.history) / n
+        msg = (f"data wait: {100 * wait:.0f} % of step time over {n} epoch(s) ({clips:.1f} clips/s, "
+               f"{frames:.0f} frames/s fed to the model)")
+        if wait > self.advise_above:
+            msg += ("; the model waits for data: raise data.num_workers, shard with `make-shards --short-side 160 "
+                    "--keyframe-interval 16`, or lower the views' frames / size")
+        print(msg, flush=True)

@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from videossl.callbacks import ResumeCheckpoint, SkipMonitor
+from videossl.callbacks import DataWaitMonitor, ResumeCheckpoint, SkipMonitor
 from videossl.data.loader.datamodule import VideoDataModule
 from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
@@ -90,5 +90,5 @@ class VideosslCLI(LightningCLI):
             config["logger"] = loggers
         if self.subcommand == "fit":
             callbacks = list(callbacks) + [ResumeCheckpoint(str(root / "checkpoints"), sub.get("checkpoint_every", 50)),
-                                           SkipMonitor(sub.get("skip_warn_rate", 0.01))]
+                                           SkipMonitor(sub.get("skip_warn_rate", 0.01)), DataWaitMonitor()]
         return super()._instantiate_trainer(config, callbacks)

@@ -145,6 +145,9 @@ def test_skips_are_run_metrics_per_epoch_with_a_summary(tmp_path, synth):
     out = r.stdout + r.stderr
     assert "data: 2 of 98 samples read were skipped (2.04 %) over 2 epoch(s); top reasons: decode error ×2" in out
     assert "threshold 1.0 %" in out  # above the default 1 %: a loud warning
+    waits = [float(row["data/wait_frac"]) for row in rows if row.get("data/wait_frac")]
+    assert len(waits) == 2 and all(0 <= w <= 1 for w in waits)  # every fit run reports its data wait
+    assert "data wait:" in out and "frames/s fed to the model" in out
     assert key
     shown = subprocess.run([sys.executable, "-m", "videossl.cli", "data", "inspect", str(tmp_path / "run"), "--json",
                             str(tmp_path / "skips.json")], capture_output=True, text=True, cwd=REPO)
