@@ -160,11 +160,18 @@ class DataWaitMonitor(pl.Callback):
     def __init__(self, advise_above: float = 0.2) -> None:
         self.advise_above = float(advise_above)
         self.history: list[dict[str, float]] = []
+        self._reset()
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
+    def _reset(self) -> None:
         self._wait = self._busy = 0.0
         self._clips = self._frames = 0
-        self._last_end = time.perf_counter()
+        self._last_end = self._start = time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module) -> None:  # also a run resumed mid-epoch (no epoch start)
+        self._reset()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._reset()
         if torch.cuda.is_available() and pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 
