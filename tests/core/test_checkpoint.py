@@ -116,3 +116,22 @@ def test_read_state_dict_keeps_only_tensors_and_read_file_refuses_non_files(tmp_
         read_state_dict([1, 2])
     with pytest.raises(VideosslError, match="not found"):
         read_file(tmp_path / "missing.pt")
+
+
+def test_encoder_file_round_trip_carries_spec_and_loads_like_encoder_pt(tmp_path):
+    from videossl.core.checkpoint import read_encoder_meta, save_encoder_file
+
+    src = nn.Linear(3, 2)
+    spec = {"class_path": "torch.nn.Linear", "init_args": {"in_features": 3, "out_features": 2}}
+    path = tmp_path / "enc.pt"
+    save_encoder_file(path, src.state_dict(), spec, source="test", conversion="identity")
+    meta = read_encoder_meta(path)
+    assert meta == {"spec": spec, "source": "test", "conversion": "identity"}
+    dst = nn.Linear(3, 2)
+    assert load_state(dst, path, prefix="encoder.").clean
+    assert torch.equal(dst.weight, src.weight)
+    plain = tmp_path / "plain.pt"
+    torch.save(src.state_dict(), plain)
+    assert read_encoder_meta(plain) is None
+    with pytest.raises(VideosslError, match="class_path"):
+        save_encoder_file(tmp_path / "bad.pt", src.state_dict(), {"init_args": {}})

@@ -12,6 +12,12 @@ this module, so the same rules hold everywhere:
 * shapes are checked before loading (one error naming the first mismatches);
 * one :class:`LoadReport` of missing / unexpected keys, which is an error where the caller says so
   and otherwise a single warning.
+
+An *encoder file* (:func:`save_encoder_file`) is a weight file that also says how to build the
+encoder: ``{"state_dict": {"encoder.<key>": tensor}, "videossl_encoder": {"spec": {class_path,
+init_args}, "source": ..., ...}}``. It loads like any ``encoder.pt`` (the ``encoder.`` prefix), and
+:func:`read_encoder_meta` returns its metadata (``None`` for a plain weight file), so ``--weights
+FILE`` alone is enough to evaluate a converted model.
 """
 
 from __future__ import annotations
@@ -86,6 +92,36 @@ def read_state_dict(source: Source) -> dict[str, torch.Tensor]:
         what = os.fspath(source) if isinstance(source, str | os.PathLike) else "state dict"
         raise VideosslError(f"{what} is not a state dict (got {type(obj).__name__})")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+#: the entry of an encoder file that holds its build spec and provenance
+ENCODER_META_KEY = "videossl_encoder"
+
+
+def save_encoder_file(path: str | os.PathLike, encoder_state: Mapping[str, torch.Tensor], spec: Mapping[str, Any],
+                      **meta: Any) -> None:
+    """Write an encoder file: the encoder's tensors under ``encoder.``, its ``{class_path, init_args}`` spec
+    and provenance ``meta`` (e.g. ``source="hf-videomae"``, ``conversion=...``, ``source_hash=...``).
+
+    ``meta`` values must be plain data (str, int, float, bool, None, lists and dicts of them) so that the
+    file loads with ``weights_only=True``.
+    """
+    if not isinstance(spec, Mapping) or "class_path" not in spec:
+        raise VideosslError(f"an encoder spec is a mapping with class_path (and init_args), got {spec!r}")
+    state = {f"encoder.{k}": v.detach().cpu().contiguous() for k, v in encoder_state.items()}
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+    torch.save({"state_dict": state, ENCODER_META_KEY: {"spec": dict(spec), **meta}}, os.fspath(path))
+
+
+def read_encoder_meta(source: Source) -> dict[str, Any] | None:
+    """The ``{"spec": ..., <provenance>}`` of an encoder file, or ``None`` for a plain weight file."""
+    obj = read_file(source) if isinstance(source, str | os.PathLike) else source
+    meta = obj.get(ENCODER_META_KEY) if isinstance(obj, Mapping) else None
+    if meta is None:
+        return None
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("spec"), Mapping):
+        raise VideosslError(f"{source}: its {ENCODER_META_KEY!r} entry has no spec mapping; re-write it with save_encoder_file")
+    return dict(meta)
 
 
 def top_prefixes(keys) -> list[str]:
