@@ -154,3 +154,17 @@ def test_skips_are_run_metrics_per_epoch_with_a_summary(tmp_path, synth):
     assert shown.returncode == 0 and "decode_error ×1" in shown.stdout
     hist = json.loads((tmp_path / "skips.json").read_text())["skips"]
     assert [(h["epoch"], h["skipped"], h["reasons"]) for h in hist] == [(0, 1, {"decode_error": 1}), (1, 1, {"decode_error": 1})]
+
+
+def test_device_augmentation_trains_like_the_workers_path(tmp_path, synth):
+    """`--data.augment_on device` (photometric part batched after the transfer) reaches the weights of the
+    all-in-workers run: the same parameters, applied in another place, up to float rounding."""
+    common = ["--trainer.max_steps", "4", "--model.init_args.optim.total", "4"]
+    fit(tmp_path / "w", synth, "--data.augment_on", "workers", *common)
+    r = fit(tmp_path / "d", synth, "--data.augment_on", "device", *common)
+    assert "on the device (photometric)" in r.stdout + r.stderr
+    w = torch.load(tmp_path / "w" / "encoder.pt", weights_only=True)
+    d = torch.load(tmp_path / "d" / "encoder.pt", weights_only=True)
+    assert w.keys() == d.keys()
+    for k in w:
+        torch.testing.assert_close(d[k], w[k], atol=1e-4, rtol=1e-4)

@@ -2,9 +2,10 @@
 
 A batch is a dict: ``views`` (list of (B, T, 3, S, S) tensors, one per view output, in the order of
 the view specs, each spec's copies / clips / crops in turn), ``view_names`` (the spec name of each
-output), ``valid`` / ``indices`` per output, ``label``, ``caption``, ``key``, ``shard``,
-``duplicate``, ``padded``, ``looped``, ``skipped`` and any ground-truth extras. Consumers ask for a
-view by name (:func:`view`) and turn it into a float clip with :func:`to_clip`.
+output), ``augment`` (per output: the photometric parameters the device still has to apply, or
+``None``; see ``VideoDataModule.on_after_batch_transfer``), ``valid`` / ``indices`` per output,
+``label``, ``caption``, ``key``, ``shard``, ``duplicate``, ``padded``, ``looped``, ``skipped`` and
+any ground-truth extras. Consumers ask for a view by name (:func:`view`) and turn it into a float clip with :func:`to_clip`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "looped": torch.tensor([s["looped"] for s in samples], dtype=torch.bool),
         "views": [torch.stack(v) for v in zip(*(s["views"] for s in samples), strict=True)],
         "view_names": list(samples[0].get("view_names") or []),
+        # per output: the photometric parameters still to apply on the device (augment_on: device), else None
+        "augment": [None if p[0] is None else {k: torch.stack([q[k] for q in p]) for k in p[0]}
+                    for p in zip(*(s.get("augment") or [None] * len(s["views"]) for s in samples), strict=True)],
         "valid": [torch.stack(v) for v in zip(*(s["valid"] for s in samples), strict=True)],
         "indices": [torch.stack(v) for v in zip(*(s["indices"] for s in samples), strict=True)],
     }

@@ -23,10 +23,10 @@ import os
 
 import pytorch_lightning as pl
 
-from videossl.data.loader.dataset import EpochDataLoader, VideoShardDataset, make_loader
+from videossl.data.loader.dataset import AUGMENT_ON, EpochDataLoader, VideoShardDataset, make_loader
 from videossl.data.loader.resources import check_ram, ram_estimate
 from videossl.data.loader.skips import SkipLog
-from videossl.data.loader.transforms import AugmentConfig
+from videossl.data.loader.transforms import AugmentConfig, DevicePhotometric
 from videossl.data.loader.views import ViewSpec
 from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
@@ -73,12 +73,16 @@ class VideoDataModule(pl.LightningDataModule):
         extras: list[str] | None = None,
         skip_log_dir: str | None = None,
         ram_fraction: float = 0.5,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        augment_on: str = "auto",
     ):
         super().__init__()
+        if augment_on not in ("auto", *AUGMENT_ON):
+            raise VideosslError(f"augment_on must be auto, {' or '.join(AUGMENT_ON)}, got {augment_on!r}")
+        self.augment_on = augment_on
         self.data_dir = data_dir
         self.splits = {"fit": train_split, "validate": val_split, "test": test_split}
         self.batch_size = int(batch_size)
@@ -94,6 +98,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.rank, self.world_size = rank, world_size
         self.datasets: dict[str, VideoShardDataset] = {}
+        self._photometric_ops: dict[int, DevicePhotometric] = {}
         if self.num_workers < 0:
             raise VideosslError(f"num_workers must be >= 0, got {num_workers}")
         if not 0 < self.ram_fraction <= 1:
@@ -123,6 +128,39 @@ class VideoDataModule(pl.LightningDataModule):
                 return int(h), int(w)
         return None
 
+    def _on_gpu(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        device = getattr(getattr(trainer, "strategy", None), "root_device", None)
+        return device is not None and device.type not in ("cpu", "mps")
+
+    def resolved_augment_on(self) -> str:
+        """``augment_on``, with ``auto`` = ``device`` when the trainer runs on a GPU, else ``workers``."""
+        if self.augment_on != "auto":
+            return self.augment_on
+        return "device" if self._on_gpu() else "workers"
+
+    def _pin(self) -> bool:
+        return self._on_gpu() if self.pin_memory is None else bool(self.pin_memory)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """With ``augment_on: device``: the photometric part of each training view, batched on the device
+        the batch was just copied to (per-sample parameters drawn in the workers, carried in ``batch["augment"]``)."""
+        params = batch.get("augment") if isinstance(batch, dict) else None
+        if not params or all(p is None for p in params):
+            return batch
+        views = list(batch["views"])
+        for i, prm in enumerate(params):
+            if prm is not None:
+                views[i] = self._photometric(int(prm["view"][0]))(views[i], prm)
+        batch["views"], batch["augment"] = views, [None] * len(views)
+        return batch
+
+    def _photometric(self, spec: int) -> DevicePhotometric:
+        if spec not in self._photometric_ops:
+            v = self.datasets["fit"].views[spec]
+            self._photometric_ops[spec] = DevicePhotometric(v.size, v.augment)
+        return self._photometric_ops[spec]
+
     def _skip_dir(self, split: str) -> str | None:
         return os.path.join(self.skip_log_dir, split) if self.skip_log_dir else None
 
@@ -146,7 +184,11 @@ class VideoDataModule(pl.LightningDataModule):
             extras=self.extras,
             skip_log_dir=self._skip_dir(split or stage),
             decoder_threads=self.decoder_threads,
+            augment_on=self.resolved_augment_on() if train else "workers",
         )
+        if train and rank in (None, 0):
+            where = "the workers" if ds.augment_on == "workers" else "the workers (crop + flip) and on the device (photometric)"
+            print(f"data[{split or stage}]: augmentation in {where} (data.augment_on)", flush=True)
         est = ram_estimate(
             ds.views, ds.batch_size, self.num_workers, self.prefetch_factor,
             ds.shuffle_buffer if train else 0, ds.source.avg_sample_bytes, self._source_hw(),
@@ -183,7 +225,7 @@ class VideoDataModule(pl.LightningDataModule):
             prefetch_factor=self.prefetch_factor,
             epoch_fn=epoch_fn,
             skip_fn=skip_fn,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
 

@@ -57,15 +57,17 @@ from videossl.data.loader.batch import collate, decode_member
 from videossl.data.loader.partition import batches_per_rank, plan_worker, resolve_rank, resume_plan
 from videossl.data.loader.shardset import resolve_shards
 from videossl.data.loader.skips import SkipLog, SkipSample
-from videossl.data.loader.transforms import EvalTransform, VideoAugment
+from videossl.data.loader.transforms import PHOTOMETRIC_PARAMS, EvalTransform, VideoAugment
 from videossl.data.loader.views import ViewSpec, check_views
 from videossl.errors import VideosslError
 
 log = logging.getLogger(__name__)
 
 VIDEO_EXTS = ("mp4", "avi", "mkv", "webm", "mov")
+#: where training views are augmented: all in the data workers, or the photometric part on the device
+AUGMENT_ON = ("workers", "device")
 
-__all__ = ["EpochDataLoader", "VIDEO_EXTS", "VideoShardDataset", "make_loader"]
+__all__ = ["AUGMENT_ON", "EpochDataLoader", "VIDEO_EXTS", "VideoShardDataset", "make_loader"]
 
 
 def _is_identity(pos: np.ndarray, n: int) -> bool:
@@ -96,8 +98,12 @@ class VideoShardDataset(IterableDataset):
         extras: Sequence[str] = (),
         skip_log_dir: str | os.PathLike | None = None,
         decoder_threads: int = 1,
+        augment_on: str = "workers",
     ):
         super().__init__()
+        if augment_on not in AUGMENT_ON:
+            raise VideosslError(f"augment_on must be one of {', '.join(AUGMENT_ON)}, got {augment_on!r}")
+        self.augment_on = augment_on
         if batch_size < 1:
             raise VideosslError(f"batch_size must be >= 1, got {batch_size}")
         if decoder not in ("auto", *BACKENDS):
@@ -257,17 +263,25 @@ class VideoShardDataset(IterableDataset):
                 frames = reader.get_frames(union)  # (U, H, W, 3) uint8, contiguous
         except VideosslError as e:
             raise SkipSample(f"decode error: {str(e)[:200]}") from None
-        views, names, valid, indices, padded, looped = [], [], [], [], [], []
+        views, names, valid, indices, padded, looped, augment = [], [], [], [], [], [], []
         for (vi, clip), pos in zip(clips, positions, strict=True):
             # Cut the view on the contiguous (U, H, W, 3) frames (a row gather; no copy when the view
             # is the whole union), then hand the transform a (T, 3, H, W) channels-last *view*:
             # indexing the permuted tensor instead made a full-resolution NCHW copy (~25 ms for
             # 16 frames at 602x256), and the uint8 antialiased resize is ~3x faster on channels-last.
             sel = frames if _is_identity(pos, frames.shape[0]) else frames[torch.from_numpy(pos)]
-            out = self.transforms[vi](sel.permute(0, 3, 1, 2), gen)
+            tf, prm = self.transforms[vi], None
+            if self.augment_on == "device" and isinstance(tf, VideoAugment):
+                # the same draws as the all-in-workers path; the photometric part waits for the device
+                prm = tf.draw(sel.permute(0, 3, 1, 2), gen)
+                out = tf.crop_flip(sel.permute(0, 3, 1, 2), prm)
+                prm = {k: prm[k] for k in PHOTOMETRIC_PARAMS} | {"view": torch.tensor(vi)}
+            else:
+                out = tf(sel.permute(0, 3, 1, 2), gen)
             outs = out if isinstance(out, list) else [out]
             for o in outs:
                 views.append(o)
+                augment.append(prm)
                 names.append(self.views[vi].name)
                 valid.append(torch.from_numpy(clip.valid) if clip.valid is not None else torch.ones(len(clip), dtype=torch.bool))
                 indices.append(torch.from_numpy(clip.indices))
@@ -279,6 +293,7 @@ class VideoShardDataset(IterableDataset):
             "label": label,
             "views": views,
             "view_names": names,
+            "augment": augment,
             "valid": valid,
             "indices": indices,
             "padded": padded,

@@ -14,6 +14,9 @@ separable) → solarize (off) → optional normalise
 
 :class:`BatchVideoAugment` does the same on ``(B, T, C, H, W)`` batches on any device, with
 per-sample parameters (crop via ``torchvision.ops.roi_align``, blur via a grouped convolution).
+Device-side augmentation in training (``data.augment_on: device``) splits a view in two: the workers
+draw every parameter and do the geometric part (:meth:`VideoAugment.crop_flip`, uint8), the batch
+carries the photometric parameters, and :class:`DevicePhotometric` applies them on the device.
 :class:`EvalTransform` is deterministic: resize the short side, then a centre crop or ``C`` crops
 evenly spaced along both axes (3 crops: top-left, centre, bottom-right).
 """
@@ -228,9 +231,22 @@ class VideoAugment:
         self.kernel = blur_kernel_size(self.size, self.cfg.blur_kernel_frac)
 
     def __call__(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.apply(clip, self.draw(clip, generator))
+
+    def draw(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One clip's parameters (one row of :func:`draw_params`, drawn for ``clip``'s frame size)."""
         _check_clip(clip)
         prm = draw_params(self.cfg, 1, clip.shape[-2], clip.shape[-1], generator)
-        return self.apply(clip, {k: v[0] for k, v in prm.items()})
+        return {k: v[0] for k, v in prm.items()}
+
+    def crop_flip(self, clip: torch.Tensor, prm: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The geometric part only (random resized crop + flip), uint8 in and out: what the data workers do
+        when the photometric part runs on the device (:class:`DevicePhotometric`)."""
+        if clip.dtype != torch.uint8:
+            raise VideosslError(f"crop_flip takes uint8 clips, got {clip.dtype}")
+        top, left, h, w = (int(v) for v in prm["box"])
+        x = F.resized_crop(clip, top, left, h, w, [self.size, self.size], antialias=True)
+        return (F.horizontal_flip(x) if prm["flip"] else x).contiguous()
 
     def apply(self, clip: torch.Tensor, prm: dict[str, torch.Tensor]) -> torch.Tensor:
         """Apply given parameters (one row of :func:`draw_params`) to ``clip``."""
@@ -306,21 +322,55 @@ class BatchVideoAugment(torch.nn.Module):
         x = roi_align(x.reshape(B * T, C, H, W), rois, output_size=(S, S), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
         x = x.view(B, T, C, S, S).clamp_(0, 1)
         x = torch.where(_bshape(prm["flip"], x), x.flip(-1), x)
-        jit = _bshape(prm["jitter"], x)
-        y = (x + _bshape(prm["brightness"], x)).clamp(0, 1)
-        sat = _bshape(prm["saturation"], x)
-        y = (sat * y + (1 - sat) * _gray(y)).clamp(0, 1)
-        con = _bshape(prm["contrast"], x)
-        mean = _gray(y).mean(dim=(-3, -2, -1), keepdim=True)  # per frame, like adjust_contrast
-        y = (con * y + (1 - con) * mean).clamp(0, 1)
-        y = apply_hue(y, prm["hue"])
-        x = torch.where(jit, y, x)
-        x = torch.where(_bshape(prm["gray"], x), _gray(x).expand_as(x), x)
-        if self.kernel > 1 and bool(prm["blur"].any()):
-            x = blur_clips(x, self.kernel, prm["sigma"], prm["blur"])
-        thr = cfg.solarize_threshold
-        x = torch.where(_bshape(prm["solarize"], x) & (x >= thr), 1 - x, x)
-        return _finish(x, cfg, channel_dim=2)
+        return _finish(photometric(x, prm, cfg, self.kernel), cfg, channel_dim=2)
+
+
+#: the parameters of :func:`draw_params` that the photometric part uses (what a batch carries to the device)
+PHOTOMETRIC_PARAMS = ("jitter", "brightness", "saturation", "contrast", "hue", "gray", "blur", "sigma", "solarize")
+
+
+def photometric(x: torch.Tensor, prm: dict[str, torch.Tensor], cfg: AugmentConfig, kernel: int) -> torch.Tensor:
+    """Colour jitter → grayscale → blur → solarize of a float batch ``(B, T, 3, S, S)`` in [0, 1], with
+    per-sample parameters ``prm`` (rows of :func:`draw_params`), on ``x``'s device; the same arithmetic as
+    :meth:`VideoAugment.apply` (torchvision's blend formulas for saturation and contrast)."""
+    jit = _bshape(prm["jitter"], x)
+    y = (x + _bshape(prm["brightness"], x)).clamp(0, 1)
+    sat = _bshape(prm["saturation"], x)
+    y = (sat * y + (1 - sat) * _gray(y)).clamp(0, 1)
+    con = _bshape(prm["contrast"], x)
+    mean = _gray(y).mean(dim=(-3, -2, -1), keepdim=True)  # per frame, like adjust_contrast
+    y = (con * y + (1 - con) * mean).clamp(0, 1)
+    y = apply_hue(y, prm["hue"])
+    x = torch.where(jit, y, x)
+    x = torch.where(_bshape(prm["gray"], x), _gray(x).expand_as(x), x)
+    if kernel > 1 and bool(prm["blur"].any()):
+        x = blur_clips(x, kernel, prm["sigma"], prm["blur"])
+    thr = cfg.solarize_threshold
+    return torch.where(_bshape(prm["solarize"], x) & (x >= thr), 1 - x, x)
+
+
+class DevicePhotometric(torch.nn.Module):
+    """The photometric half of a view's augmentation, batched on the device: uint8 crops ``(B, T, 3, S, S)``
+    (from :meth:`VideoAugment.crop_flip` in the workers) + their per-sample parameters → the view's output
+    (float in [0, 1], normalised, or uint8, as ``cfg`` says).
+
+    The parameters were drawn in the workers by the same generator calls as the all-in-workers path, so the
+    two placements see identical parameters and are reproducible from the seed in the same way; outputs agree
+    up to float rounding (tested).
+    """
+
+    def __init__(self, size: int, cfg: AugmentConfig | None = None):
+        super().__init__()
+        self.size = int(size)
+        self.cfg = cfg or AugmentConfig()
+        self.kernel = blur_kernel_size(self.size, self.cfg.blur_kernel_frac)
+
+    @torch.no_grad()
+    def forward(self, crops: torch.Tensor, prm: dict[str, torch.Tensor]) -> torch.Tensor:
+        if crops.dim() != 5 or crops.shape[2] != 3 or crops.dtype != torch.uint8:
+            raise VideosslError(f"expected uint8 crops (B, T, 3, S, S), got {crops.dtype} {tuple(crops.shape)}")
+        x = crops.float().div_(255)
+        return _finish(photometric(x, prm, self.cfg, self.kernel), self.cfg, channel_dim=2)
 
 
 class EvalTransform:
