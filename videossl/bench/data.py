@@ -11,10 +11,11 @@ Measured in one run, in this order :
 
    - ``cpu``: the recipe's views exactly as configured: the whole augmentation (random resized
      crop, flip, colour jitter, grayscale, blur, normalise) runs in the CPU workers;
-   - ``gpu-split``: the split meant for GPU training: the CPU workers decode, sample, random-resized
-     crop + flip and collate *uint8* clips; the photometric part (jitter, grayscale, blur, solarize,
-     float conversion, normalise) is left to :class:`~videossl.data.loader.transforms.BatchVideoAugment`
-     on the device after transfer, and is *not* timed here (it is not CPU work).
+   - ``gpu-split``: what ``fit --data.augment_on device`` runs in its workers: decode, sample, draw every
+     augmentation parameter, random-resized crop + flip and collate *uint8* clips; the photometric part
+     (jitter, grayscale, blur, solarize, float conversion, normalise) is left to
+     :class:`~videossl.data.loader.transforms.DevicePhotometric` on the device after the transfer, and is
+     *not* timed here (it is not CPU work).
 
 2. **raw decode**: the decoder alone (``open_video`` → ``get_frames`` → close, same backend and
    threads), in this process, on *exactly* the frames the pipeline decoded: the keys and the union
@@ -106,23 +107,8 @@ def _worker_pids(it: Any) -> list[int]:
     return [w.pid for w in getattr(it, "_workers", []) if getattr(w, "pid", None)]
 
 
-def cpu_part(views: Sequence[Any]) -> list[Any]:
-    """The CPU half of the GPU-split placement: same views, crop + flip only, uint8 output."""
-
-    out = []
-    for v in views:
-        v = dataclasses.replace(v) if isinstance(v, ViewSpec) else ViewSpec(**v)
-        if v.train:
-            v.augment = dataclasses.replace(
-                v.augment, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, mean=None, std=None, output="uint8"
-            )
-        else:
-            v.augment = dataclasses.replace(v.augment, mean=None, std=None, output="uint8")
-        out.append(v)
-    return out
-
-
-def build_dataset(data: dict[str, Any], split: str, views: Sequence[Any], batch_size: int | None) -> Any:
+def build_dataset(data: dict[str, Any], split: str, views: Sequence[Any], batch_size: int | None,
+                  augment_on: str = "workers") -> Any:
     if "data_dir" not in data:
         raise VideosslError("the recipe has no data.data_dir: give --data-dir")
     return VideoShardDataset(
@@ -140,6 +126,7 @@ def build_dataset(data: dict[str, Any], split: str, views: Sequence[Any], batch_
         num_classes=data.get("num_classes"),
         extras=data.get("extras") or (),
         decoder_threads=int(data.get("decoder_threads", 1)),
+        augment_on=augment_on,
     )
 
 
@@ -315,7 +302,8 @@ def run_bench(
 
     backend = "?"
     for place in augment:
-        ds = build_dataset(data, split, views if place == "cpu" else cpu_part(views), batch_size)
+        # gpu-split is what `fit --data.augment_on device` runs in its workers (all parameters drawn, crop + flip)
+        ds = build_dataset(data, split, views, batch_size, augment_on="workers" if place == "cpu" else "device")
         backend = ds.decoder  # "auto" stays auto: the raw baseline decodes exactly as the pipeline does
         for w in workers:
             r = time_pipeline(ds, w, clips, rss_every, prefetch_factor)
