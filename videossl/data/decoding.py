@@ -110,13 +110,24 @@ class VideoReader:
     def __len__(self) -> int:
         return self.num_frames
 
+    #: frames come back scaled by this factor (``open_video(..., scale=)``); None: the decoded size
+    scale: float | None = None
+
+    def output_hw(self) -> tuple[int, int]:
+        """(H, W) of the frames :meth:`get_frames` returns: the display size, times :attr:`scale`."""
+        return scaled_hw(self.height, self.width, self.scale)
+
     def get_frames(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Frames at ``indices`` (any order, repeats allowed) as a uint8 tensor (N, H, W, 3)."""
+        """Frames at ``indices`` (any order, repeats allowed) as a uint8 tensor (N, H, W, 3).
+
+        With a :attr:`scale`, at :meth:`output_hw`: scaled by the decoder where it does so in its own
+        colour conversion (PyAV's swscale), otherwise by one antialiased resize of the decoded frames.
+        """
         if self._closed:
             raise DecodeError(f"{self.backend} reader is closed")
         uniq, inverse = _check_indices(indices, self.num_frames)
         if uniq.size == 0:
-            return torch.empty((0, self.height, self.width, 3), dtype=torch.uint8)
+            return torch.empty((0, *self.output_hw(), 3), dtype=torch.uint8)
         try:
             frames = self._decode_sorted(uniq)
         except DecodeError:
@@ -128,6 +139,8 @@ class VideoReader:
         if frames.shape[0] != uniq.size:
             raise DecodeError(f"{self.backend}: decoded {frames.shape[0]} of {uniq.size} requested frames (truncated video?)")
         t = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.scale is not None and tuple(t.shape[1:3]) != self.output_hw():
+            t = resize_frames(t, self.output_hw())
         if inverse.size == uniq.size and np.array_equal(inverse, np.arange(uniq.size)):
             return t
         return t[torch.from_numpy(inverse)]
@@ -142,6 +155,21 @@ class VideoReader:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.num_frames} frames, {self.fps:.3f} fps, {self.width}x{self.height})"
+
+
+def scaled_hw(height: int, width: int, scale: float | None) -> tuple[int, int]:
+    """``(height, width)`` times ``scale``, rounded (at least 1 px); unchanged without a scale."""
+    if scale is None:
+        return int(height), int(width)
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def resize_frames(frames: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(N, H, W, 3) uint8 → (N, h, w, 3) uint8, antialiased bilinear (torchvision's resize)."""
+    import torchvision.transforms.v2.functional as F
+
+    out = F.resize(frames.permute(0, 3, 1, 2), list(hw), antialias=True)
+    return out.permute(0, 2, 3, 1).contiguous()
 
 
 def _short(e: BaseException) -> str:
@@ -357,14 +385,21 @@ class PyAVReader(VideoReader):
                 if self._rotation is None:
                     self._rotation = float(frame.rotation or 0)
                 if order in wanted:
-                    out[order] = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+                    out[order] = upright(self._rgb(frame), frame.rotation)
                 order += 1
             if order > last:
                 break
         if not out:
-            h, w = self._coded
+            h, w = scaled_hw(*self._coded, self.scale)
             return np.empty((0, h, w, 3), np.uint8)
         return np.stack([out[i] for i in uniq.tolist() if i in out])
+
+    def _rgb(self, frame) -> np.ndarray:
+        """The frame as RGB; with a scale, scaled by swscale in the same pass as the colour conversion."""
+        if self.scale is None:
+            return frame.to_ndarray(format="rgb24")
+        h, w = scaled_hw(*self._coded, self.scale)  # coded orientation: the rotation is applied after
+        return frame.to_ndarray(format="rgb24", width=w, height=h)
 
     def close(self) -> None:
         if self._container is not None:
@@ -429,6 +464,7 @@ def open_video(
     num_threads: int = 1,
     expected_frames: int | None = None,
     prefer: str | None = None,
+    scale: float | None = None,
 ) -> VideoReader:
     """Open encoded video bytes (or a file path) with ``backend`` (auto | torchcodec | decord | pyav).
 
@@ -436,10 +472,19 @@ def open_video(
     the backend it found to read the video (the sample json's ``decoder``). A named backend is used as
     is: a video with fewer than half the expected frames is a :class:`DecodeError` (truncated), other
     differences are logged at debug level. ``auto`` returns an :class:`AutoReader` over
-    :func:`auto_order`.
+    :func:`auto_order`. ``scale`` (0 < scale <= 1) returns frames scaled by that factor
+    (:meth:`VideoReader.get_frames`): decode-side downscaling for views much smaller than the frames.
     """
     if backend not in ("auto", *BACKENDS):
         raise VideosslError(f"unknown decoder backend {backend!r}: choose one of auto, {', '.join(BACKENDS)}")
+    if scale is not None and not 0 < scale <= 1:
+        raise VideosslError(f"decode scale must be in (0, 1], got {scale}")
+    reader = _open(data, backend, num_threads, expected_frames, prefer)
+    reader.scale = scale
+    return reader
+
+
+def _open(data, backend: str, num_threads: int, expected_frames: int | None, prefer: str | None) -> VideoReader:
     have = available_backends()
     if backend == "auto":
         if not have:
@@ -501,9 +546,22 @@ class AutoReader(VideoReader):
         elif fallback is not None:
             fallback[1].close()
 
+    @property
+    def scale(self) -> float | None:  # type: ignore[override]
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: float | None) -> None:  # the backend in use scales natively where it can
+        self._scale = value
+        if self._reader is not None:
+            self._reader.scale = value
+
+    _scale: float | None = None
+
     def _use(self, i: int, reader: VideoReader) -> None:
         if self._reader is not None and self._reader is not reader:
             self._reader.close()
+        reader.scale = self._scale
         self._index, self._reader = i, reader
         self.backend = reader.backend
         self.num_frames = min(reader.num_frames, self._expected) if self._expected else reader.num_frames

@@ -78,11 +78,13 @@ class VideoDataModule(pl.LightningDataModule):
         rank: int | None = None,
         world_size: int | None = None,
         augment_on: str = "auto",
+        decode_downscale: bool = False,
     ):
         super().__init__()
         if augment_on not in ("auto", *AUGMENT_ON):
             raise VideosslError(f"augment_on must be auto, {' or '.join(AUGMENT_ON)}, got {augment_on!r}")
         self.augment_on = augment_on
+        self.decode_downscale = bool(decode_downscale)
         self.data_dir = data_dir
         self.splits = {"fit": train_split, "validate": val_split, "test": test_split}
         self.batch_size = int(batch_size)
@@ -185,6 +187,7 @@ class VideoDataModule(pl.LightningDataModule):
             skip_log_dir=self._skip_dir(split or stage),
             decoder_threads=self.decoder_threads,
             augment_on=self.resolved_augment_on() if train else "workers",
+            decode_downscale=self.decode_downscale,
         )
         if train and rank in (None, 0):
             where = "the workers" if ds.augment_on == "workers" else "the workers (crop + flip) and on the device (photometric)"

@@ -58,7 +58,7 @@ from videossl.data.loader.partition import batches_per_rank, plan_worker, resolv
 from videossl.data.loader.shardset import resolve_shards
 from videossl.data.loader.skips import SkipLog, SkipSample
 from videossl.data.loader.transforms import PHOTOMETRIC_PARAMS, EvalTransform, VideoAugment
-from videossl.data.loader.views import ViewSpec, check_views
+from videossl.data.loader.views import ViewSpec, check_views, decode_scale
 from videossl.errors import VideosslError
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,12 @@ VIDEO_EXTS = ("mp4", "avi", "mkv", "webm", "mov")
 AUGMENT_ON = ("workers", "device")
 
 __all__ = ["AUGMENT_ON", "EpochDataLoader", "VIDEO_EXTS", "VideoShardDataset", "make_loader"]
+
+
+def _source_hw(meta: dict[str, Any]) -> tuple[int, int] | None:
+    """(height, width) of the source frames as the shard maker recorded them (coded orientation)."""
+    h, w = meta.get("height"), meta.get("width")
+    return (int(h), int(w)) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
 
 
 def _is_identity(pos: np.ndarray, n: int) -> bool:
@@ -99,11 +105,13 @@ class VideoShardDataset(IterableDataset):
         skip_log_dir: str | os.PathLike | None = None,
         decoder_threads: int = 1,
         augment_on: str = "workers",
+        decode_downscale: bool = False,
     ):
         super().__init__()
         if augment_on not in AUGMENT_ON:
             raise VideosslError(f"augment_on must be one of {', '.join(AUGMENT_ON)}, got {augment_on!r}")
         self.augment_on = augment_on
+        self.decode_downscale = bool(decode_downscale)
         if batch_size < 1:
             raise VideosslError(f"batch_size must be >= 1, got {batch_size}")
         if decoder not in ("auto", *BACKENDS):
@@ -251,8 +259,10 @@ class VideoShardDataset(IterableDataset):
                 extras[ext.split(".")[0]] = decode_member(ext, raw[ext])
             except Exception as e:
                 raise SkipSample(f"bad member .{ext}: {str(e)[:100]}") from None
+        src_hw = _source_hw(meta) if self.decode_downscale else None
+        scale = decode_scale(self.views, *src_hw) if src_hw else None
         try:
-            with open_video(data, self.decoder, num_threads=self.decoder_threads,
+            with open_video(data, self.decoder, num_threads=self.decoder_threads, scale=scale,
                             expected_frames=meta.get("num_frames"), prefer=meta.get("decoder")) as reader:
                 fps = reader.fps or float(meta.get("fps") or 0)
                 clips = self.sample_clips(reader.num_frames, fps, rng)
@@ -263,6 +273,8 @@ class VideoShardDataset(IterableDataset):
                 frames = reader.get_frames(union)  # (U, H, W, 3) uint8, contiguous
         except VideosslError as e:
             raise SkipSample(f"decode error: {str(e)[:200]}") from None
+        if scale is not None:  # the sample's random crops are drawn on the full-size frames, then scaled
+            src_hw = src_hw if (src_hw[0] >= src_hw[1]) == (frames.shape[1] >= frames.shape[2]) else src_hw[::-1]
         views, names, valid, indices, padded, looped, augment = [], [], [], [], [], [], []
         for (vi, clip), pos in zip(clips, positions, strict=True):
             # Cut the view on the contiguous (U, H, W, 3) frames (a row gather; no copy when the view
@@ -270,14 +282,17 @@ class VideoShardDataset(IterableDataset):
             # indexing the permuted tensor instead made a full-resolution NCHW copy (~25 ms for
             # 16 frames at 602x256), and the uint8 antialiased resize is ~3x faster on channels-last.
             sel = frames if _is_identity(pos, frames.shape[0]) else frames[torch.from_numpy(pos)]
-            tf, prm = self.transforms[vi], None
+            tf, prm, clip_in = self.transforms[vi], None, sel.permute(0, 3, 1, 2)
+            full_hw = src_hw if scale is not None else None
             if self.augment_on == "device" and isinstance(tf, VideoAugment):
                 # the same draws as the all-in-workers path; the photometric part waits for the device
-                prm = tf.draw(sel.permute(0, 3, 1, 2), gen)
-                out = tf.crop_flip(sel.permute(0, 3, 1, 2), prm)
+                prm = tf.draw(clip_in, gen, full_hw)
+                out = tf.crop_flip(clip_in, prm)
                 prm = {k: prm[k] for k in PHOTOMETRIC_PARAMS} | {"view": torch.tensor(vi)}
+            elif isinstance(tf, VideoAugment):
+                out = tf(clip_in, gen, full_hw)
             else:
-                out = tf(sel.permute(0, 3, 1, 2), gen)
+                out = tf(clip_in, gen)
             outs = out if isinstance(out, list) else [out]
             for o in outs:
                 views.append(o)

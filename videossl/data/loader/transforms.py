@@ -131,6 +131,18 @@ def _crop_boxes(n: int, height: int, width: int, scale, ratio, g: torch.Generato
     return torch.from_numpy(np.stack([top, left, hh, ww], 1).astype(np.int64))
 
 
+def scale_box(box: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> torch.Tensor:
+    """A crop box (top, left, h, w) drawn on ``src_hw`` frames, on the same frames scaled to ``dst_hw``
+    (rounded to whole pixels, kept inside the frame)."""
+    sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
+    top, left, h, w = (float(v) for v in box)
+    h2 = min(dst_hw[0], max(1, round(h * sy)))
+    w2 = min(dst_hw[1], max(1, round(w * sx)))
+    t2 = min(dst_hw[0] - h2, max(0, round(top * sy)))
+    l2 = min(dst_hw[1] - w2, max(0, round(left * sx)))
+    return torch.tensor([t2, l2, h2, w2], dtype=box.dtype)
+
+
 def draw_params(cfg: AugmentConfig, n: int, height: int, width: int,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Random parameters of ``n`` clips (CPU tensors, one row per clip)."""
@@ -230,14 +242,22 @@ class VideoAugment:
         self.cfg = cfg or AugmentConfig()
         self.kernel = blur_kernel_size(self.size, self.cfg.blur_kernel_frac)
 
-    def __call__(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.apply(clip, self.draw(clip, generator))
-
-    def draw(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """One clip's parameters (one row of :func:`draw_params`, drawn for ``clip``'s frame size)."""
+    def draw(self, clip: torch.Tensor, generator: torch.Generator | None = None,
+             source_hw: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """One clip's parameters (one row of :func:`draw_params`), drawn for ``clip``'s frame size, or for
+        ``source_hw`` when the frames were decoded smaller than the source (decode-side downscaling): the
+        draws are then those of the full-size frames and the crop box is scaled to ``clip``'s frames."""
         _check_clip(clip)
-        prm = draw_params(self.cfg, 1, clip.shape[-2], clip.shape[-1], generator)
-        return {k: v[0] for k, v in prm.items()}
+        hw = tuple(clip.shape[-2:])
+        src = hw if source_hw is None else tuple(int(v) for v in source_hw)
+        prm = {k: v[0] for k, v in draw_params(self.cfg, 1, src[0], src[1], generator).items()}
+        if src != hw:
+            prm["box"] = scale_box(prm["box"], src, hw)
+        return prm
+
+    def __call__(self, clip: torch.Tensor, generator: torch.Generator | None = None,
+                 source_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.apply(clip, self.draw(clip, generator, source_hw))
 
     def crop_flip(self, clip: torch.Tensor, prm: dict[str, torch.Tensor]) -> torch.Tensor:
         """The geometric part only (random resized crop + flip), uint8 in and out: what the data workers do

@@ -3,6 +3,7 @@ name) and transformed (random augmentation for training, resize + crops for eval
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from videossl.data.loader import sampling
 from videossl.data.loader.transforms import AugmentConfig
 from videossl.errors import VideosslError
 
-__all__ = ["ViewSpec", "check_views"]
+__all__ = ["MAX_DECODE_SCALE", "ViewSpec", "check_views", "decode_scale", "needed_scale"]
 
 
 @dataclass
@@ -64,6 +65,32 @@ class ViewSpec:
     def out_bytes(self) -> int:
         per = 1 if self.augment.output == "uint8" else 4
         return self.num_outputs * self.frames * self.size * self.size * 3 * per
+
+
+#: decode-side downscaling applies only when every view needs at most this fraction of the source size
+MAX_DECODE_SCALE = 0.75
+
+
+def needed_scale(v: ViewSpec, height: int, width: int) -> float:
+    """The smallest factor the source frames can be scaled by, for view ``v``, with no crop of the view
+    then needing more upsampling than at full size: a training view's smallest random-resized crop
+    (area ``scale[0]``, aspect ``ratio`` extremes) must stay >= ``size`` px; an eval view's short side is
+    resized to ``resize`` (or ``size``) anyway. Rotation-invariant (depends on ``H * W`` and ``min(H, W)``)."""
+    if not v.train:
+        return (v.resize or v.size) / min(height, width)
+    a = v.augment
+    area = height * width * a.scale[0]
+    smallest = min(math.sqrt(area / a.ratio[1]), math.sqrt(area * a.ratio[0]), height, width)
+    return v.size / smallest
+
+
+def decode_scale(views: Sequence[ViewSpec], height: int, width: int, max_scale: float = MAX_DECODE_SCALE) -> float | None:
+    """The factor to decode a ``height`` x ``width`` source at for these views, or None (full size) when
+    some view needs more than ``max_scale`` of it (too little to gain)."""
+    if height <= 0 or width <= 0:
+        return None
+    s = max(needed_scale(v, height, width) for v in views)
+    return s if s <= max_scale else None
 
 
 def check_views(views: Sequence[ViewSpec], placement: str) -> list[ViewSpec]:
