@@ -394,7 +394,7 @@ class ViViT(nn.Module):
         elif pos_embed == "joint":
             self.pos_joint = nn.Parameter(torch.zeros(1, self.grid_t * cells, d))
         self.ln_pre = nn.LayerNorm(d, eps=norm_eps) if ln_pre else None
-        dpr = [float(x) for x in torch.linspace(0, drop_path, self.depth)]
+        dpr = [float(x) for x in torch.linspace(0, drop_path, self.depth, device="cpu")]
         self.blocks = nn.ModuleList(
             RopeBlock(d, heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i], init_values=init_values,
                   act_layer=ACTIVATIONS[act], norm_layer=partial(nn.LayerNorm, eps=norm_eps))
