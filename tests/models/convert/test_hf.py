@@ -109,3 +109,17 @@ def test_unused_and_unset_weights_fail_with_the_lists():
     del sd["encoder.layer.1.output.dense.bias"]
     with pytest.raises(VideosslError, match="encoder.layer.1.output.dense.bias"):
         CONVERTERS["hf-videomae"](sd, cfg.to_dict())
+
+
+def test_videomae_old_q_bias_v_bias_layout():
+    """Hub checkpoints written by older transformers hold q_bias / v_bias instead of query.bias / value.bias."""
+    cfg = transformers.VideoMAEConfig(image_size=32, patch_size=8, num_frames=8, **SMALL)
+    torch.manual_seed(0)
+    ref = transformers.VideoMAEModel(cfg).eval()
+    perturb(ref)
+    sd = {k.replace("attention.query.bias", "attention.q_bias").replace("attention.value.bias", "attention.v_bias"): v
+          for k, v in ref.state_dict().items()}
+    assert any(k.endswith("q_bias") for k in sd)
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        check(ref, CONVERTERS["hf-videomae"](sd, cfg.to_dict()), x, ref(x.transpose(1, 2)).last_hidden_state)
