@@ -40,6 +40,12 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("launch", "slurm", "videossl.launch", "submit a recipe to SLURM (submitit) or write its sbatch script"),
 ]
 
+# (name, module, one-line help): commands outside any group, e.g. `videossl convert --from ...`
+STANDALONE: list[tuple[str, str, str]] = [
+    ("convert", "videossl.convert_cli",
+     "convert timm / OpenCLIP / Hugging Face (VideoMAE, V-JEPA 2, ViViT) weights into a ViViT encoder file"),
+]
+
 LIGHTNING = ("fit", "validate", "test")
 
 GROUP_HELP = {
@@ -91,6 +97,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     # Only import the modules of the command being run (or all of them for --help listings).
     argv = list(sys.argv[1:] if argv is None else argv)
     wanted = argv[:2]
+    for name, module, help_ in STANDALONE:
+        if wanted[:1] == [name]:
+            _add_command(groups, name, module, help_)
+        else:
+            groups.add_parser(name, help=help_, add_help=False)
     for group, name, module, help_ in COMMANDS:
         if group not in subs:
             gp = groups.add_parser(group, help=GROUP_HELP.get(group, ""), description=GROUP_HELP.get(group, ""),

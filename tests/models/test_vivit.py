@@ -236,3 +236,50 @@ def test_images_go_through_their_own_2d_patch_conv():
     assert seen == ["2d", "3d"] and kept.num_tokens == 32  # half of 4 x 16 video tokens
     with pytest.raises(VideosslError, match="image_input=True"):
         tiny()(torch.rand(2, 3, 1, 32, 32))
+
+
+@pytest.mark.parametrize("opts", [dict(pos_embed="rope3d"), dict(cls_token=True, pool="cls", ln_pre=True),
+                                  dict(cls_token=True, pos_embed="joint", final_norm="pooled", proj_dim=16),
+                                  dict(pos_embed="sincos", act="quick_gelu", qkv_bias=False)])
+def test_token_dropping_with_layout_options(opts):
+    """Kept tokens keep their own positions (RoPE coordinates follow the kept indices); a class token is never dropped."""
+    m = tiny(mask_ratio=0.5, **opts).train()
+    with torch.no_grad():  # peaky attention, so that positions visibly matter
+        for blk in m.blocks:
+            blk.attn.qkv.weight.mul_(10)
+    seen = seen_lengths(m)
+    x = clip(2)
+    g = torch.Generator().manual_seed(0)
+    toks, kept = m(x, generator=g, return_tokens=True, return_kept=True)
+    cls = int(m.has_cls)
+    assert kept.num_tokens == seen[-1][1] == 32 + cls
+    full = m.embed(x)
+    manual = full.gather(1, kept.indices[:, :, None].expand(-1, -1, 32))
+    if cls:
+        c = m.cls_token + getattr(m, "pos_cls", 0)
+        manual = torch.cat([c.expand(2, -1, -1), manual], 1)
+    if m.ln_pre is not None:
+        manual = m.ln_pre(manual)
+    coords = m.token_coords(kept.indices, kept.grid) if m.pos_embed == "rope3d" else None
+    for blk in m.blocks:
+        manual = blk(manual, None, coords)
+    if m.final_norm == "tokens":
+        manual = m.norm(manual)
+    torch.testing.assert_close(toks, manual)
+    if m.pos_embed == "rope3d":  # the positions matter: other coordinates give other tokens
+        wrong = m.token_coords(torch.arange(32).expand(2, -1), kept.grid)
+        other = m.embed(x).gather(1, kept.indices[:, :, None].expand(-1, -1, 32))
+        for blk in m.blocks:
+            other = blk(other, None, wrong)
+        assert (m.norm(other) - toks).abs().max() > 1e-3
+    m.eval()
+    assert m(x).shape == (2, m.feature_dim)
+
+
+def test_layout_option_errors():
+    with pytest.raises(VideosslError, match="pool='cls' needs cls_token"):
+        tiny(pool="cls")
+    with pytest.raises(VideosslError, match="unknown pos_embed"):
+        tiny(pos_embed="alibi")
+    with pytest.raises(VideosslError, match="rope3d"):
+        tiny(pos_embed="rope3d", cls_token=True)

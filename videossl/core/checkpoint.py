@@ -68,9 +68,26 @@ class LoadReport:
                 f"{len(self.unexpected)} unexpected key(s) {self.unexpected[:5]}")
 
 
-def read_file(path: str | os.PathLike) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with clear errors (not found; pickled objects)."""
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (Hugging Face's ``model.safetensors``), on CPU.
+
+    Needs the ``safetensors`` package (a dependency of ``transformers``: ``pip install 'videossl[hf]'``)."""
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise VideosslError(f"checkpoint not found: {path}")
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise VideosslError(f"reading {path} needs the safetensors package: pip install 'videossl[hf]'") from None
+    return load_file(path, device="cpu")
+
+
+def read_file(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with clear errors (not found; pickled objects).
+    A ``.safetensors`` file is read by :func:`read_safetensors`."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        return read_safetensors(path)
     if not os.path.isfile(path):
         raise VideosslError(f"checkpoint not found: {path}")
     try:

@@ -27,6 +27,27 @@ a model trained at 16 frames runs at 128), and is refused with a :class:`Videoss
 A different frame size bicubically interpolates the spatial table. :meth:`ViViT.load_pretrained`
 also resizes tables stored at another size (stage 1 → stage 2 with a longer table).
 
+Layout options (for converted encoders)
+---------------------------------------
+The defaults are the model above (today's weights and state-dict keys, unchanged). The options
+cover the layouts of published ViTs so that their weights load *exactly* (``videossl convert``):
+
+* ``cls_token``: a learned class token in front of the patch tokens (ViT, arXiv:2010.11929 §3.1;
+  ViViT model 1, arXiv:2103.15691 §3.3). It is never dropped by masking and, with a learned table,
+  has its own position entry ``pos_cls``.
+* ``pos_embed``: ``separate`` (default: spatial + temporal tables), ``joint`` (one learned table
+  over all T'·H'·W' tokens, ViViT §3.3), ``sincos`` (fixed 1-D sinusoids of the time-major token
+  index, not stored; VideoMAE, arXiv:2203.12602 §3.3 / Vaswani et al. §3.5) or ``rope3d`` (no
+  additive table: rotary embeddings of the (t, h, w) token coordinates inside attention, the head
+  dimension split into three equal parts; V-JEPA 2, arXiv:2506.09985 §2.1). RoPE positions are
+  those of the kept tokens.
+* ``ln_pre``: a LayerNorm on the embedded tokens before the blocks (CLIP, arXiv:2103.00020).
+* ``qkv_bias``, ``norm_eps``, ``act`` (``gelu`` | ``gelu_tanh`` | ``quick_gelu``), ``init_values``
+  (LayerScale, arXiv:2103.17239): the block options of the references.
+* ``pool``: ``mean`` (over patch tokens) or ``cls``; ``final_norm``: ``tokens`` (before pooling,
+  default), ``pooled`` (after pooling, an ``fc_norm``) or ``none``; ``proj_dim``: a bias-free linear
+  projection of the pooled vector (CLIP's image projection), which is then ``feature_dim``.
+
 Memory options: ``grad_checkpointing`` (activation checkpointing per block) and
 ``trainable_blocks=k`` (only the last k blocks and the final norm get gradients; the frozen
 prefix then runs without autograd, which is where the memory saving comes from).
@@ -41,6 +62,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -56,15 +78,24 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "l": (1024, 24, 16),
 }
 MASK_MODES = ("random", "tube")
+POS_EMBEDS = ("separate", "joint", "sincos", "rope3d")
+POOLS = ("mean", "cls")
+FINAL_NORMS = ("tokens", "pooled", "none")
 
 __all__ = [
+    "ACTIVATIONS",
+    "FINAL_NORMS",
     "MASK_MODES",
+    "POOLS",
+    "POS_EMBEDS",
     "SIZES",
     "ViViT",
     "inflate_patch_weight",
     "mirror_keep_indices",
     "num_kept",
     "random_keep_indices",
+    "rope3d_rotate",
+    "sincos_table",
     "resize_temporal_table",
     "resize_spatial_table",
     "tube_keep_indices",
@@ -140,12 +171,98 @@ def resize_spatial_table(table: torch.Tensor, grid: tuple[int, int], new_grid: t
     return t.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], d)
 
 
-def inflate_patch_weight(weight2d: torch.Tensor, frames: int) -> torch.Tensor:
-    """2D patch kernel (D, C, p, p) → 3D tubelet kernel (D, C, t, p, p): repeated over time, divided by t.
+INFLATIONS = ("mean", "center")
 
-    A static clip then gives exactly the 2D patch embedding (ViViT / I3D "central-free" inflation).
+
+def inflate_patch_weight(weight2d: torch.Tensor, frames: int, mode: str = "mean") -> torch.Tensor:
+    """2D patch kernel (D, C, p, p) → 3D tubelet kernel (D, C, t, p, p).
+
+    ``mean``: repeated over time and divided by t (I3D inflation, arXiv:1705.07750 §2.3);
+    ``center``: the 2D kernel on the central frame ``t // 2``, zeros elsewhere (ViViT's "central frame
+    initialisation", arXiv:2103.15691 §3.4). Either way a static clip gives exactly the 2D patch embedding.
     """
-    return weight2d.unsqueeze(2).repeat(1, 1, frames, 1, 1) / frames
+    if mode == "mean":
+        return weight2d.unsqueeze(2).repeat(1, 1, frames, 1, 1) / frames
+    if mode == "center":
+        out = weight2d.new_zeros(*weight2d.shape[:2], frames, *weight2d.shape[2:])
+        out[:, :, frames // 2] = weight2d
+        return out
+    raise VideosslError(f"unknown inflation {mode!r}: choose one of {', '.join(INFLATIONS)}")
+
+
+def sincos_table(num_tokens: int, dim: int, device=None) -> torch.Tensor:
+    """(1, N, D) fixed sinusoids of the token index (Vaswani et al., arXiv:1706.03762 §3.5): entry
+    (i, j) is ``sin(i / 10000^(2⌊j/2⌋/D))`` for even j and ``cos(...)`` for odd j (interleaved)."""
+    pos = torch.arange(num_tokens, dtype=torch.float64, device=device)[:, None]
+    j = torch.arange(dim, device=device)
+    angle = pos / torch.pow(10000.0, (2 * (j // 2)).double() / dim)
+    table = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return table.float()[None]
+
+
+def _rope_rotate(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of one coordinate on the last dim (size d, even) of x (B, H, N, d); pos (B, N).
+
+    Frequencies ``ω_k = 10000^(−k/(d/2))``, k < d/2, laid out twice (``[ω, ω]``); the rotation partner
+    of the pair (x_2i, x_2i+1) is (−x_2i+1, x_2i). This is the layout of the V-JEPA 2 encoder
+    (arXiv:2506.09985), kept as is so that its weights give its outputs."""
+    d = x.shape[-1]
+    omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=x.dtype, device=x.device) / (d / 2.0))
+    freq = pos.to(x.dtype)[:, None, :, None] * omega  # (B, 1, N, d/2)
+    sin, cos = freq.sin().repeat(1, 1, 1, 2), freq.cos().repeat(1, 1, 1, 2)
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    rot = torch.stack((-x2, x1), dim=-1).flatten(-2)
+    return x * cos + rot * sin
+
+
+def rope3d_rotate(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """3D RoPE of queries / keys x (B, H, N, d): the first three equal even chunks of d (each
+    ``2⌊d/6⌋``) rotate by the token's t, h and w coordinates (``coords`` (B, N, 3)); the rest is left as is."""
+    c = 2 * ((x.shape[-1] // 3) // 2)
+    parts = [_rope_rotate(x[..., i * c:(i + 1) * c], coords[..., i]) for i in range(3)]
+    if 3 * c < x.shape[-1]:
+        parts.append(x[..., 3 * c:])
+    return torch.cat(parts, dim=-1)
+
+
+def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+class QuickGELU(nn.Module):
+    """``x · σ(1.702 x)`` (the activation of the original CLIP models, arXiv:2103.00020)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _quick_gelu(x)
+
+
+ACTIVATIONS: dict[str, Any] = {
+    "gelu": nn.GELU,
+    "gelu_tanh": partial(nn.GELU, approximate="tanh"),
+    "quick_gelu": QuickGELU,
+}
+
+
+class RopeBlock(Block):
+    """timm's ``Block`` (same weights, same keys) whose attention can also rotate queries and keys
+    by 3D RoPE (``coords`` (B, N, 3) token coordinates, see :func:`rope3d_rotate`)."""
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                coords: torch.Tensor | None = None) -> torch.Tensor:
+        if coords is None:
+            return super().forward(x, attn_mask=attn_mask)
+        x = x + self.drop_path1(self.ls1(self._rope_attention(self.norm1(x), attn_mask, coords)))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+    def _rope_attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None, coords: torch.Tensor) -> torch.Tensor:
+        a = self.attn
+        b, n, _ = x.shape
+        q, k, v = a.qkv(x).reshape(b, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = a.q_norm(q), a.k_norm(k)
+        q, k = rope3d_rotate(q, coords), rope3d_rotate(k, coords)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                             dropout_p=a.attn_drop.p if self.training else 0.0)
+        return a.proj_drop(a.proj(a.norm(out.transpose(1, 2).reshape(b, n, -1))))
 
 
 def _pair(v) -> tuple[int, int]:
@@ -203,10 +320,19 @@ class ViViT(nn.Module):
         motion_input: bool = False,
         motion_gain: float = 8.0,
         image_input: bool = False,
+        cls_token: bool = False,
+        pos_embed: str = "separate",
+        ln_pre: bool = False,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-6,
+        act: str = "gelu",
+        init_values: float | None = None,
+        pool: str = "mean",
+        final_norm: str = "tokens",
+        proj_dim: int | None = None,
         init_from: str | None = None,
     ) -> None:
         super().__init__()
-        from timm.models.vision_transformer import Block
 
         if size not in SIZES:
             raise VideosslError(f"unknown ViViT size {size!r}: choose one of {', '.join(SIZES)}")
@@ -228,6 +354,18 @@ class ViViT(nn.Module):
         if mask_mode not in MASK_MODES:
             raise VideosslError(f"unknown mask_mode {mask_mode!r}: choose one of {', '.join(MASK_MODES)}")
         num_kept(2, mask_ratio)  # validates the ratio
+        for name, value, allowed in (("pos_embed", pos_embed, POS_EMBEDS), ("pool", pool, POOLS),
+                                     ("final_norm", final_norm, FINAL_NORMS), ("act", act, tuple(ACTIVATIONS))):
+            if value not in allowed:
+                raise VideosslError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
+        if pool == "cls" and not cls_token:
+            raise VideosslError("pool='cls' needs cls_token=True")
+        if pos_embed == "rope3d" and cls_token:
+            raise VideosslError("pos_embed='rope3d' has no position for a class token: use cls_token=False")
+        if pos_embed == "rope3d" and (self.embed_dim // heads) < 6:
+            raise VideosslError(f"pos_embed='rope3d' needs a head dimension of at least 6, got {self.embed_dim // heads}")
+        self.pos_embed, self.pool, self.final_norm = pos_embed, pool, final_norm
+        self.has_cls = bool(cls_token)
         self.num_frames = int(num_frames)
         self.mask_ratio = float(mask_ratio)
         self.mask_mode = mask_mode
@@ -235,7 +373,7 @@ class ViViT(nn.Module):
         self.grad_checkpointing = bool(grad_checkpointing)
         self.grid = (self.img_size[0] // tubelet[1], self.img_size[1] // tubelet[2])
         self.grid_t = self.num_frames // tubelet[0]
-        self.feature_dim = self.embed_dim
+        self.feature_dim = int(proj_dim) if proj_dim else self.embed_dim
         self.normalize_input = bool(normalize_input)
 
         self.in_chans = int(in_chans)
@@ -245,15 +383,25 @@ class ViViT(nn.Module):
         self.image_input = bool(image_input)
         self.image_embed = (nn.Conv2d(self.in_chans, self.embed_dim, kernel_size=tubelet[1:], stride=tubelet[1:])
                             if self.image_input else None)
-        self.pos_spatial = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], self.embed_dim))
-        self.pos_temporal = nn.Parameter(torch.zeros(1, self.grid_t, self.embed_dim))
-        dpr = [float(x) for x in torch.linspace(0, drop_path, self.depth)]
+        d, cells = self.embed_dim, self.grid[0] * self.grid[1]
+        if self.has_cls:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+            if pos_embed in ("separate", "joint"):
+                self.pos_cls = nn.Parameter(torch.zeros(1, 1, d))
+        if pos_embed == "separate":
+            self.pos_spatial = nn.Parameter(torch.zeros(1, cells, d))
+            self.pos_temporal = nn.Parameter(torch.zeros(1, self.grid_t, d))
+        elif pos_embed == "joint":
+            self.pos_joint = nn.Parameter(torch.zeros(1, self.grid_t * cells, d))
+        self.ln_pre = nn.LayerNorm(d, eps=norm_eps) if ln_pre else None
+        dpr = [float(x) for x in torch.linspace(0, drop_path, self.depth, device="cpu")]
         self.blocks = nn.ModuleList(
-            Block(self.embed_dim, heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=dpr[i],
-                  norm_layer=partial(nn.LayerNorm, eps=1e-6))
+            RopeBlock(d, heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i], init_values=init_values,
+                  act_layer=ACTIVATIONS[act], norm_layer=partial(nn.LayerNorm, eps=norm_eps))
             for i in range(self.depth)
         )
-        self.norm = nn.LayerNorm(self.embed_dim, eps=1e-6)
+        self.norm = nn.LayerNorm(d, eps=norm_eps) if final_norm != "none" else None
+        self.proj = nn.Linear(d, int(proj_dim), bias=False) if proj_dim else None
         self._init_weights()
         if init_from:
             self.load_pretrained(init_from)
@@ -263,9 +411,15 @@ class ViViT(nn.Module):
             self.set_trainable_blocks(int(trainable_blocks), train_temporal_pos)
 
     # -- init / freezing ---------------------------------------------------------------------
+    def _position_params(self) -> list[nn.Parameter]:
+        names = ("pos_cls", "pos_spatial", "pos_temporal", "pos_joint")
+        return [getattr(self, n) for n in names if isinstance(getattr(self, n, None), nn.Parameter)]
+
     def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.pos_spatial, std=0.02)
-        nn.init.trunc_normal_(self.pos_temporal, std=0.02)
+        for p in self._position_params():
+            nn.init.trunc_normal_(p, std=0.02)
+        if self.has_cls:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
         w = self.patch_embed.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.bias)
@@ -287,14 +441,18 @@ class ViViT(nn.Module):
         for blk in self.blocks[self.depth - k:]:
             for p in blk.parameters():
                 p.requires_grad_(True)
-        for p in self.norm.parameters():
-            p.requires_grad_(True)
-        self.pos_temporal.requires_grad_(bool(train_temporal_pos))
+        for mod in (self.norm, self.proj):
+            for p in mod.parameters() if mod is not None else ():
+                p.requires_grad_(True)
+        if train_temporal_pos:
+            for p in (getattr(self, "pos_temporal", None), getattr(self, "pos_joint", None)):
+                if p is not None:
+                    p.requires_grad_(True)
 
-    def inflate_from_2d(self, weight2d: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+    def inflate_from_2d(self, weight2d: torch.Tensor, bias: torch.Tensor | None = None, mode: str = "mean") -> None:
         """Initialise the tubelet conv from a 2D patch conv (see :func:`inflate_patch_weight`)."""
         with torch.no_grad():
-            self.patch_embed.weight.copy_(inflate_patch_weight(weight2d, self.tubelet[0]))
+            self.patch_embed.weight.copy_(inflate_patch_weight(weight2d, self.tubelet[0], mode))
             if bias is not None:
                 self.patch_embed.bias.copy_(bias)
 
@@ -312,6 +470,46 @@ class ViViT(nn.Module):
 
     def spatial_table(self, grid: tuple[int, int]) -> torch.Tensor:
         return resize_spatial_table(self.pos_spatial, self.grid, grid)
+
+    def _check_steps(self, steps: int) -> None:
+        if steps > self.grid_t and not self.interpolate_pos:
+            raise VideosslError(
+                f"a clip of {steps * self.tubelet[0]} frames is longer than the position table "
+                f"({self.num_frames} frames) and interpolate_pos is off: build the model with num_frames >= "
+                f"{steps * self.tubelet[0]} or interpolate_pos=True"
+            )
+
+    def joint_table(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """The joint table for a (T', H', W') grid: spatially resized per step, first T' steps (or interpolated)."""
+        gt, gh, gw = grid
+        self._check_steps(gt)
+        d = self.embed_dim
+        table = self.pos_joint.reshape(self.grid_t, self.grid[0] * self.grid[1], d)
+        table = torch.cat([resize_spatial_table(step[None], self.grid, (gh, gw)) for step in table], 0)  # (T0, S, D)
+        if gt <= self.grid_t:
+            table = table[:gt]
+        else:
+            table = resize_temporal_table(table.permute(1, 0, 2), gt).permute(1, 0, 2)
+        return table.reshape(1, gt * gh * gw, d)
+
+    def position_table(self, grid: tuple[int, int, int], device=None) -> torch.Tensor | None:
+        """(1, N, D) additive position embedding of the patch tokens of a grid (None for ``rope3d``)."""
+        gt, gh, gw = grid
+        if self.pos_embed == "separate":
+            pos = self.temporal_table(gt)[:, :, None, :] + self.spatial_table((gh, gw))[:, None, :, :]
+            return pos.flatten(1, 2)
+        if self.pos_embed == "joint":
+            return self.joint_table(grid)
+        if self.pos_embed == "sincos":
+            return sincos_table(gt * gh * gw, self.embed_dim, device=device)
+        return None
+
+    @staticmethod
+    def token_coords(indices: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """(B, N) time-major token indices → (B, N, 3) (t, h, w) grid coordinates (for RoPE)."""
+        _, gh, gw = grid
+        cells = gh * gw
+        return torch.stack((indices // cells, (indices % cells) // gw, indices % gw), dim=-1)
 
     # -- forward ---------------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> tuple[int, int, int]:
@@ -338,12 +536,12 @@ class ViViT(nn.Module):
             x = (x - 0.45) / 0.225
         if self.image_embed is not None and x.shape[2] == 1:  # a still image: the 2D patch conv
             tokens = self.image_embed(x[:, :, 0]).flatten(2).transpose(1, 2)  # (B, H"W", D)
-            return tokens + self.spatial_table((gh, gw)) + self.pos_temporal[:, :1]
-        if self.motion_input:
-            x = torch.cat([x, self.motion_gain * causal_differences(x, 2)], 1)
-        tokens = self.patch_embed(x).flatten(3).permute(0, 2, 3, 1)  # (B, T", H"W", D)
-        pos = self.temporal_table(gt)[:, :, None, :] + self.spatial_table((gh, gw))[:, None, :, :]
-        return (tokens + pos).flatten(1, 2)
+        else:
+            if self.motion_input:
+                x = torch.cat([x, self.motion_gain * causal_differences(x, 2)], 1)
+            tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, T"H"W", D), time-major
+        pos = self.position_table((gt, gh, gw), device=tokens.device)
+        return tokens if pos is None else tokens + pos.to(tokens.dtype)
 
     def keep_indices(self, batch: int, grid: tuple[int, int, int], ratio: float, token_valid=None,
                      generator: torch.Generator | None = None, device=None) -> torch.Tensor:
@@ -367,9 +565,7 @@ class ViViT(nn.Module):
             x = x.unsqueeze(2)
         grid = self._check_input(x)
         b = x.shape[0]
-        frozen_stem = not (self.patch_embed.weight.requires_grad or self.pos_spatial.requires_grad
-                           or self.pos_temporal.requires_grad)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not (frozen_stem and self._first_trainable() > 0)):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not (self._stem_frozen() and self._first_trainable() > 0)):
             tokens = self.embed(x)
         token_valid = None
         if valid is not None:
@@ -394,21 +590,53 @@ class ViViT(nn.Module):
             tokens = tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[-1]))
             if token_valid is not None:
                 token_valid = token_valid.gather(1, keep)
+        coords = None
+        if self.pos_embed == "rope3d":  # positions of the kept tokens
+            idx = keep if keep is not None else torch.arange(tokens.shape[1], device=x.device).expand(b, -1)
+            coords = self.token_coords(idx, grid)
+        if self.has_cls:  # never dropped, never padding
+            cls = self.cls_token + self.pos_cls if hasattr(self, "pos_cls") else self.cls_token
+            tokens = torch.cat([cls.to(tokens.dtype).expand(b, -1, -1), tokens], dim=1)
         kept = Kept(keep, grid, tokens.shape[1])
+        if self.ln_pre is not None:
+            tokens = self.ln_pre(tokens)
         attn_mask = None
         if token_valid is not None:
             token_valid = token_valid | ~token_valid.any(dim=1, keepdim=True)  # never an all-masked row
-            attn_mask = token_valid[:, None, None, :]
-        tokens = self._run_blocks(tokens, attn_mask)
-        tokens = self.norm(tokens)
+            attn_valid = token_valid
+            if self.has_cls:
+                attn_valid = torch.cat([token_valid.new_ones(b, 1), token_valid], dim=1)
+            attn_mask = attn_valid[:, None, None, :]
+        tokens = self._run_blocks(tokens, attn_mask, coords)
+        if self.final_norm == "tokens":
+            tokens = self.norm(tokens)
         if return_tokens:
             out = tokens
-        elif token_valid is None:
-            out = tokens.mean(dim=1)
         else:
-            w = token_valid.to(tokens.dtype)[:, :, None]
-            out = (tokens * w).sum(1) / w.sum(1).clamp(min=1.0)
+            out = self._pool_tokens(tokens, token_valid)
         return (out, kept) if return_kept else out
+
+    def _pool_tokens(self, tokens: torch.Tensor, token_valid: torch.Tensor | None) -> torch.Tensor:
+        if self.pool == "cls":
+            out = tokens[:, 0]
+        else:
+            patches = tokens[:, 1:] if self.has_cls else tokens
+            if token_valid is None:
+                out = patches.mean(dim=1)
+            else:
+                w = token_valid.to(patches.dtype)[:, :, None]
+                out = (patches * w).sum(1) / w.sum(1).clamp(min=1.0)
+        if self.final_norm == "pooled":
+            out = self.norm(out)
+        return self.proj(out) if self.proj is not None else out
+
+    def _stem_frozen(self) -> bool:
+        stem = [self.patch_embed.weight, *self._position_params()]
+        if self.has_cls:
+            stem.append(self.cls_token)
+        if self.ln_pre is not None:
+            stem.extend(self.ln_pre.parameters())
+        return not any(p.requires_grad for p in stem)
 
     def _first_trainable(self) -> int:
         for i, blk in enumerate(self.blocks):
@@ -416,20 +644,18 @@ class ViViT(nn.Module):
                 return i
         return self.depth
 
-    def _run_blocks(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        frozen_stem = not (self.patch_embed.weight.requires_grad or self.pos_spatial.requires_grad
-                           or self.pos_temporal.requires_grad)
-        first = self._first_trainable() if frozen_stem else 0
+    def _run_blocks(self, x: torch.Tensor, attn_mask: torch.Tensor | None, coords: torch.Tensor | None = None) -> torch.Tensor:
+        first = self._first_trainable() if self._stem_frozen() else 0
         grad = torch.is_grad_enabled()
         for i, blk in enumerate(self.blocks):
             if i < first:
                 with torch.no_grad():  # frozen prefix: no activations kept for backward
-                    x = blk(x, attn_mask=attn_mask)
+                    x = blk(x, attn_mask, coords)
                 continue
             if self.grad_checkpointing and self.training and grad:
-                x = checkpoint(blk, x, attn_mask, use_reentrant=False)
+                x = checkpoint(blk, x, attn_mask, coords, use_reentrant=False)
             else:
-                x = blk(x, attn_mask=attn_mask)
+                x = blk(x, attn_mask, coords)
         return x
 
     # -- weights -----------------------------------------------------------------------------------
@@ -448,6 +674,10 @@ class ViViT(nn.Module):
             if g * g != n:
                 raise VideosslError(f"cannot resize a non-square spatial position table of {n} entries")
             sd[s_key] = resize_spatial_table(sd[s_key].float(), (g, g), self.grid)
+        j_key, cells = prefix + "pos_joint", self.grid[0] * self.grid[1]
+        if j_key in sd and sd[j_key].shape[1] != self.grid_t * cells and sd[j_key].shape[1] % cells == 0:
+            table = sd[j_key].float().reshape(-1, cells, self.embed_dim).permute(1, 0, 2)  # (S, T0, D)
+            sd[j_key] = resize_temporal_table(table, self.grid_t).permute(1, 0, 2).reshape(1, -1, self.embed_dim)
         return load_state(self, sd, prefix=prefix)
 
 
