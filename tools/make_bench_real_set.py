@@ -6,6 +6,7 @@ clips (``--clips`` clips of ``--seconds`` s, in two class folders) and turns the
 ``videossl data make-shards --source folder`` re-encoded at ``--short-side``/``--fps``/``--keyframe-interval``.
 
     python tools/make_bench_real_set.py --out data/bench-real
+    python tools/make_bench_real_set.py --out data/bench-real-orig --no-reencode   # the 640x272 cuts as they are
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--short-side", type=int, default=256)
     p.add_argument("--fps", type=float, default=25)
     p.add_argument("--keyframe-interval", type=int, default=16)
+    p.add_argument("--no-reencode", action="store_true",
+                   help="keep the cut clips as they are (640x272, x264 defaults: long GOP) instead of re-encoding")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="videossl-bench-real-") as t:
         tmp = Path(t)
@@ -71,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         cut(fetch_bikes(tmp), root, a.clips, a.seconds)
         cmd = [
             sys.executable, "-m", "videossl.cli", "data", "make-shards", "--source", "folder", "--root", str(root),
-            "--out", a.out, "--short-side", str(a.short_side), "--fps", str(a.fps),
-            "--keyframe-interval", str(a.keyframe_interval), "--no-progress",
+            "--out", a.out, "--no-progress",
         ]
+        if not a.no_reencode:
+            cmd += ["--short-side", str(a.short_side), "--fps", str(a.fps), "--keyframe-interval", str(a.keyframe_interval)]
         return subprocess.run(cmd).returncode
 
 

@@ -127,6 +127,7 @@ def build_dataset(data: dict[str, Any], split: str, views: Sequence[Any], batch_
         extras=data.get("extras") or (),
         decoder_threads=int(data.get("decoder_threads", 1)),
         augment_on=augment_on,
+        decode_downscale=bool(data.get("decode_downscale", False)),
     )
 
 
@@ -263,6 +264,7 @@ def run_bench(
     decoder: str | None = None,
     torch_threads: int = 1,
     prefetch_factor: int = 2,
+    decode_downscale: bool = False,
 ) -> dict[str, Any]:
 
     if clips < 1:
@@ -276,6 +278,8 @@ def run_bench(
         data["data_dir"] = data_dir
     if decoder:
         data["decoder"] = decoder
+    if decode_downscale:
+        data["decode_downscale"] = True
     torch.set_num_threads(torch_threads)
     views = [ViewSpec(**v) if isinstance(v, dict) else v for v in (data.get("train_views") or [])]
     if not views:
@@ -286,6 +290,7 @@ def run_bench(
         "data_dir": str(data.get("data_dir")),
         "split": split,
         "views": [dataclasses.asdict(v) for v in views],
+        "decode_downscale": bool(data.get("decode_downscale", False)),
         "torch_threads": torch_threads,
         "cpu_count": os.cpu_count(),
         "pipeline": [],
@@ -416,6 +421,8 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder", default=None, help="override the recipe's decoder (auto|decord|pyav|torchcodec)")
     p.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads in the main process")
     p.add_argument("--prefetch-factor", type=int, default=2)
+    p.add_argument("--decode-downscale", action="store_true",
+                   help="decode frames scaled down when every view allows it (data.decode_downscale)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON ('-': stdout)")
 
 
@@ -425,6 +432,7 @@ def run_cli(args: argparse.Namespace) -> int:
         naive_clips=args.naive_clips, leak_clips=args.leak_clips, rss_every=args.rss_every, data_dir=args.data_dir,
         batch_size=args.batch_size, decoder=args.decoder, torch_threads=args.torch_threads,
         prefetch_factor=args.prefetch_factor,
+        decode_downscale=args.decode_downscale,
     )
     print_report(res)
     if args.json:
