@@ -30,7 +30,10 @@ def _reference_features(ref: torch.nn.Module, arch: str, x: torch.Tensor) -> tor
     return f.mean(dim=(2, 3, 4)) if arch == "s3d" else f.flatten(1)  # S3D: its head is a 1x1 conv, then a mean
 
 
-@pytest.mark.parametrize("arch", list(TV_ARCHS))
+SLOW = {"mvit_v1_b"}  # ~10 s on 2 CPU cores (16 x 224 x 224 only)
+
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in SLOW else a for a in TV_ARCHS])
 def test_zoo_encoder_equals_torchvision_with_the_same_random_weights(arch, tmp_path):
     torch.manual_seed(0)
     ref = getattr(tvv, arch)(weights=None).eval()  # torchvision's own model, random weights, classifier kept
