@@ -127,3 +127,24 @@ def test_encoder_file_loads_and_r3d_18_relates_to_videoresnet(tmp_path):
     x = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
         assert (again(x) - tv(x)).abs().max() == 0 and (ours(x) - tv(x)).abs().max() <= 1e-6
+
+
+def test_fit_check_refuses_a_view_a_fixed_size_zoo_encoder_cannot_run():
+    from types import SimpleNamespace
+
+    from videossl.data.loader import ViewSpec
+    from videossl.lightning_cli import check_encoder_view
+
+    def fit(encoder, frames, size):
+        model = SimpleNamespace(encoder_view="clip", encoder=encoder)
+        data = SimpleNamespace(train_views=[ViewSpec(name="clip", frames=frames, size=size)])
+        check_encoder_view(model, data)
+
+    mvit = build_encoder("tv-mvit_v2_s")
+    with pytest.raises(VideosslError, match=r"data view 'clip' is 8 frames at 112 px but tv-mvit_v2_s is built for "
+                                            r"num_frames=16, img_size=224: change the view's frames / size"):
+        fit(mvit, 8, 112)
+    fit(mvit, 16, 224)  # fits (the normalisation note is a log warning only)
+    fit(build_encoder("tv-swin3d_t"), 8, 64)  # flexible: any view
+    with pytest.raises(VideosslError, match="needs at least 14 frames at 224 px"):
+        fit(build_encoder("tv-s3d"), 16, 112)
