@@ -60,6 +60,8 @@ examples:
   videossl eval linear --config recipes/eval/linear/ucf101.yaml --run runs/brave-ucf101 --splits 1,2,3
   videossl eval linear --config recipes/eval/linear/ucf101.yaml --ckpt runs/brave-ucf101/checkpoints/last.ckpt \\
       --encoder '{"class_path": "videossl.models.TSMResNet", "init_args": {"depth": 50}}'
+  videossl eval linear --config recipes/eval/linear/tv_swin3d_t_synthetic.yaml --encoder tv-swin3d_t --weights KINETICS400_V1
+  videossl eval linear --config recipes/eval/linear/synthetic.yaml --weights converted.pt   # an encoder file
   videossl eval linear --config recipes/eval/linear/hmdb51.yaml --ckpt r3d.pth --prefix '' \\
       --key-map '{"backbone.": ""}' --encoder '{"class_path": "videossl.models.VideoResNetEncoder"}'
 """
