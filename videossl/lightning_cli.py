@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from videossl.data.loader.datamodule import VideoDataModule
 from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
 from videossl.methods.base import SSLMethod
+from videossl.models.encoders import input_checks
+
+log = logging.getLogger(__name__)
 
 
 def _num_classes(data: Any) -> int:
@@ -27,24 +31,34 @@ def _num_classes(data: Any) -> int:
 
 
 def check_encoder_view(model: SSLMethod, data: VideoDataModule) -> None:
-    """The training view the encoder sees must match the clip size the encoder is built for.
+    """The training view the encoder sees must fit the input the encoder declares (:func:`input_checks`).
 
     A recipe states a ViViT's ``num_frames`` / ``img_size`` and the view's ``frames`` / ``size``; a
     mismatch would silently train on interpolated position tables, so ``fit`` refuses it in one line.
-    Encoders without fixed sizes (CNNs) are not checked.
+    An encoder that runs only at one size (torchvision's MViT) or needs a minimum (S3D) refuses other
+    views the same way; a normalisation other than the encoder's is logged as a warning. Encoders that
+    declare nothing (most CNNs) are not checked.
     """
     name, enc = getattr(model, "encoder_view", None), model.encoder
-    frames, size = getattr(enc, "num_frames", None), getattr(enc, "img_size", None)
-    if name is None or frames is None or size is None:
+    if name is None:
         return
-    size = tuple(size) if isinstance(size, tuple | list) else (int(size), int(size))
     for v in data.train_views:
-        if v.name == name and (v.frames != frames or (v.size, v.size) != size):
-            raise VideosslError(
-                f"data view {name!r} is {v.frames} frames at {v.size} px but the encoder is built for "
-                f"num_frames={frames}, img_size={size[0]}: set both to the same values (e.g. "
-                f"--data.train_views with frames {frames} or --model.init_args.encoder.init_args.num_frames {v.frames})"
-            )
+        if v.name != name:
+            continue
+        aug = v.augment
+        for c in input_checks(enc, v.frames, v.size, aug.mean, aug.std, what=f"data view {name!r}"):
+            if c.level == "note":
+                log.warning(c.message)
+                continue
+            frames, size = getattr(enc, "num_frames", None), getattr(enc, "img_size", None)
+            size = size[0] if isinstance(size, tuple | list) else size
+            if c.level == "mismatch":  # the encoder can be built for the view: name both fixes
+                raise VideosslError(
+                    f"data view {name!r} is {v.frames} frames at {v.size} px but the encoder is built for "
+                    f"num_frames={frames}, img_size={size}: set both to the same values (e.g. "
+                    f"--data.train_views with frames {frames} or --model.init_args.encoder.init_args.num_frames {v.frames})"
+                )
+            raise VideosslError(f"{c.message}: change the view's frames / size (--data.train_views)")
 
 
 class VideosslCLI(LightningCLI):

@@ -11,7 +11,7 @@ this module, so the same rules hold everywhere:
   renames where the longest match wins); keys under ``ignore`` (the online probe) never count;
 * shapes are checked before loading (one error naming the first mismatches);
 * one :class:`LoadReport` of missing / unexpected keys, which is an error where the caller says so
-  and otherwise a single warning.
+  (naming every such key) and otherwise a single warning.
 
 An *encoder file* (:func:`save_encoder_file`) is a weight file that also says how to build the
 encoder: ``{"state_dict": {"encoder.<key>": tensor}, "videossl_encoder": {"spec": {class_path,
@@ -63,9 +63,10 @@ class LoadReport:
     def clean(self) -> bool:
         return not self.missing and not self.unexpected
 
-    def describe(self) -> str:
-        return (f"{len(self.missing)} missing key(s) {self.missing[:5]}, "
-                f"{len(self.unexpected)} unexpected key(s) {self.unexpected[:5]}")
+    def describe(self, limit: int | None = 5) -> str:
+        """Counts and keys (the first ``limit`` of each; all with ``limit=None``)."""
+        return (f"{len(self.missing)} missing key(s) {self.missing[:limit]}, "
+                f"{len(self.unexpected)} unexpected key(s) {self.unexpected[:limit]}")
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -216,7 +217,8 @@ def load_state(
     report = LoadReport([k for k in result.missing_keys if not _ignored(k, ignore)], list(result.unexpected_keys))
     refused = (report.missing and not allow_missing) or (report.unexpected and not allow_unexpected)
     if refused:
-        raise VideosslError(f"{name} does not fit {type(module).__name__}: {report.describe()}" + (f"; {hint}" if hint else ""))
+        raise VideosslError(f"{name} does not fit {type(module).__name__}: {report.describe(limit=None)}"
+                            + (f"; {hint}" if hint else ""))
     if not report.clean:
         msg = f"loading {name} into {type(module).__name__}: {report.describe()}"
         warnings.warn(msg, stacklevel=2)

@@ -374,7 +374,8 @@ def finetune(encoder: nn.Module, cfg: FinetuneConfig, out_dir: Path, name: str, 
     }
 
 
-def protocol_lines(cfg: FinetuneConfig, spec: dict[str, Any], ckpt: str | None, ckpt_hash: str | None) -> list[str]:
+def protocol_lines(cfg: FinetuneConfig, spec: dict[str, Any], weights: list[str]) -> list[str]:
+    """The protocol block; ``weights``: the weights lines (:meth:`videossl.eval.runs.WeightsInfo.lines`)."""
     tv, v = cfg.train_views[0], cfg.test_views[0]
     o = OptimConfig(**cfg.optim)
     views = sum(x.get("num_clips", 1) * x.get("crops", 1) for x in cfg.test_views)
@@ -393,5 +394,5 @@ def protocol_lines(cfg: FinetuneConfig, spec: dict[str, Any], ckpt: str | None, 
         f"{cfg.head_dropout}; label smoothing {cfg.label_smoothing}; {mix}",
         f"data: {cfg.data_dir}, train split '{cfg.train_split}', test split '{cfg.test_split}'",
         f"pretraining: {cfg.pretrain or 'see run config'}",
-        f"checkpoint: {ckpt or 'none (random init)'}" + (f" (sha256 {ckpt_hash})" if ckpt_hash else ""),
+        *weights,
     ]

@@ -19,7 +19,7 @@ from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
 from videossl.eval.features import extract_features
 from videossl.eval.options import check_split_template, format_split, output_base_name, parse_splits
-from videossl.eval.runs import encoders_to_evaluate, resolve_encoder
+from videossl.eval.runs import WeightsInfo, check_views, encoders_to_evaluate, no_weights_lines, resolve_encoder
 
 __all__ = ["EvalConfig", "KNNConfig", "ProbeConfig", "check_classes", "extract_splits", "view_lines"]
 
@@ -158,8 +158,16 @@ class FrozenEval:
     spec: dict[str, Any]
     ckpt: Path | None
     encoders: list
-    ckpt_hash: str | None
+    weights: WeightsInfo | None
     out_dir: Path
+
+    @property
+    def ckpt_hash(self) -> str | None:
+        return self.weights.sha256 if self.weights else None
+
+    def weights_lines(self) -> list[str]:
+        """The protocol block's lines on the pretrained weights (source, conversion, checkpoint + hash, keys)."""
+        return self.weights.lines() if self.weights else no_weights_lines()
 
     def runs(self) -> list[tuple[str | None, EvalConfig, Path]]:
         """(split or None, the config with that split's data_dir, its output folder), one per evaluation."""
@@ -176,8 +184,9 @@ def prepare_frozen_eval(args, raw: dict[str, Any], kind: str, console) -> Frozen
     splits = parse_splits(args.splits)
     check_split_template(cfg.data_dir, splits)
     spec, ckpt = resolve_encoder(args, cfg.encoder, need_weights=not args.random_only)
-    encoders, ckpt_hash = encoders_to_evaluate(args, spec, ckpt, console)
+    encoders, weights = encoders_to_evaluate(args, spec, ckpt, console)
+    check_views(encoders[0][1], cfg.views + (cfg.train_views or []), console)
     run = Path(args.run) if args.run else None
     base_name = output_base_name(cfg.data_dir, cfg.split, splits)
     out_dir = Path(args.out) if args.out else ((run or Path("runs")) / "eval" / f"{kind}-{base_name}")
-    return FrozenEval(raw, cfg, splits, spec, ckpt, encoders, ckpt_hash, out_dir)
+    return FrozenEval(raw, cfg, splits, spec, weights.path if weights else ckpt, encoders, weights, out_dir)

@@ -74,7 +74,8 @@ def evaluate_knn(encoder: nn.Module, cfg: EvalConfig, name: str, cache_dir: Path
     }
 
 
-def protocol_lines(cfg: EvalConfig, spec: dict[str, Any], ckpt: str | None, ckpt_hash: str | None) -> list[str]:
+def protocol_lines(cfg: EvalConfig, spec: dict[str, Any], weights: list[str]) -> list[str]:
+    """The protocol block; ``weights``: the weights lines (:meth:`videossl.eval.runs.WeightsInfo.lines`)."""
     kc = cfg.knn
     return [
         f"backbone: {spec.get('class_path')} {json.dumps(spec.get('init_args', {}), sort_keys=True)}",
@@ -85,7 +86,7 @@ def protocol_lines(cfg: EvalConfig, spec: dict[str, Any], ckpt: str | None, ckpt
         f"retrieval: test video mean feature vs train video mean features, R@{', R@'.join(map(str, kc.retrieval_ks))}",
         f"data: {cfg.data_dir}, bank = split '{cfg.train_split}', queries = split '{cfg.test_split}'",
         f"pretraining: {cfg.pretrain or 'see run config'}",
-        f"checkpoint: {ckpt or 'none'}" + (f" (sha256 {ckpt_hash})" if ckpt_hash else ""),
+        *weights,
     ]
 
 

@@ -119,7 +119,8 @@ def evaluate_encoder(encoder: nn.Module, cfg: EvalConfig, out_dir: Path, name: s
     }
 
 
-def protocol_lines(cfg: EvalConfig, spec: dict[str, Any], ckpt: str | None, ckpt_hash: str | None) -> list[str]:
+def protocol_lines(cfg: EvalConfig, spec: dict[str, Any], weights: list[str]) -> list[str]:
+    """The protocol block; ``weights``: the weights lines (:meth:`videossl.eval.runs.WeightsInfo.lines`)."""
     p = cfg.probe
     probe = f"linear SVM (one-vs-rest squared hinge), C={p.svm_c}" if p.kind == "svm" else \
         f"softmax, {p.optimizer}, {p.epochs} epochs, lr {p.lr}, wd {p.weight_decay}"
@@ -133,5 +134,5 @@ def protocol_lines(cfg: EvalConfig, spec: dict[str, Any], ckpt: str | None, ckpt
         f"confidence: MSP, margin, learned head ({p.confidence_holdout:.0%} of train videos held out); "
         f"abstain iff confidence < tau = {p.tau}",
         f"pretraining: {cfg.pretrain or 'see run config'}",
-        f"checkpoint: {ckpt or 'none'}" + (f" (sha256 {ckpt_hash})" if ckpt_hash else ""),
+        *weights,
     ]

@@ -26,8 +26,13 @@ def default_device() -> str:
 
 def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None, help="a `videossl fit` run folder: encoder from config.yaml, weights from encoder.pt")
-    p.add_argument("--ckpt", default=None, help="weights: Lightning checkpoint, encoder.pt or a plain state dict")
-    p.add_argument("--encoder", default=None, help="encoder spec as JSON {class_path, init_args} (overrides the run's)")
+    p.add_argument("--weights", "--ckpt", dest="ckpt", default=None,
+                   help="weights: Lightning checkpoint, encoder.pt, an encoder file (`videossl convert`; builds its own "
+                        "encoder), a plain state dict, or for a tv-* encoder a torchvision weight enum name "
+                        "(KINETICS400_V1) found in the torch hub cache")
+    p.add_argument("--encoder", default=None,
+                   help="encoder: a registry name (tv-swin3d_t, tv-r3d_18, small3d, vivit, ...) or JSON "
+                        "{class_path, init_args} (overrides the run's and an encoder file's)")
     p.add_argument("--prefix", default="encoder.",
                    help="keep checkpoint keys with this prefix (stripped); '' for a plain state dict")
     p.add_argument("--key-map", default=None, help='JSON {"old_prefix": "new_prefix"} renames applied after --prefix')

@@ -1,8 +1,8 @@
 """Video encoders ((B, C, T, H, W) → (B, feature_dim)), heads and RandConv.
 
 Build an encoder by name with :func:`build_encoder` (``r3d_18``, ``r2plus1d_18``, ``mc3_18``,
-``tsm_resnet``, ``small3d``) or by class (``class_path`` in YAML); weights load through
-:func:`videossl.core.checkpoint.load_state`.
+``tsm_resnet``, ``small3d``, ``vivit``, torchvision's zoo as ``tv-<arch>``) or by class
+(``class_path`` in YAML); weights load through :func:`videossl.core.checkpoint.load_state`.
 """
 
 from videossl.models.encoders import (
@@ -12,10 +12,13 @@ from videossl.models.encoders import (
     TSMResNet,
     VideoResNetEncoder,
     build_encoder,
+    input_checks,
     list_encoders,
+    registry_spec,
 )
 from videossl.models.heads import MLP, predictor, projector
 from videossl.models.randconv import RandConv
+from videossl.models.tv_zoo import TorchvisionVideoEncoder
 
 __all__ = [
     "ENCODERS",
@@ -24,9 +27,12 @@ __all__ = [
     "Small3D",
     "TSMResNet",
     "TemporalShift",
+    "TorchvisionVideoEncoder",
     "VideoResNetEncoder",
     "build_encoder",
+    "input_checks",
     "list_encoders",
     "predictor",
     "projector",
+    "registry_spec",
 ]

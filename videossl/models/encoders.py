@@ -26,6 +26,7 @@ import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from timm.layers import create_conv2d
@@ -40,17 +41,22 @@ from torchvision.models.video.resnet import (
 )
 
 from videossl.errors import VideosslError
+from videossl.models.tv_zoo import TV_ARCHS, TorchvisionVideoEncoder
+from videossl.models.vivit import ViViT
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ENCODERS",
+    "InputCheck",
     "Small3D",
     "TSMResNet",
     "TemporalShift",
     "VideoResNetEncoder",
     "build_encoder",
+    "input_checks",
     "list_encoders",
+    "registry_spec",
 ]
 
 
@@ -363,6 +369,8 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "mc3_18": functools.partial(VideoResNetEncoder, arch="mc3_18"),
     "tsm_resnet": TSMResNet,
     "small3d": Small3D,
+    "vivit": ViViT,
+    **{f"tv-{arch}": functools.partial(TorchvisionVideoEncoder, arch=arch) for arch in TV_ARCHS},
 }
 
 
@@ -384,3 +392,65 @@ def build_encoder(name: str, **kwargs) -> nn.Module:
     except TypeError as e:
         raise VideosslError(f"bad arguments for encoder {name!r}: {e}") from None
     return factory(**kwargs)
+
+
+def registry_spec(name: str, **kwargs) -> dict:
+    """``{class_path, init_args}`` of a registry name (and extra init args), e.g. for ``eval --encoder tv-swin3d_t``."""
+    if name not in ENCODERS:
+        raise VideosslError(f"unknown encoder {name!r}; valid names: {', '.join(list_encoders())}")
+    factory = ENCODERS[name]
+    cls, init = (factory.func, dict(factory.keywords)) if isinstance(factory, functools.partial) else (factory, {})
+    try:
+        inspect.signature(cls).bind(**{**init, **kwargs})
+    except TypeError as e:
+        raise VideosslError(f"bad arguments for encoder {name!r}: {e}") from None
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": {**init, **kwargs}}
+
+
+# ---------------------------------------------------------------------------------------------
+# What an encoder expects of its input
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """One finding of :func:`input_checks`: ``error`` (the encoder cannot run it), ``mismatch`` (it runs, but
+    not at the size it is built for: ``fit`` refuses it) or ``note`` (normalisation / pretraining size)."""
+
+    level: str
+    message: str
+
+
+def _close(a, b) -> bool:
+    return a is not None and b is not None and len(a) == len(b) and all(abs(x - y) < 1e-3 for x, y in zip(a, b, strict=True))
+
+
+def input_checks(encoder: nn.Module, frames: int, size: int, mean=None, std=None, what: str = "the view"
+                 ) -> list[InputCheck]:
+    """Compare a view (``frames`` at ``size`` px, normalised with ``mean``/``std`` or None for [0, 1]) with
+    what ``encoder`` declares. Encoders that declare nothing (most CNNs) pass."""
+    out: list[InputCheck] = []
+    name = f"tv-{encoder.arch}" if isinstance(encoder, TorchvisionVideoEncoder) else type(encoder).__name__
+    n, s = getattr(encoder, "num_frames", None), getattr(encoder, "img_size", None)
+    if n is not None and s is not None:
+        s2 = tuple(s) if isinstance(s, tuple | list) else (int(s), int(s))
+        if (frames, (size, size)) != (n, s2):
+            level = "error" if getattr(encoder, "fixed_input", False) else "mismatch"
+            out.append(InputCheck(level, f"{what} is {frames} frames at {size} px but {name} is built for "
+                                         f"num_frames={n}, img_size={s2[0]}"))
+    lo_t, lo_s = getattr(encoder, "min_frames", None), getattr(encoder, "min_size", None)
+    if lo_t is not None and (frames < lo_t or size < (lo_s or 0)):
+        out.append(InputCheck("error", f"{what} is {frames} frames at {size} px but {name} needs at least "
+                                       f"{lo_t} frames at {lo_s} px"))
+    want_mean, want_std = getattr(encoder, "mean", None), getattr(encoder, "std", None)
+    if want_mean is not None and not (_close(mean, want_mean) and _close(std, want_std)):
+        given = ("[0, 1] frames (no augment mean/std)" if mean is None
+                 else f"frames normalised with mean {list(mean)}, std {list(std)}")
+        src = getattr(encoder, "normalisation", "the encoder's pretraining")
+        out.append(InputCheck("note", f"{what} gives {given} but {name} expects mean {list(want_mean)}, std "
+                                      f"{list(want_std)} ({src}): set augment: {{mean: {list(want_mean)}, std: "
+                                      f"{list(want_std)}}} on the view"))
+    crop = getattr(encoder, "pretrained_size", None)
+    if crop is not None and crop != size and getattr(encoder, "weights_source", None):
+        out.append(InputCheck("note", f"{what} is {size} px; {name}'s pretrained weights were evaluated at {crop} px crops"))
+    return out

@@ -43,7 +43,6 @@ from typing import Any
 
 import torch
 from rich.table import Table
-from torch import nn
 
 from videossl.eval.finetune import FinetuneConfig, finetune, protocol_lines
 from videossl.eval.options import (
@@ -56,7 +55,7 @@ from videossl.eval.options import (
     parse_splits,
 )
 from videossl.eval.report import fmt_num, report_console, write_report, write_split_summary
-from videossl.eval.runs import build_encoder, file_hash, parse_key_map, resolve_encoder
+from videossl.eval.runs import build_encoder, check_views, no_weights_lines, parse_key_map, random_init_spec, resolve_encoder
 
 EPILOG = """\
 examples:
@@ -88,25 +87,27 @@ def run_cli(args: argparse.Namespace) -> int:
     check_split_template(cfg.data_dir, splits)
     spec, ckpt = resolve_encoder(args, cfg.encoder, need_weights=not args.random_init)
     name = "random-init" if args.random_init else "pretrained"
-    ckpt_hash = None if args.random_init else file_hash(ckpt)
     km = parse_key_map(args.key_map)
-
-    def make_encoder() -> nn.Module:
-        torch.manual_seed(cfg.seed)
-        return build_encoder(spec, None if args.random_init else ckpt, prefix=args.prefix, key_map=km, console=console)
-
-    make_encoder()  # fail on bad weights before any data is read
     run = Path(args.run) if args.run else None
+
+    def make_encoder(note=None):
+        torch.manual_seed(cfg.seed)
+        if args.random_init:
+            return build_encoder(random_init_spec(spec), None)
+        return build_encoder(spec, ckpt, prefix=args.prefix, key_map=km, console=note, run=run)
+
+    enc, weights = make_encoder(console)  # fail on bad weights before any data is read
+    check_views(enc, cfg.train_views + cfg.test_views, console)
+    weights_lines = weights.lines() if weights else no_weights_lines()
     base_name = output_base_name(cfg.data_dir, cfg.split, splits)
     out_dir = Path(args.out) if args.out else ((run or Path("runs")) / "eval" / f"finetune-{base_name}")
-    ckpt_str = None if args.random_init else str(ckpt)
 
     def one(c: FinetuneConfig, out: Path) -> dict[str, Any] | None:
         out.mkdir(parents=True, exist_ok=True)
-        r = finetune(make_encoder(), c, out, name, args.device, progress=not args.no_progress)
+        r = finetune(make_encoder()[0], c, out, name, args.device, progress=not args.no_progress)
         if not r:  # not rank 0
             return None
-        protocol = protocol_lines(c, spec, ckpt_str, ckpt_hash)
+        protocol = protocol_lines(c, spec, weights_lines)
         table = Table(title=f"fine-tuning on {c.data_dir} [{c.test_split}]")
         for col in ("encoder", "top-1 %", "top-5 %", "mean class %", "ECE", "AURC", "cov@τ", "risk@τ"):
             table.add_column(col, justify="left" if col == "encoder" else "right")
@@ -117,7 +118,8 @@ def run_cli(args: argparse.Namespace) -> int:
         for line in protocol:
             console.print(f"  {line}", soft_wrap=True, highlight=False)
         payload = {"kind": "finetune", "dataset": c.dataset_name, "split": c.split, "protocol": protocol,
-                   "config": asdict(c), "encoder": spec, "checkpoint": ckpt_str, "checkpoint_sha256": ckpt_hash,
+                   "config": asdict(c), "encoder": spec, "checkpoint": weights.path if weights else None,
+                   "checkpoint_sha256": weights.sha256 if weights else None, "weights": weights.as_dict() if weights else None,
                    "results": [r], "chance": 1 / len(r["per_class"])}
         (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
         report = write_report(out, [r], protocol, title="Fine-tuning evaluation")

@@ -63,14 +63,13 @@ def run_cli(args: argparse.Namespace) -> int:
             raise VideosslError(f"--temperature must be positive, got {args.temperature}")
         knn["temperature"] = args.temperature
     ev = prepare_frozen_eval(args, {**raw, "knn": knn}, "knn", console)
-    spec, ckpt, ckpt_hash, encoders, out_dir, splits = ev.spec, ev.ckpt, ev.ckpt_hash, ev.encoders, ev.out_dir, ev.splits
-    ckpt_str = str(ckpt) if ckpt and not args.random_only else None
+    spec, encoders, out_dir, splits, weights = ev.spec, ev.encoders, ev.out_dir, ev.splits, ev.weights
 
     def one(cfg_one: EvalConfig, out: Path) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         cache = None if args.no_cache else out / "cache"
         results = [evaluate_knn(enc, cfg_one, name, cache, args.device) for name, enc in encoders]
-        protocol = protocol_lines(cfg_one, spec, ckpt_str, ckpt_hash)
+        protocol = protocol_lines(cfg_one, spec, ev.weights_lines())
         table = Table(title=f"kNN on {cfg_one.data_dir} [{cfg_one.test_split}]")
         ks, rk = list(results[0]["knn"]), list(results[0]["retrieval"])
         for col in ["encoder", *(f"k={k} %" for k in ks), *rk]:
@@ -82,7 +81,8 @@ def run_cli(args: argparse.Namespace) -> int:
         for line in protocol:
             console.print(f"  {line}", soft_wrap=True, highlight=False)
         payload = {"kind": "knn", "dataset": cfg_one.dataset_name, "split": cfg_one.split, "protocol": protocol,
-                   "config": asdict(cfg_one), "encoder": spec, "checkpoint": ckpt_str, "checkpoint_sha256": ckpt_hash,
+                   "config": asdict(cfg_one), "encoder": spec, "checkpoint": weights.path if weights else None,
+                   "checkpoint_sha256": ev.ckpt_hash, "weights": weights.as_dict() if weights else None,
                    "results": results, "chance": 1 / len(results[0]["per_class"])}
         (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
         report = write_report(out, results, protocol)

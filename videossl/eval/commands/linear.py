@@ -44,7 +44,7 @@ from typing import Any
 
 from rich.table import Table
 
-from videossl.eval.frozen import EvalConfig, prepare_frozen_eval
+from videossl.eval.frozen import EvalConfig, FrozenEval, prepare_frozen_eval
 from videossl.eval.linear import evaluate_encoder, protocol_lines
 from videossl.eval.options import (
     add_baseline_arguments,
@@ -60,6 +60,8 @@ examples:
   videossl eval linear --config recipes/eval/linear/ucf101.yaml --run runs/brave-ucf101 --splits 1,2,3
   videossl eval linear --config recipes/eval/linear/ucf101.yaml --ckpt runs/brave-ucf101/checkpoints/last.ckpt \\
       --encoder '{"class_path": "videossl.models.TSMResNet", "init_args": {"depth": 50}}'
+  videossl eval linear --config recipes/eval/linear/tv_swin3d_t_synthetic.yaml --encoder tv-swin3d_t --weights KINETICS400_V1
+  videossl eval linear --config recipes/eval/linear/synthetic.yaml --weights converted.pt   # an encoder file
   videossl eval linear --config recipes/eval/linear/hmdb51.yaml --ckpt r3d.pth --prefix '' \\
       --key-map '{"backbone.": ""}' --encoder '{"class_path": "videossl.models.VideoResNetEncoder"}'
 """
@@ -74,12 +76,12 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     console = report_console()
     ev = prepare_frozen_eval(args, load_eval_recipe(args), "linear", console)
-    spec, ckpt, ckpt_hash, encoders, out_dir, splits = ev.spec, ev.ckpt, ev.ckpt_hash, ev.encoders, ev.out_dir, ev.splits
+    out_dir, splits = ev.out_dir, ev.splits
     per_split = {}
     for s, one, out in ev.runs():
         if s is not None:
             console.print(f"[bold]split {s}[/]: {one.data_dir}")
-        per_split[s] = run_one(args, one, spec, ckpt, ckpt_hash, encoders, out, console)
+        per_split[s] = run_one(args, one, ev, out, console)
     if not splits:
         return 0
     summary = write_split_summary(out_dir, "Linear evaluation", per_split)
@@ -90,14 +92,16 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_one(args, cfg: EvalConfig, spec, ckpt, ckpt_hash, encoders, out_dir: Path, console) -> dict[str, Any]:
+def run_one(args, cfg: EvalConfig, ev: FrozenEval, out_dir: Path, console) -> dict[str, Any]:
+    spec, encoders, weights = ev.spec, ev.encoders, ev.weights
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = None if args.no_cache else out_dir / "cache"
     results = []
     for name, enc in encoders:
-        console.print(f"evaluating {name} ({ckpt if name == 'pretrained' else 'same architecture, random init'}) ...")
+        what = weights.source if name == "pretrained" and weights else "same architecture, random init"
+        console.print(f"evaluating {name} ({what}) ...")
         results.append(evaluate_encoder(enc, cfg, out_dir, name, cache, args.device))
-    protocol = protocol_lines(cfg, spec, str(ckpt) if ckpt and not args.random_only else None, ckpt_hash)
+    protocol = protocol_lines(cfg, spec, ev.weights_lines())
     table = Table(title=f"linear probe on {cfg.data_dir} [{cfg.test_split}]")
     for col in ("encoder", "top-1 %", "top-5 %", "mean class %", "ECE", "AURC", "AURC learned", "cov@τ", "risk@τ"):
         table.add_column(col, justify="right" if col != "encoder" else "left")
@@ -113,8 +117,8 @@ def run_one(args, cfg: EvalConfig, spec, ckpt, ckpt_hash, encoders, out_dir: Pat
     console.print(f"  chance: {100 * chance:.1f} %")
     payload = {"kind": "linear", "dataset": cfg.dataset_name, "split": cfg.split, "protocol": protocol,
                "config": asdict(cfg), "encoder": spec,
-               "checkpoint": str(ckpt) if ckpt and not args.random_only else None,
-               "checkpoint_sha256": ckpt_hash, "results": results, "chance": chance}
+               "checkpoint": weights.path if weights else None, "checkpoint_sha256": ev.ckpt_hash,
+               "weights": weights.as_dict() if weights else None, "results": results, "chance": chance}
     (out_dir / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     report = write_report(out_dir, results, protocol)
     console.print(f"wrote {out_dir / 'results.json'} and {report}")
