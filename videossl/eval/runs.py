@@ -236,7 +236,10 @@ def load_encoder(encoder: nn.Module, ckpt: Path, prefix: str = "encoder.", key_m
     convert = getattr(encoder, "convert_reference", None)
     hint = "check the encoder architecture (--encoder / the run's config), --prefix and --key-map"
     if meta is not None:  # an encoder file: a conversion someone ran; nothing may be left over
-        source = f"{meta.get('source', 'unknown')} (encoder file)"
+        source = str(meta.get("source", "unknown"))
+        if meta.get("source_path"):  # the reference file `videossl convert` read, and its hash
+            source += f" {meta['source_path']}" + (f" ({meta['source_hash']})" if meta.get("source_hash") else "")
+        source += " (encoder file)"
         conversion = str(meta.get("conversion") or "none")
         report = load_state(encoder, state, prefix="encoder.", allow_missing=False, allow_unexpected=False,
                             what=str(path), hint="the encoder file does not fit its own spec: re-convert it")
