@@ -203,17 +203,16 @@ def test_reversed_clip_flips_time_of_the_chosen_samples_only():
 
 @pytest.mark.parametrize("objective", ["video_text", "video_video"])
 def test_reverse_negatives_need_the_frame_order(objective):
-    """An order-blind encoder cannot tell a clip from its reversal: the term is exactly log 2 and its
-    accuracy 0; an encoder that sees the order does better, and the gradient reaches it."""
+    """An order-blind encoder cannot tell a clip from its reversal: the term is exactly log 2 (ties; its
+    accuracy then only counts rounding noise, so it is not asserted); an encoder that sees the order does better, and the gradient reaches it."""
+    torch.manual_seed(0)  # first: the text tower's init must not depend on what earlier tests drew
     kw = dict(objective=objective, embed_dim=8, proj_hidden=16, reverse_negatives=True, reverse_weight=2.0)
     if objective == "video_text":
         kw["text_encoder"] = text()
-    torch.manual_seed(0)
     blind = LongVideoContrastive(_OrderEncoder(order=False), **kw)
     loss, _, logs = blind.ssl_step(_ramp_batch())
     key = "vt" if objective == "video_text" else "vv"
     assert math.isclose(float(logs[f"{key}_rev_loss"]), math.log(2), rel_tol=1e-5)
-    assert float(logs[f"{key}_rev_acc"]) <= 0.5  # ties, up to rounding
     assert math.isclose(float(loss), float(logs[f"{key}_loss"] + 2.0 * logs[f"{key}_rev_loss"]), rel_tol=1e-5)
 
     if objective == "video_video":  # the negative is the first view played backwards
@@ -225,7 +224,7 @@ def test_reverse_negatives_need_the_frame_order(objective):
         assert torch.equal(inputs[0], inputs[1])  # anchor and positive play in the same direction (equal views here)
         return
     torch.manual_seed(0)  # video-text: an encoder that sees the order learns to tell them apart
-    seeing = LongVideoContrastive(_OrderEncoder(order=True), **kw)
+    seeing = LongVideoContrastive(_OrderEncoder(order=True), **{**kw, "text_encoder": text()})
     opt = torch.optim.Adam(seeing.parameters(), lr=3e-2)
     first = None
     for _ in range(80):
@@ -355,3 +354,20 @@ def test_image_text_term_uses_the_2d_patch_conv():
         LongVideoContrastive(enc(), text_encoder=text(), image_view="image")
     with pytest.raises(VideosslError, match="video_text or both"):
         LongVideoContrastive(enc(image_input=True), objective="video_video", image_view="image")
+
+
+def test_random_draws_come_from_the_step_generator_not_the_global_rng():
+    """Masks, playing direction and prompt choice depend on (seed, global step) only, so a resumed run
+    draws what the uninterrupted run drew (the global RNG is not in the checkpoint)."""
+    torch.manual_seed(0)
+    m = LongVideoContrastive(enc(), objective="both", text_encoder=text(), embed_dim=16, proj_hidden=32,
+                             reverse_negatives=True, caption_source="class_prompt", class_names=["a", "b", "c", "d"])
+    m.train()
+    b = batch(views=2)
+    torch.manual_seed(1)
+    l1 = m.ssl_step(b)[0]
+    torch.manual_seed(2)  # another global RNG state: same draws
+    l2 = m.ssl_step(b)[0]
+    assert torch.equal(l1, l2)
+    m.seed = 7  # another seed (as another global step would): other masks, other loss
+    assert not torch.equal(m.ssl_step(b)[0], l1)

@@ -170,8 +170,10 @@ class LongVideoContrastive(SSLMethod):
         optim: OptimConfig | None = None,
         num_classes: int = 0,
         probe_lr: float = 1e-2,
+        seed: int = 0,
     ) -> None:
         super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr)
+        self.seed = int(seed)
         if objective not in OBJECTIVES:
             raise VideosslError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
         if caption_source not in CAPTION_SOURCES:
@@ -213,6 +215,7 @@ class LongVideoContrastive(SSLMethod):
         self.max_logit_scale = float(max_logit_scale)
         self._valid_kw = _accepts(encoder, "valid")
         self._reports_kept = _accepts(encoder, "return_kept")  # a token-dropping ViViT says what it kept
+        self._takes_generator = _accepts(encoder, "generator")
         self.uses_text = objective in ("video_text", "both")
         self.uses_video = objective in ("video_video", "both")
         self.text_encoder = None
@@ -262,13 +265,22 @@ class LongVideoContrastive(SSLMethod):
                    allow_missing=False, allow_unexpected=False, hint="a different model?")
 
     # -- encoders ------------------------------------------------------------------------------
+    def step_generators(self, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+        """(on ``device``, on the CPU) generators for this training step's random draws (playing direction,
+        token masks; prompt choice), seeded from ``seed`` and the global step: a run resumed from a
+        checkpoint draws exactly what the uninterrupted run drew (the global RNG is not checkpointed)."""
+        s = (self.seed * 1_000_003 + int(self.global_step)) % (2**63)
+        return torch.Generator(device=device).manual_seed(s), torch.Generator().manual_seed(s)
+
     def encode(self, clip: torch.Tensor, valid: torch.Tensor | None = None, keep: torch.Tensor | None = None,
-               with_kept: bool = False):
+               with_kept: bool = False, generator: torch.Generator | None = None):
         """Encoder features (B, D) of a float clip (B, C, T, H, W); masked in training mode (``keep``:
-        explicit kept token indices, for a token-dropping encoder). ``with_kept=True`` returns
-        ``(features, kept)``, where ``kept`` is the encoder's :class:`~videossl.models.vivit.Kept`
-        (None for an encoder that drops no tokens)."""
+        explicit kept token indices, for a token-dropping encoder; otherwise drawn from ``generator``).
+        ``with_kept=True`` returns ``(features, kept)``, where ``kept`` is the encoder's
+        :class:`~videossl.models.vivit.Kept` (None for an encoder that drops no tokens)."""
         kw: dict[str, Any] = {}
+        if generator is not None and self._takes_generator:
+            kw["generator"] = generator
         if self._valid_kw and valid is not None and not bool(valid.all()):
             kw["valid"] = valid
         if keep is not None:
@@ -312,7 +324,7 @@ class LongVideoContrastive(SSLMethod):
             self.class_names = list(names) if names else None
         return self.class_names
 
-    def captions(self, batch: dict[str, Any]) -> list[str]:
+    def captions(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> list[str]:
         caps = [str(c) for c in batch.get("caption") or [""] * len(batch["label"])]
         src = self.caption_source
         need = [i for i, c in enumerate(caps) if src == "class_prompt" or (src == "auto" and not c.strip())]
@@ -326,7 +338,7 @@ class LongVideoContrastive(SSLMethod):
                 if not 0 <= labels[i] < len(names):
                     raise VideosslError(f"sample without caption and without a valid label ({labels[i]})")
                 options = class_prompts(names[labels[i]], kind)
-                caps[i] = options[int(torch.randint(len(options), ()).item())]
+                caps[i] = options[int(torch.randint(len(options), (), generator=generator).item())]
         if self.caption_source == "caption" and any(not c.strip() for c in caps):
             raise VideosslError("empty caption in the batch: use caption_source auto/class_prompt for labelled data")
         return caps
@@ -340,16 +352,17 @@ class LongVideoContrastive(SSLMethod):
     def ssl_step(self, batch: dict[str, Any]):
         logs: dict[str, torch.Tensor] = {}
         clip0, valid0 = self._view(batch, 0)
+        g, g_cpu = self.step_generators(clip0.device)
         flip = None
         if self.uses_video and self.reverse_negatives:  # random playing direction per sample, both views alike
-            flip = torch.rand(clip0.shape[0], device=clip0.device) < 0.5
+            flip = torch.rand(clip0.shape[0], device=clip0.device, generator=g) < 0.5
         if self.uses_text or flip is None:
-            f0, kept0 = self.encode(clip0, valid0, with_kept=True)
+            f0, kept0 = self.encode(clip0, valid0, with_kept=True, generator=g)
         else:
-            f0, kept0 = self.encode(*_reversed(clip0, valid0, flip), with_kept=True)
+            f0, kept0 = self.encode(*_reversed(clip0, valid0, flip), with_kept=True, generator=g)
         feats, loss = f0, f0.new_zeros(())
         if self.uses_text:
-            caps = self.captions(batch)
+            caps = self.captions(batch, g_cpu)
             v = self.video_proj(f0)
             t = self.text_proj(self.text_encoder(caps))
             ids = caption_ids(caps, v.device)
@@ -362,7 +375,7 @@ class LongVideoContrastive(SSLMethod):
                 sim = F.normalize(t.float(), dim=-1) @ F.normalize(v.float(), dim=-1).t()
                 logs["t2v_r1_batch"] = (ids[sim.argmax(1)] == ids).float().mean()
             if self.hard_negatives == "motion_swap":
-                l_hn, hn_logs = self._hard_negative_loss(v, t, caps, temp)
+                l_hn, hn_logs = self._hard_negative_loss(v, t, caps, temp, g_cpu)
                 loss = loss + self.hard_negative_weight * l_hn
                 logs.update(hn_logs)
             if self.reverse_negatives:
@@ -375,7 +388,7 @@ class LongVideoContrastive(SSLMethod):
                 if img.shape[2] != 1:
                     raise VideosslError(f"image_view {self.image_view!r}: the batch needs a one-frame view there, got "
                                         f"shape {tuple(img.shape)}")
-                l_it = infonce_distributed(self.video_proj(self.encode(img)).float(), t.float(), temp, labels=ids,
+                l_it = infonce_distributed(self.video_proj(self.encode(img, generator=g)).float(), t.float(), temp, labels=ids,
                                            local_loss=self.local_loss)
                 loss = loss + self.image_weight * l_it
                 logs["it_loss"] = l_it.detach()
@@ -386,10 +399,10 @@ class LongVideoContrastive(SSLMethod):
                 clip1, valid1 = _reversed(clip1, valid1, flip)
                 clip0, valid0 = _reversed(clip0, valid0, flip)
                 if self.uses_text:  # the text term saw the forward clip: encode the chosen direction
-                    g0, kept0 = self.encode(clip0, valid0, with_kept=True)  # kept0: the tubelets view 0 kept
+                    g0, kept0 = self.encode(clip0, valid0, with_kept=True, generator=g)  # kept0: the tubelets view 0 kept
             if self.second_view == "motion":
                 clip1 = self._motion_view(clip1)
-            f1 = self.encode(clip1, valid1)  # a second, independently masked view
+            f1 = self.encode(clip1, valid1, generator=g)  # a second, independently masked view
             z0, z1 = self.video_head(g0), self.video_head(f1)
             temp_v = 1.0 / self.video_logit_scale.exp().clamp(max=self.max_logit_scale)
             l_vv = infonce_distributed(z0.float(), z1.float(), temp_v, local_loss=self.local_loss)
@@ -408,9 +421,10 @@ class LongVideoContrastive(SSLMethod):
     def _motion_view(self, clip: torch.Tensor) -> torch.Tensor:
         return motion_view(clip, self.motion_view_gain)
 
-    def _hard_negative_loss(self, v: torch.Tensor, t: torch.Tensor, caps: list[str], temp: torch.Tensor):
+    def _hard_negative_loss(self, v: torch.Tensor, t: torch.Tensor, caps: list[str], temp: torch.Tensor,
+                            generator: torch.Generator | None = None):
         m = self.hard_negative_count
-        swapped = [motion_swaps(c, m) for c in caps]
+        swapped = [motion_swaps(c, m, generator=generator) for c in caps]
         keep = [i for i, c in enumerate(swapped) if c is not None]
         logs = {"hn_skipped": torch.tensor(float(len(caps) - len(keep)), device=v.device)}
         k_neg = t.new_zeros(t.shape[0], m, t.shape[1])
