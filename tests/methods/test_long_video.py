@@ -204,7 +204,8 @@ def test_reversed_clip_flips_time_of_the_chosen_samples_only():
 @pytest.mark.parametrize("objective", ["video_text", "video_video"])
 def test_reverse_negatives_need_the_frame_order(objective):
     """An order-blind encoder cannot tell a clip from its reversal: the term is exactly log 2 (ties; its
-    accuracy then only counts rounding noise, so it is not asserted); an encoder that sees the order does better, and the gradient reaches it."""
+    accuracy then only counts rounding noise, so it is not asserted); an encoder that sees the order does
+    better, and the gradient reaches it."""
     torch.manual_seed(0)  # first: the text tower's init must not depend on what earlier tests drew
     kw = dict(objective=objective, embed_dim=8, proj_hidden=16, reverse_negatives=True, reverse_weight=2.0)
     if objective == "video_text":
