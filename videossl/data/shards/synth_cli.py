@@ -14,12 +14,17 @@ import argparse
 import time
 
 from videossl.data.shards.synthetic import PRESETS, default_workers, generate
+from videossl.data.shards.synthetic_long import generate_long
+
+#: presets with their own generator (the others are knobs of the short set's)
+GENERATORS = {"long": generate_long}
 
 EPILOG = """\
 examples:
   videossl data synth --out data/synth
   videossl data synth --out data/synth-hard --preset hard --num-videos 2000 --workers 4
   videossl data synth --out data/mmnist-like --size 64 --frames 20 --num-videos 1000
+  videossl data synth --out data/synth-long --preset long --num-videos 640   # 128-256 frames, 3-8 events
 """
 
 
@@ -32,7 +37,9 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed = same dataset")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="'fast': about 2x the motion per frame (for flow models); 'hard': 128 px, faster motion, "
-                        "always occluded by a distractor, noisier, drifting")
+                        "always occluded by a distractor, noisier, drifting; 'long': 128-256-frame videos "
+                        "(1 fps, 48 px) of 3-8 motion events, labelled by the ordered (first, last) event pair, with "
+                        "per-event ground truth and 'first ..., then ..., finally ...' captions (--frames: per event)")
     p.add_argument("--workers", type=int, default=default_workers(), help="parallel processes")
     p.add_argument("--max-per-shard", type=int, default=64, help="videos per tar shard")
     p.add_argument("--crf", type=int, default=None, help="H.264 quality (lower = better; default 18)")
@@ -43,7 +50,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     start = time.perf_counter()
-    manifest = generate(
+    manifest = GENERATORS.get(args.preset, generate)(
         args.out,
         args.num_videos,
         preset=args.preset,

@@ -152,6 +152,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         drift_speed=(0.3, 1.2),
         noise_std=(4.0, 10.0),
     ),
+    # long videos of 3-8 events (videossl.data.shards.synthetic_long): 16-frame events at 48 px, 1 fps
+    "long": dict(size=48, fps=1.0),
 }
 
 
@@ -385,9 +387,18 @@ def generate(
     workers: int = 1,
     max_per_shard: int = 64,
     progress: bool = True,
+    sample_fn=None,
+    classes: list[str] | None = None,
+    ground_truth: dict[str, str] | None = None,
+    video_frames: int | None | bool = True,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Generate the synthetic shard set in ``out``; returns the manifest."""
+    """Generate the synthetic shard set in ``out``; returns the manifest.
+
+    ``sample_fn`` (default :func:`make_sample`), ``classes``, ``ground_truth`` (manifest notes) and
+    ``video_frames`` (frames per video for the manifest; None: they vary) let other presets reuse the
+    writer (:mod:`videossl.data.shards.synthetic_long`).
+    """
 
     if num_videos < 1:
         raise VideosslError(f"--num-videos must be at least 1, got {num_videos}")
@@ -397,7 +408,7 @@ def generate(
     out_dir = ensure_writable_dir(out)
     writers = {s: SplitWriter(out_dir, s, max_count=max_per_shard) for s in SPLITS}
     labels: dict[str, list[int]] = {s: [] for s in SPLITS}
-    job = partial(make_sample, cfg=cfg, seed=seed, num_videos=num_videos)
+    job = partial(sample_fn or make_sample, cfg=cfg, seed=seed, num_videos=num_videos)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -422,24 +433,25 @@ def generate(
     for s in SPLITS:
         write_split_index(out_dir, s, shards[s])
     params = {"preset": preset, "seed": seed, "num_videos": num_videos, **_jsonable(asdict(cfg))}
+    frames = cfg.num_frames if video_frames is True else video_frames
     manifest = build_manifest(
         kind="synthetic",
-        classes=list(CLASSES),
+        classes=list(classes or CLASSES),
         splits=shards,
         labels_per_split=labels,
         params=params,
-        video={"fps": cfg.fps, "width": cfg.size, "height": cfg.size, "num_frames": cfg.num_frames, "codec": "h264"},
-        extra={
-            "ground_truth": {
-                "mask.npy": "(T,H,W) uint8: 0 background, 1 object (visible part), 2 distractor",
-                "flow.npz": "forward/backward (T-1,H,W,2) float32 px, channels (dx,dy); "
-                "frame t+1 ~ frame t sampled at (x,y)+backward[t]",
-                "tracks.npz": "points (T,N,2) float32 (x,y); visible (T,N) bool; occluded (T,N) bool",
-            }
-        },
+        video={"fps": cfg.fps, "width": cfg.size, "height": cfg.size, "num_frames": frames, "codec": "h264"},
+        extra={"ground_truth": ground_truth or GROUND_TRUTH},
     )
     write_manifest(out_dir, manifest)
     return manifest
+
+
+GROUND_TRUTH = {
+    "mask.npy": "(T,H,W) uint8: 0 background, 1 object (visible part), 2 distractor",
+    "flow.npz": "forward/backward (T-1,H,W,2) float32 px, channels (dx,dy); frame t+1 ~ frame t sampled at (x,y)+backward[t]",
+    "tracks.npz": "points (T,N,2) float32 (x,y); visible (T,N) bool; occluded (T,N) bool",
+}
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
