@@ -36,7 +36,7 @@ from torch import nn
 
 from videossl.errors import VideosslError
 
-__all__ = ["FrameCNN", "PipelinedEncoder", "StreamState", "sequential_layers"]
+__all__ = ["FRAME_INPUTS", "FrameCNN", "PipelinedEncoder", "StreamState", "frame_inputs", "sequential_layers"]
 
 
 @dataclass
@@ -367,3 +367,20 @@ class PipelinedEncoder(nn.Module):
                     outs.append(stage(x))
                 costs.append(float(fc.get_total_flops()))
         return costs
+
+
+FRAME_INPUTS = ("rgb", "rgb_diff")
+
+
+def frame_inputs(clip: torch.Tensor, kind: str = "rgb") -> torch.Tensor:
+    """What the per-frame model reads at each tick, from a clip (B, C, T, H, W), causally.
+
+    ``rgb``: the frame. ``rgb_diff``: the frame and its difference to the previous frame (zero at t = 0),
+    2C channels: the one causal temporal cue a per-frame model can use without skips.
+    """
+    if kind == "rgb":
+        return clip
+    if kind == "rgb_diff":
+        prev = torch.cat([clip[:, :, :1], clip[:, :, :-1]], dim=2)
+        return torch.cat([clip, clip - prev], dim=1)
+    raise VideosslError(f"frame input {kind!r}: expected one of {FRAME_INPUTS}")
