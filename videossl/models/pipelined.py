@@ -294,10 +294,13 @@ class PipelinedEncoder(nn.Module):
     def reset(self) -> None:
         self._state = self.init_state()
 
-    def step(self, frame: torch.Tensor, state: StreamState | None = None) -> tuple[torch.Tensor | None, int | None]:
+    def step(self, frame: torch.Tensor | None, state: StreamState | None = None,
+             owned: Sequence[int] | None = None) -> tuple[torch.Tensor | None, int | None]:
         """One tick: every stage that is due reads the previous tick's buffers; returns (top output, delay).
 
         ``delay`` is the age in ticks of the newest frame the output depends on (``None`` while empty).
+        ``owned``: compute only these stages (a stage group of a distributed pipeline, whose driver writes the
+        other groups' boundary buffers into ``state``); default all.
         """
         if state is None:
             if self._state is None:
@@ -306,7 +309,7 @@ class PipelinedEncoder(nn.Module):
         t, old, old_new = state.t, state.buffers, state.newest
         new, new_newest = list(old), list(old_new)
         for l, stage in enumerate(self.stages):  # noqa: E741
-            if not self.updates_at(l, t):
+            if not self.updates_at(l, t) or (owned is not None and l not in owned):
                 continue
             if l == 0:
                 new[0], new_newest[0] = stage(frame), t

@@ -68,11 +68,15 @@ def _add(grads: Grads, name: str, g: torch.Tensor | None) -> None:
     grads[name] = grads[name] + g if name in grads else g
 
 
-def sideways_tick(pipe: PipelinedEncoder, frame: torch.Tensor, state: SidewaysState, loss_fn: LossFn,
-                  extra: Sequence[nn.Parameter] = ()) -> TickResult:
+def sideways_tick(pipe: PipelinedEncoder, frame: torch.Tensor | None, state: SidewaysState, loss_fn: LossFn,
+                  extra: Sequence[nn.Parameter] = (), owned: Sequence[int] | None = None) -> TickResult:
     """One Sideways / Skip-Sideways tick: forward every stage on the previous tick's (detached) buffers, score
     the top output with ``loss_fn`` (whose parameters ``extra`` get their exact gradient), and move every
-    stored delta one stage down against the stage's current input. ``state`` is updated in place."""
+    stored delta one stage down against the stage's current input. ``state`` is updated in place.
+
+    ``owned``: only these stages run (one stage group of a distributed pipeline); the driver writes the
+    boundary buffers into ``state`` before a tick, and after it moves ``state.deltas`` across groups: the delta
+    this group computed for another group's stage goes there, the one computed there for ours comes here."""
     if any(c != 1 for c in pipe.clocks):
         raise VideosslError(f"Sideways needs every clock at 1 (got {pipe.clocks}); train slow clocks with mode bp")
     st = state.stream
@@ -80,6 +84,8 @@ def sideways_tick(pipe: PipelinedEncoder, frame: torch.Tensor, state: SidewaysSt
     new, newest = list(old), list(st.newest)
     graphs: dict[int, tuple[list[torch.Tensor], torch.Tensor]] = {}
     for l, stage in enumerate(pipe.stages):  # noqa: E741
+        if owned is not None and l not in owned:
+            continue
         if l == 0:
             out = stage(frame.detach())
             graphs[0], new[0], newest[0] = ([], out), out.detach(), t
