@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -69,6 +70,7 @@ def test_split_groups():
     assert split_groups(4, 2) == [[0, 1], [2, 3]] and split_groups(5, 2) == [[0, 1], [2, 3, 4]]
 
 
+@pytest.mark.slow
 def test_two_rank_gloo_pipeline_equals_single_process():
     ctx = mp.get_context("spawn")
     q = ctx.SimpleQueue()
