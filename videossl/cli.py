@@ -34,6 +34,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
      "forecast-flow EPE, next-frame PSNR/SSIM and label propagation vs ground truth, PNG panels"),
     ("eval", "zeroshot", "videossl.eval.commands.zeroshot",
      "zero-shot classification by class prompts and text-video retrieval R@1/5/10"),
+    ("eval", "online", "videossl.eval.commands.online",
+     "streaming model: per-frame predictions with delay, accuracy per frame index, FLOPs/frame, frames/s vs sequential"),
     ("bench", "data", "videossl.bench.data", "clips/s of the data pipeline vs raw decoding vs a naive loader, RSS"),
     ("bench", "train", "videossl.bench.train", "steps/s, clips/s, peak memory and MFU of a recipe's training step"),
     ("bench", "encoder", "videossl.bench.encoder", "ViViT training-step peak memory and clips/s per frames x mask ratio"),

@@ -1,0 +1,111 @@
+"""Short CPU comparison of the streaming recipes (recipes/streaming/*): BP, Sideways, Skip-Sideways and the
+clip-model baseline, on the synthetic motion set, with every model built by the recipe itself.
+
+    python tools/stream_compare.py --data data/synth --recipes bp sideways skip_sideways --seeds 0 1 --epochs 4
+
+Protocol (our own figures; no published numbers were retrieved for arXiv 2001.06232 / 2106.08318 / 1806.03863):
+the recipes' data module is read once (one augmented pass over train, the eval view of val) and cached, so
+every run sees the same clips; each run trains ``--epochs`` passes in a seeded order with AdamW at the
+recipe's LR (constant; the recipe's cosine schedule is what `videossl fit` uses), through
+``StreamingClassifier.train_clip``; val is scored with ``StreamingClassifier.online_accuracy`` (every tick
+once the pipe is full) and on the translate-left vs translate-right pair (argmax over those two logits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from videossl.lightning_cli import VideosslCLI
+from videossl.train import compose_configs
+
+
+def build(recipe: str, data: str):
+    with tempfile.TemporaryDirectory() as tmp:
+        argv, _ = compose_configs(["--config", f"recipes/streaming/{recipe}.yaml", "--data.data_dir", data,
+                                   "--data.num_workers", "1"], tmp)
+        cli = VideosslCLI(argv, run=False)
+    return cli.model, cli.datamodule
+
+
+def cache(dm, split: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    dm.setup("fit")
+    loader = dm.train_dataloader() if split == "train" else dm.val_dataloader()
+    loader = loader[0] if isinstance(loader, list) else loader
+    out = []
+    for b in loader:
+        keep = ~b["duplicate"]
+        out.append((b["views"][0][keep], b["label"][keep]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/synth")
+    ap.add_argument("--recipes", nargs="+", default=["bp", "sideways", "skip_sideways"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--out", default="runs/stream-compare/results.json")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    _, dm = build(args.recipes[0], args.data)
+    t0 = time.time()
+    train, val = cache(dm, "train"), cache(dm, "val")
+    print(f"cached {sum(len(y) for _, y in train)} train / {sum(len(y) for _, y in val)} val clips "
+          f"in {time.time() - t0:.0f} s", flush=True)
+    rows = []
+    for recipe in args.recipes:
+        for seed in args.seeds:
+            torch.manual_seed(seed)
+            model, _ = build(recipe, args.data)
+            model.train()
+            opt = torch.optim.AdamW(model.parameters(), lr=model.optim.lr, weight_decay=model.optim.weight_decay)
+            g = torch.Generator().manual_seed(seed)
+            t1, cos = time.time(), []
+            for _ in range(args.epochs):
+                for i in torch.randperm(len(train), generator=g).tolist():
+                    v, y = train[i]
+                    x = model.clip_inputs({"views": [v], "view_names": ["stream"]})
+                    opt.zero_grad(set_to_none=True)
+                    _, _, logs = model.train_clip(x, y, opt)
+                    if logs:
+                        cos.append(logs)
+            train_s = time.time() - t1
+            model.eval()
+            n, acc, last, pair_ok, pair_n = 0, 0.0, 0.0, 0, 0
+            per_frame = torch.zeros(16)
+            for v, y in val:
+                x = model.clip_inputs({"views": [v], "view_names": ["stream"]})
+                r = model.online_accuracy(x, y)
+                acc += float(r["acc"]) * len(y)
+                last += float(r["acc_last_tick"]) * len(y)
+                per_frame += torch.nan_to_num(r["per_frame"][:16]) * len(y)
+                n += len(y)
+                m = y < 2  # translate_left (0) vs translate_right (1)
+                if m.any():
+                    with torch.no_grad():
+                        logits, _ = model.online_logits(x[m])
+                    first = model.first_scored_tick()
+                    for t, lg in enumerate(logits):
+                        if lg is not None and t >= first:
+                            pair_ok += int((lg[:, :2].argmax(1) == y[m]).sum())
+                            pair_n += int(m.sum())
+            mean_cos = {k: sum(c[k] for c in cos) / len(cos) for k in cos[0]} if cos else {}
+            row = {"recipe": recipe, "seed": seed, "epochs": args.epochs, "mode": model.mode, "clocks": model.encoder.clocks,
+                   "skips": model.encoder.skips, "frame_input": model.frame_input, "online_acc": acc / n,
+                   "last_tick_acc": last / n, "left_right_acc": pair_ok / max(pair_n, 1),
+                   "per_frame_acc": [round(float(a) / n, 4) for a in per_frame], "train_s": round(train_s, 1),
+                   "mean_grad_cos": mean_cos}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Causal training of a pipelined (streaming) encoder: BP, Sideways, Skip-Sideways; one Lightning module.
+
+``mode``:
+
+* ``bp``: synchronous backprop through the pipeline unrolled over the clip (arXiv 1806.03863 §3 trains its
+  depth-parallel networks this way, causally, scored at every tick once the pipe is full).
+* ``sideways``: each stage its own graph on detached inputs, the stored delta moves one stage per tick
+  (arXiv 2001.06232 §3); ``skip_sideways``: the same on a pipeline with skips, deltas summed over a stage's
+  consumers (arXiv 2106.08318 §3). The rules themselves are :mod:`videossl.models.sideways`.
+* ``sequential``: the per-frame model without pipelining, per-frame logits averaged over the clip, BP; the
+  clip-model baseline the pipelined model is compared with.
+
+``update``: ``per_clip`` (one optimiser step per clip, gradients summed over its scored ticks) or
+``per_tick`` (Sideways modes: a step after every tick). Every ``cosine_every`` steps a Sideways run also
+computes BP on the same clip and logs the per-stage cosine between the two weight gradients
+(``train/cos/stages.<l>``).
+
+It subclasses :class:`~videossl.methods.base.SSLMethod` (optimiser / schedule from config, ``module.encoder``
+saved under ``encoder.``) so ``videossl fit`` runs it, with manual optimisation (``automatic_optimization =
+False``); it is supervised, so the base's online probe is not built: ``num_classes`` sizes the classifier.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videossl.core.optim import OptimConfig
+from videossl.data.loader.batch import to_clip, view
+from videossl.errors import VideosslError
+from videossl.methods.base import SSLMethod
+from videossl.models.pipelined import FRAME_INPUTS, PipelinedEncoder, frame_inputs
+from videossl.models.sideways import bp_clip_grads, grad_cosines, init_sideways, sideways_clip_grads, sideways_tick
+
+MODES = ("bp", "sideways", "skip_sideways", "sequential")
+UPDATES = ("per_clip", "per_tick")
+
+
+class StreamingClassifier(SSLMethod):
+    """A :class:`PipelinedEncoder` over ``backbone`` plus a linear classifier, trained causally."""
+
+    encoder_arg = "backbone"
+
+    def __init__(self, backbone: nn.Module, stages: list[int] | None = None, clocks: list[int] | None = None,
+                 skips: list[list[int]] | None = None, skip_op: str = "add", mode: str = "bp",
+                 update: str = "per_clip", frame_input: str = "rgb", view_name: str = "stream",
+                 warmup_ticks: int | None = None, cosine_every: int = 0, optim: OptimConfig | None = None,
+                 num_classes: int = 0, probe_lr: float = 1e-2, seed: int = 0) -> None:
+        super().__init__(optim=optim, num_classes=0, probe_lr=probe_lr, seed=seed)
+        if mode not in MODES:
+            raise VideosslError(f"mode {mode!r}: expected one of {MODES}")
+        if update not in UPDATES:
+            raise VideosslError(f"update {update!r}: expected one of {UPDATES}")
+        if frame_input not in FRAME_INPUTS:
+            raise VideosslError(f"frame_input {frame_input!r}: expected one of {FRAME_INPUTS}")
+        skips = [tuple(s) for s in (skips or [])]
+        if mode == "skip_sideways" and not skips:
+            raise VideosslError("mode skip_sideways needs skips (e.g. [[0, 2], [1, 3]])")
+        if mode == "sideways" and skips:
+            raise VideosslError("mode sideways has no skips: use mode skip_sideways")
+        if update == "per_tick" and mode not in ("sideways", "skip_sideways"):
+            raise VideosslError(f"update per_tick is a Sideways schedule; mode {mode} updates per clip")
+        self.mode, self.update, self.frame_input, self.view_name = mode, update, frame_input, view_name
+        self.encoder = PipelinedEncoder.from_sequential(backbone, stages=stages, clocks=clocks, skips=skips,
+                                                        skip_op=skip_op)
+        dim = getattr(backbone, "feature_dim", None)
+        if dim is None:
+            raise VideosslError(f"{type(backbone).__name__} declares no feature_dim: the classifier needs it")
+        self.classes = int(num_classes)
+        if self.classes < 1:
+            raise VideosslError("StreamingClassifier is supervised: num_classes must be > 0 (fit sets it from the data)")
+        self.head = nn.Linear(int(dim), self.classes)
+        self.warmup_ticks = warmup_ticks
+        self.cosine_every = int(cosine_every)
+        self.automatic_optimization = False
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def clip_inputs(self, batch: dict[str, Any]) -> torch.Tensor:
+        names = batch.get("view_names") or []
+        clip = to_clip(view(batch, self.view_name) if self.view_name in names else batch["views"][0])
+        return frame_inputs(clip, self.frame_input)
+
+    def first_scored_tick(self) -> int:
+        """Ticks before this are not scored: by default until the pipe is full (``L - 1``)."""
+        return self.encoder.num_stages - 1 if self.warmup_ticks is None else int(self.warmup_ticks)
+
+    def logits(self, out: torch.Tensor) -> torch.Tensor:
+        return self.head(PipelinedEncoder.pool(out))
+
+    def online_logits(self, x: torch.Tensor) -> tuple[list[torch.Tensor | None], list[int | None]]:
+        """Per-tick logits (``None`` while the pipe fills) and delays of a prepared clip (B, C, T, H, W)."""
+        if self.mode == "sequential":
+            return [self.logits(self.encoder.sequential(x[:, :, t])) for t in range(x.shape[2])], [0] * x.shape[2]
+        outs, delays = self.encoder.stream(x)
+        return [None if o is None else self.logits(o) for o in outs], delays
+
+    def _loss_fn(self, y: torch.Tensor, n_scored: int, record: list):
+        first = self.first_scored_tick()
+
+        def loss_fn(z: torch.Tensor, t: int) -> torch.Tensor | None:
+            if t < first:
+                return None
+            logits = self.logits(z)
+            record.append((logits.argmax(1) == y).float().mean().detach())
+            return F.cross_entropy(logits, y) / n_scored
+        return loss_fn
+
+    def _trainable(self) -> list[tuple[str, nn.Parameter]]:
+        return [(f"encoder.{n}", p) for n, p in self.encoder.named_parameters() if p.requires_grad] + \
+               [(f"head.{n}", p) for n, p in self.head.named_parameters()]
+
+    def _set_grads(self, grads: dict[str, torch.Tensor]) -> None:
+        head = list(self.head.parameters())
+        for n, p in self.encoder.named_parameters():
+            g = grads.get(n)
+            p.grad = None if g is None else g.detach().clone()
+        for i, p in enumerate(head):
+            g = grads.get(f"extra.{i}")
+            p.grad = None if g is None else g.detach().clone()
+
+    # -- steps ----------------------------------------------------------------------------------
+    def train_clip(self, x: torch.Tensor, y: torch.Tensor, opt: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """One clip's update with optimiser ``opt`` (per clip, or per tick in Sideways ``per_tick``): returns
+        (loss summed over the scored ticks, mean training accuracy over them, extra scalars to log)."""
+        T, head = x.shape[2], list(self.head.parameters())
+        n_scored = max(T - self.first_scored_tick(), 1)
+        acc: list[torch.Tensor] = []
+        loss_fn = self._loss_fn(y, n_scored, acc)
+        logs: dict[str, float] = {}
+        if self.mode == "sequential":
+            logits = torch.stack([self.logits(self.encoder.sequential(x[:, :, t])) for t in range(T)]).mean(0)
+            loss = F.cross_entropy(logits, y)
+            acc.append((logits.argmax(1) == y).float().mean())
+            grads = torch.autograd.grad(loss, [p for _, p in self._trainable()], allow_unused=True)
+            for (_, p), g in zip(self._trainable(), grads, strict=True):
+                p.grad = g
+            opt.step()
+        elif self.mode == "bp":
+            grads, losses = bp_clip_grads(self.encoder, x, loss_fn, head)
+            loss = torch.stack(losses).sum()
+            self._set_grads(grads)
+            opt.step()
+        else:
+            step = self.global_step if self._trainer is not None else getattr(self, "_steps", 0)
+            if self.cosine_every and step % self.cosine_every == 0:
+                exact, _ = bp_clip_grads(self.encoder, x, self._loss_fn(y, n_scored, []), head)
+                approx, _ = sideways_clip_grads(self.encoder, x, self._loss_fn(y, n_scored, []), head)
+                logs = {f"cos/{k}": v for k, v in grad_cosines(approx, exact).items()}
+            if self.update == "per_clip":
+                grads, losses = sideways_clip_grads(self.encoder, x, loss_fn, head)
+                self._set_grads(grads)
+                opt.step()
+            else:
+                state, losses = init_sideways(self.encoder), []
+                for t in range(T):
+                    r = sideways_tick(self.encoder, x[:, :, t], state, loss_fn, head)
+                    if r.loss is not None:
+                        losses.append(r.loss.detach())
+                    if r.grads:
+                        self._set_grads(r.grads)
+                        opt.step()
+            loss = torch.stack(losses).sum() if losses else torch.zeros(())
+        self._steps = getattr(self, "_steps", 0) + 1
+        return loss.detach(), (torch.stack(acc).mean() if acc else torch.zeros(())), logs
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        x, y = self.clip_inputs(batch), batch["label"]
+        loss, acc, logs = self.train_clip(x, y, opt)
+        if sched is not None:
+            sched.step()
+        bs = y.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=bs)
+        for k, v in logs.items():
+            self.log(f"train/{k}", v, on_step=True, on_epoch=False, batch_size=bs)
+        return loss
+
+    @torch.no_grad()
+    def online_accuracy(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Online accuracy (every scored tick; for ``sequential`` the clip's mean logit), last-tick and clip
+        accuracy, and the accuracy at each frame index (NaN before the first scored tick)."""
+        logits, _ = self.online_logits(x)
+        first = self.first_scored_tick()
+        per_frame = torch.full((len(logits),), float("nan"))
+        for t, lg in enumerate(logits):
+            if lg is not None and t >= first:
+                per_frame[t] = (lg.argmax(1) == y).float().mean()
+        scored = [lg for t, lg in enumerate(logits) if lg is not None and t >= first]
+        clip_acc = (torch.stack(scored).mean(0).argmax(1) == y).float().mean()
+        online = clip_acc if self.mode == "sequential" else per_frame[first:].nanmean()
+        return {"acc": online, "acc_last_tick": per_frame[-1], "acc_clip": clip_acc, "per_frame": per_frame}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        x, y = self.clip_inputs(batch), batch["label"]
+        keep = ~batch["duplicate"] if "duplicate" in batch else torch.ones_like(y, dtype=torch.bool)
+        if not bool(keep.any()):
+            return
+        r = self.online_accuracy(x[keep], y[keep])
+        n = int(keep.sum())
+        self.log("val/acc", r["acc"], on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val/acc_last_tick", r["acc_last_tick"], on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("val/acc_clip", r["acc_clip"], on_epoch=True, batch_size=n, sync_dist=True)
+
+    def eval_features(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.encoder(self.clip_inputs(batch))
+
+    def hparams_dict(self) -> dict[str, Any]:
+        return {**super().hparams_dict(), "num_classes": self.classes, "mode": self.mode, "update": self.update}
