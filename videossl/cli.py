@@ -20,6 +20,7 @@ from videossl.errors import VideosslError
 COMMANDS: list[tuple[str, str, str, str]] = [
     ("data", "synth", "videossl.data.shards.synth_cli", "generate the embedded synthetic motion dataset (with ground truth)"),
     ("data", "make-shards", "videossl.data.shards.make", "turn a UCF101/HMDB51/Kinetics/folder/CSV tree into shards"),
+    ("data", "make-long", "videossl.data.make_long", "stitch K clips of different classes into pseudo-long videos"),
     ("data", "inspect", "videossl.data.inspect", "print what a shard set holds (counts, video params, skipped)"),
     ("data", "verify", "videossl.data.verify",
      "decode every sample as training will: unreadable samples, backend disagreements, --write-exclude"),
