@@ -4,7 +4,11 @@ Each cell builds the encoder at the cell's clip length, then times one *full tra
 (forward with token dropping, a mean-pooled contrastive-style loss, backward, AdamW) at batch
 ``--batch``: median step time over ``--steps`` after ``--warmup`` warm-up steps, clips/s,
 kept tokens per clip, and on CUDA the peak ``max_memory_allocated`` / ``max_memory_reserved``
-after resetting the peak. Beside every cell, the same run measures a *plain-torch reference*: the
+after resetting the peak. On CPU, ``--cpu-memory`` runs every measurement in its own spawned process and
+reports its peak RSS growth over a step (``mem_mib``: ``ru_maxrss`` at the end minus the RSS after the
+warm-up, with glibc returning freed blocks >= 64 KiB to the OS: activations and gradients, measured,
+not estimated).
+Beside every cell, the same run measures a *plain-torch reference*: the
 same token count through ``nn.TransformerEncoder`` layers of the same width/depth/heads (no
 tubelet conv, no masking code, PyTorch's own fused attention path), so the ratio ours/reference
 isolates the encoder's overhead. An out-of-memory cell is recorded as ``OOM``.
@@ -18,6 +22,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import multiprocessing as mp
+import os
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -36,6 +43,7 @@ Examples:
   videossl bench encoder --model vivit-b --frames 16,32,64,128,256 --mask 0,0.5,0.75
   videossl bench encoder --model vivit-s --frames 16,128 --mask 0,0.75 --trainable-blocks 4
   videossl bench encoder --model vivit-tiny --device cpu --size 64 --frames 8,16,32 --mask 0,0.75 --steps 2   # CI smoke
+  videossl bench encoder --model vivit-tiny --device cpu --size 64 --frames 16,32,64,128,256 --mask 0,0.5,0.75 --cpu-memory
 """
 
 
@@ -76,9 +84,59 @@ def _time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def _peak_kib() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _cpu_cell_child(kwargs: dict[str, Any], conn) -> None:
+    """Child process: one cell measured alone (its peak RSS is its own)."""
+    try:
+        torch.set_num_threads(int(kwargs.pop("threads")))
+        conn.send(bench_cell(**kwargs))
+    except BaseException as e:  # report, never hang the parent
+        conn.send({"error": f"{type(e).__name__}: {e}"})
+    finally:
+        conn.close()
+
+
+def bench_cell_isolated(model_name: str, frames: int, mask: float, **kw: Any) -> dict[str, Any]:
+    """:func:`bench_cell` on CPU in fresh processes (ours, then the reference), each with its peak RSS growth."""
+    ctx = mp.get_context("spawn")
+    row: dict[str, Any] = {}
+    # glibc returns blocks >= 64 KiB to the OS when freed (and keeps that threshold fixed), so the RSS
+    # follows the live tensors and its peak is the step's, not the allocator's earlier high-water mark
+    old = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    for part in ("ours", "ref"):
+        if part == "ref" and not kw.get("reference", True):
+            break
+        args = {**kw, "model_name": model_name, "frames": frames, "mask": mask, "part": part,
+                "threads": torch.get_num_threads(), "device": torch.device("cpu")}
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_cpu_cell_child, args=(args, child))
+        proc.start()
+        child.close()
+        res = parent.recv()
+        proc.join()
+        if "error" in res:
+            raise VideosslError(f"bench cell {frames} frames, mask {mask}: {res['error']}")
+        row.update(res if part == "ours" else {k: v for k, v in res.items() if k.startswith("ref_")})
+    if old is None:
+        os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
+    else:
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = old
+    return row
+
+
 def bench_cell(model_name: str, frames: int, mask: float, *, size: int, batch: int, steps: int, warmup: int,
                device: torch.device, dtype: torch.dtype | None, trainable_blocks: int | None, grad_ckpt: bool,
-               reference: bool = True, **overrides: Any) -> dict[str, Any]:
+               reference: bool = True, part: str = "both", **overrides: Any) -> dict[str, Any]:
+    """One (frames, mask) cell; ``part``: ``ours`` / ``ref`` / ``both`` (which steps to measure)."""
 
     row: dict[str, Any] = {"model": model_name, "frames": frames, "mask": mask, "batch": batch}
     enc = vivit(model_name, img_size=size, num_frames=frames, mask_ratio=mask, trainable_blocks=trainable_blocks,
@@ -111,7 +169,15 @@ def bench_cell(model_name: str, frames: int, mask: float, *, size: int, batch: i
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
-            t = _time_steps(fn, steps, warmup, device)
+            alone = part != "both" and device.type == "cpu"
+            if alone:  # alone in its process: after the warm-up (optimiser state allocated), the RSS growth
+                for _ in range(max(warmup, 1)):  # to the peak is the step's own memory
+                    fn()
+                rss0 = _rss_kib()
+                t = _time_steps(fn, steps, 0, device)
+                row[f"{prefix}mem_mib"] = max(_peak_kib() - rss0, 0) / 1024
+            else:
+                t = _time_steps(fn, steps, warmup, device)
             row[f"{prefix}step_s"] = t
             row[f"{prefix}clips_s"] = batch / t
             if device.type == "cuda":
@@ -123,14 +189,17 @@ def bench_cell(model_name: str, frames: int, mask: float, *, size: int, batch: i
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    measure(step, "")
-    row["seen_tokens"] = seen.get("tokens", 0)
-    if row["seen_tokens"] and row["seen_tokens"] != row["kept"]:
-        raise VideosslError(f"token count check failed: transformer saw {row['seen_tokens']}, expected {row['kept']}")
-    if reference:
-        ref = _Reference(enc.embed_dim, enc.depth, enc.blocks[0].attn.num_heads).to(device).train()
+    if part in ("both", "ours"):
+        measure(step, "")
+        row["seen_tokens"] = seen.get("tokens", 0)
+        if row["seen_tokens"] and row["seen_tokens"] != row["kept"]:
+            raise VideosslError(f"token count check failed: transformer saw {row['seen_tokens']}, expected {row['kept']}")
+    if reference and part in ("both", "ref"):
+        dim, depth, heads = enc.embed_dim, enc.depth, enc.blocks[0].attn.num_heads
+        del enc, opt, params  # the reference is measured without our model's memory
+        ref = _Reference(dim, depth, heads).to(device).train()
         ropt = torch.optim.AdamW(ref.parameters(), lr=1e-4)
-        tok = torch.randn(batch, row["kept"], enc.embed_dim, device=device)
+        tok = torch.randn(batch, row["kept"], dim, device=device)
 
         def rstep():
             with autocast():
@@ -191,6 +260,8 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="autocast dtype (CUDA; CPU runs fp32)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-reference", action="store_true", help="skip the plain-torch reference step")
+    p.add_argument("--cpu-memory", action="store_true",
+                   help="CPU: measure each cell in its own process and report its peak RSS growth (mem_mib)")
     p.add_argument("--out", default="bench-encoder", help="folder for csv / md / png")
 
 
@@ -206,20 +277,24 @@ def run_cli(args: argparse.Namespace) -> int:
     dtype = None if device.type == "cpu" or args.dtype == "fp32" else {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     extra = {"depth": args.depth} if args.depth else {}
     rows = []
+    cpu_mem = device.type == "cpu" and args.cpu_memory
+    cell = bench_cell_isolated if cpu_mem else bench_cell
     for f in frames:
         for m in masks:
-            rows.append(bench_cell(args.model, f, m, size=args.size, batch=args.batch, steps=args.steps, warmup=args.warmup,
+            rows.append(cell(args.model, f, m, size=args.size, batch=args.batch, steps=args.steps, warmup=args.warmup,
                                    device=device, dtype=dtype, trainable_blocks=args.trainable_blocks,
                                    grad_ckpt=args.grad_checkpointing, reference=not args.no_reference, **extra))
     cuda = device.type == "cuda"
-    cols = ["frames", "mask", "tokens", "kept", "step_s", "clips_s"] + (["mem_gib", "reserved_gib"] if cuda else [])
+    mem = ["mem_gib", "reserved_gib"] if cuda else (["mem_mib"] if cpu_mem else [])
+    cols = ["frames", "mask", "tokens", "kept", "step_s", "clips_s"] + mem
     if not args.no_reference:
-        cols += ["ref_step_s", "ref_clips_s"] + (["ref_mem_gib"] if cuda else [])
+        cols += ["ref_step_s", "ref_clips_s"] + (["ref_mem_gib"] if cuda else (["ref_mem_mib"] if cpu_mem else []))
     env = (f"{args.model} {args.size}px batch {args.batch}, {device}"
            + (f" ({torch.cuda.get_device_name(device)})" if cuda else "") + f", torch {torch.__version__}, "
            + (f"autocast {args.dtype}" if dtype else "fp32")
            + (f", last {args.trainable_blocks} blocks trainable" if args.trainable_blocks else "")
-           + (", grad checkpointing" if args.grad_checkpointing else ""))
+           + (", grad checkpointing" if args.grad_checkpointing else "")
+           + (", CPU memory = peak RSS growth, one process per measurement" if cpu_mem else ""))
     table = Table(title=f"bench encoder: {env}")
     for c in cols:
         table.add_column(c, justify="right")
@@ -227,13 +302,15 @@ def run_cli(args: argparse.Namespace) -> int:
         table.add_row(*[_fmt(r.get(c), 3 if c.endswith("_s") else 2) for c in cols])
     Console().print(table)
     notes = []
-    key = "mem_gib" if cuda else "step_s"
-    for f in frames:
-        vals = [r.get(key) for r in rows if r["frames"] == f]
-        if all(isinstance(v, float) for v in vals) and len(vals) > 1:
-            falls = all(a > b for a, b in zip(vals, vals[1:], strict=False)) if masks == sorted(masks) else None
-            notes.append(f"{f} frames: {key} {'falls' if falls else 'does NOT fall'} as masking rises "
-                         f"({vals[0]:.3g} -> {vals[-1]:.3g}, x{vals[0] / vals[-1]:.2f})")
+    keys = ["mem_gib"] if cuda else (["mem_mib", "step_s"] if cpu_mem else ["step_s"])
+    for key in keys:
+        for f in frames:
+            vals = [r.get(key) for r in rows if r["frames"] == f]
+            if all(isinstance(v, float) for v in vals) and len(vals) > 1:
+                falls = all(a > b for a, b in zip(vals, vals[1:], strict=False)) if masks == sorted(masks) else None
+                notes.append(f"{f} frames: {key} {'falls' if falls else 'does NOT fall'} as masking rises "
+                             f"({vals[0]:.3g} -> {vals[-1]:.3g}, x{vals[0] / vals[-1]:.2f} unmasked / most masked)")
+    key = keys[0]
     for n in notes:
         print(n)
     out = Path(args.out)
@@ -246,6 +323,7 @@ def run_cli(args: argparse.Namespace) -> int:
     md = [f"`videossl bench encoder` — {env}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(_fmt(r.get(c), 3 if c.endswith("_s") else 2) for c in cols) + " |" for r in rows]
     (out / "encoder_bench.md").write_text("\n".join(md + [""] + notes) + "\n")
-    png = _plot(rows, out / "encoder_bench.png", key, "peak memory (GiB)" if cuda else "step time (s)")
+    png = _plot(rows, out / "encoder_bench.png", key,
+                {"mem_gib": "peak memory (GiB)", "mem_mib": "peak RSS growth (MiB)"}.get(key, "step time (s)"))
     print(f"wrote {out / 'encoder_bench.csv'}, {out / 'encoder_bench.md'}" + (f", {png}" if png else ""))
     return 0
