@@ -121,7 +121,12 @@ def bench_cell_isolated(model_name: str, frames: int, mask: float, **kw: Any) ->
         proc = ctx.Process(target=_cpu_cell_child, args=(args, child))
         proc.start()
         child.close()
-        res = parent.recv()
+        try:
+            res = parent.recv()
+        except EOFError:  # the child died (killed for memory, a crash) before it could report
+            proc.join()
+            raise VideosslError(f"bench cell {frames} frames, mask {mask}: its process exited with code {proc.exitcode} "
+                                "without a result (out of memory?)") from None
         proc.join()
         if "error" in res:
             raise VideosslError(f"bench cell {frames} frames, mask {mask}: {res['error']}")
@@ -171,7 +176,7 @@ def bench_cell(model_name: str, frames: int, mask: float, *, size: int, batch: i
                 torch.cuda.reset_peak_memory_stats(device)
             alone = part != "both" and device.type == "cpu"
             if alone:  # alone in its process: after the warm-up (optimiser state allocated), the RSS growth
-                for _ in range(max(warmup, 1)):  # to the peak is the step's own memory
+                for _ in range(max(warmup, 2)):  # to the peak is the step's own memory
                     fn()
                 rss0 = _rss_kib()
                 t = _time_steps(fn, steps, 0, device)
