@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videossl.core.distributed import full_state_dict, is_sharded
 from videossl.core.optim import OptimConfig, build_optimizer, step_scheduler
 from videossl.data.loader.batch import to_clip
 from videossl.errors import VideosslError
@@ -166,8 +167,16 @@ class SSLMethod(pl.LightningModule):
         self._probe_loss(feats[keep], batch["label"][keep], "val")
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
-        """The encoder's weights under the stable ``encoder.`` prefix (what evaluation loads)."""
+    def encoder_state_dict(self, wrapped: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """The encoder's weights under the stable ``encoder.`` prefix (what evaluation loads).
+
+        ``wrapped``: the module the strategy trains (``trainer.strategy.model``: this method inside its
+        DDP / FSDP wrapper). When it is FSDP-sharded the full weights are gathered, which is collective:
+        **every rank must call this**, and rank 0 gets the weights (the other ranks an empty dict).
+        """
+        root = self if wrapped is None else wrapped
+        if is_sharded(root):
+            return {k: v for k, v in full_state_dict(root).items() if k.startswith("encoder.")}
         return {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
 
     def hparams_dict(self) -> dict[str, Any]:
