@@ -170,8 +170,11 @@ class LongVideoContrastive(SSLMethod):
         optim: OptimConfig | None = None,
         num_classes: int = 0,
         probe_lr: float = 1e-2,
+        compile: bool | dict[str, Any] = False,
+        channels_last: bool = False,
     ) -> None:
-        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr)
+        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr,
+                         compile=compile, channels_last=channels_last)
         if objective not in OBJECTIVES:
             raise VideosslError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
         if caption_source not in CAPTION_SOURCES:
