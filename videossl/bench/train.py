@@ -7,17 +7,26 @@ In the same run it times a plain-torch reference: forward + backward of the meth
 alone on the same views with plain SGD, and prints the method step's ratio against it. FLOPs are
 counted with torch.utils.flop_counter; MFU = achieved FLOP/s / the device's peak (bf16 dense
 peak of H100 SXM by default on CUDA; pass --peak-tflops for other devices).
+
+``--switches plain,bf16,tf32,channels_last,fused_adamw,compile,all`` also times the method step as
+`videossl fit` runs it (the recipe's optimiser from ``configure_optimizers``) once per speed switch,
+each against the plain step (fp32, TF32 off, no switch) measured in the same run, and records what
+each switch changed (autocast dtype, TF32 flags, channels-last weights, compiled encoders, fused
+AdamW). bf16, tf32 and fused_adamw need CUDA: on the CPU they are reported as skipped, not faked.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import torch
 
+from videossl.core.precision import set_tf32, tf32_state
 from videossl.data.loader.batch import to_clip
 from videossl.errors import VideosslError
 from videossl.lightning_cli import VideosslCLI
@@ -27,9 +36,13 @@ EPILOG = """\
 examples:
   videossl bench train --config recipes/brave/kinetics400.yaml --device cuda --batch-size 32 --steps 20
   videossl bench train --config recipes/brave/synthetic.yaml --device cpu --steps 3
+  videossl bench train --config recipes/brave/kinetics400.yaml --switches plain,bf16,tf32,channels_last,fused_adamw,compile,all
 """
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+#: the speed switches, each timed alone against "plain"; "all" = every one that applies
+SWITCHES = ("plain", "bf16", "tf32", "channels_last", "fused_adamw", "compile", "all")
+CUDA_ONLY = ("bf16", "tf32", "fused_adamw")
 
 
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +54,8 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["bf16", "fp32"], default=None, help="default: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
     p.add_argument("--json", default=None, help="also write the results as JSON")
+    p.add_argument("--switches", default="", help=f"comma-separated speed switches to time against the plain step in "
+                   f"the same run: {','.join(SWITCHES)} (default: none)")
 
 
 def build(config: str, batch_size: int | None):
@@ -92,6 +107,105 @@ def count_flops(step) -> int:
     return int(counter.get_total_flops())
 
 
+def parse_switches(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in SWITCHES]
+    if bad:
+        raise VideosslError(f"--switches: unknown {', '.join(bad)} (choose from {', '.join(SWITCHES)})")
+    if names and "plain" not in names:
+        names.insert(0, "plain")  # every ratio is against the plain step of the same run
+    return sorted(dict.fromkeys(names), key=SWITCHES.index)
+
+
+def _wanted(name: str) -> set[str]:
+    return set(SWITCHES[1:-1]) if name == "all" else ({name} - {"plain"})
+
+
+def time_switch(base, name: str, views, bs: int, device: torch.device, steps: int, warmup: int) -> dict:
+    """The method step with switch ``name`` on (or all of them), as ``fit`` runs it: the recipe's optimiser
+    from ``configure_optimizers``. Returns timings and what the switch changed, or why it was skipped."""
+    wanted, skipped = _wanted(name), []
+    if device.type != "cuda":
+        skipped += [f"{k} (needs CUDA)" for k in CUDA_ONLY if k in wanted]
+        wanted -= set(CUDA_ONLY)
+    if "fused_adamw" in wanted and base.optim.name != "adamw":
+        skipped.append(f"fused_adamw (the recipe's optimiser is {base.optim.name})")
+        wanted.discard("fused_adamw")
+    if name != "plain" and not wanted:
+        return {"status": "skipped: " + "; ".join(skipped)}
+    m = copy.deepcopy(base)
+    m.compile_encoders, m.channels_last = "compile" in wanted, "channels_last" in wanted
+    m.optim = dataclasses.replace(m.optim, fused="fused_adamw" in wanted)
+    notes = dict(m.apply_speed_switches())
+    m.to(device).train()
+    opt = m.configure_optimizers()["optimizer"]
+    if device.type == "cuda":
+        set_tf32("tf32" in wanted)
+    batch = random_batch(views, bs, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in wanted)
+
+    def step():
+        with autocast:
+            loss, _, _ = m.ssl_step(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        sec = time_steps(step, steps, warmup, device)
+    except Exception as e:  # e.g. inductor without a C compiler: say so, keep the other switches
+        return {"status": f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"}
+    encoders = [n for n in m.speed_modules if getattr(m, n, None) is not None]
+    did = {
+        "autocast": "bf16" if "bf16" in wanted else None,
+        "tf32": tf32_state() if device.type == "cuda" else None,
+        "fused_adamw": bool(opt.defaults.get("fused")) if "fused" in opt.defaults else None,
+        "channels_last": notes.get("channels_last"),
+        "compiled": [n for n in encoders if getattr(getattr(m, n), "_compiled_call_impl", None) is not None],
+        "optimizer": type(opt).__name__,
+    }
+    out = {"status": "ok", "applied": sorted(wanted, key=SWITCHES.index), "skipped": skipped, "sec_per_step": sec,
+           "steps_per_s": 1 / sec, "clips_per_s": bs / sec,
+           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None, "did": did}
+    if "compile" in wanted:
+        torch._dynamo.reset()
+    return out
+
+
+def run_switches(base, names: list[str], views, bs: int, device: torch.device, steps: int, warmup: int) -> dict:
+    before = tf32_state()
+    try:
+        res = {n: time_switch(base, n, views, bs, device, steps, warmup) for n in names}
+    finally:
+        if device.type == "cuda":
+            torch.set_float32_matmul_precision("high" if before["matmul"] else "highest")
+            torch.backends.cudnn.allow_tf32 = before["cudnn"]
+    plain = res.get("plain", {}).get("sec_per_step")
+    for r in res.values():
+        if r["status"] == "ok" and plain:
+            r["speedup_vs_plain"] = plain / r["sec_per_step"]
+    return res
+
+
+def _did_text(r: dict) -> str:
+    d, bits = r.get("did") or {}, []
+    if d.get("autocast"):
+        bits.append("autocast bf16")
+    if d.get("tf32") and any(d["tf32"].values()):
+        bits.append("TF32 on")
+    if d.get("fused_adamw"):
+        bits.append("fused AdamW")
+    if d.get("channels_last"):
+        bits.append(d["channels_last"])
+    if d.get("compiled"):
+        bits.append("compiled " + ", ".join(d["compiled"]))
+    bits += [f"skipped {s}" for s in r.get("skipped", [])]
+    return "; ".join(bits) or ("-" if r["status"] == "ok" else r["status"])
+
+
 def run_cli(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -100,7 +214,10 @@ def run_cli(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise VideosslError("--device cuda but no CUDA device is available")
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    switches = parse_switches(args.switches)
     model, views, bs = build(args.config, args.batch_size)
+    model.compile_encoders, model.channels_last = False, False  # the rows below are plain; switches: --switches
+    base = copy.deepcopy(model) if switches else None
     model.to(device).train()
     batch = random_batch(views, bs, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -158,7 +275,20 @@ def run_cli(args: argparse.Namespace) -> int:
                       f"{r['achieved_tflops']:.2f}", "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
                       "-" if r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.1f}", f"{r['ratio_vs_reference']:.2f}")
     Console().print(table)
+    report = {"config": args.config, "device": dev, "batch_size": bs, "precision": precision, "results": results}
+    if switches:
+        model = opt = ref_opt = batch = None  # free the rows' model before the switch runs (one at a time)
+        sw = run_switches(base, switches, views, bs, device, args.steps, args.warmup)
+        t2 = Table(title="speed switches: the method step as fit runs it (recipe optimiser), vs plain (fp32) in this run")
+        for col in ("switch", "steps/s", "clips/s", "peak GiB", "x plain", "what it did"):
+            t2.add_column(col, justify="left" if col in ("switch", "what it did") else "right")
+        for name, r in sw.items():
+            ok = r["status"] == "ok"
+            t2.add_row(name, f"{r['steps_per_s']:.2f}" if ok else "-", f"{r['clips_per_s']:.1f}" if ok else "-",
+                       "-" if not ok or r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.1f}",
+                       f"{r['speedup_vs_plain']:.2f}" if ok and "speedup_vs_plain" in r else "-", _did_text(r))
+        Console().print(t2)
+        report["switches"] = sw
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": args.config, "device": dev, "batch_size": bs,
-                                               "precision": precision, "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
