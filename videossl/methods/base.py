@@ -18,6 +18,7 @@ features the online probe should see.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -131,7 +132,10 @@ class SSLMethod(pl.LightningModule):
 
     def configure_model(self) -> None:  # called by Lightning before optimisers; idempotent
         self._build_probe()
-        self.apply_speed_switches()
+        done = self._switched
+        notes = self.apply_speed_switches()
+        if notes and not done and (self._trainer is None or self.trainer.is_global_zero):
+            print("videossl: speed switches: " + "; ".join(f"{k}: {v}" for k, v in notes.items()), file=sys.stderr)
 
     def apply_speed_switches(self) -> dict[str, str]:
         """Apply ``channels_last`` then ``compile`` to :attr:`speed_modules` (once; idempotent).
