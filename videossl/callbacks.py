@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -42,7 +43,10 @@ class ResumeCheckpoint(pl.Callback):
             self.dirpath.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(tmp, weights_only=False)  # full state: optimiser, loops, callbacks
         if trainer.is_global_zero:
-            os.replace(tmp, self.dirpath / "last.ckpt")
+            dst = self.dirpath / "last.ckpt"
+            if tmp.is_dir() and dst.exists():  # FSDP state_dict_type "sharded" writes a folder
+                shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+            os.replace(tmp, dst)
         trainer.strategy.barrier("videossl-checkpoint")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
