@@ -53,7 +53,7 @@ def test_bench_train_switches_report_each_against_plain_and_say_what_they_did(tm
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, "-m", "videossl.cli", "bench", "train", "--config", "recipes/brave/synthetic.yaml",
                         "--device", "cpu", "--batch-size", "2", "--steps", "1", "--warmup", "1", "--json", str(out),
-                        "--switches", "bf16,tf32,channels_last,fused_adamw,compile,all"],
+                        "--switches", "bf16,tf32,channels_last,fused_adamw,compile,all", "--rounds", "2"],
                        capture_output=True, text=True, cwd=REPO, timeout=600, env=_env())
     assert r.returncode == 0, r.stderr[-2000:]
     assert "x plain" in r.stdout and "speed switches" in r.stdout
@@ -64,6 +64,7 @@ def test_bench_train_switches_report_each_against_plain_and_say_what_they_did(tm
     for name in ("bf16", "tf32", "fused_adamw"):
         assert sw[name]["status"] == f"skipped: {name} (needs CUDA)"
     assert sw["plain"]["status"] == "ok" and sw["plain"]["speedup_vs_plain"] == 1.0
+    assert all(len(sw[n]["rounds"]) == 2 for n in ("plain", "channels_last", "compile", "all"))  # interleaved rounds
     assert sw["plain"]["did"]["compiled"] == [] and sw["plain"]["did"]["channels_last"] is None
     assert sw["plain"]["did"]["autocast"] is None and sw["plain"]["did"]["optimizer"] == "AdamW"
     cl = sw["channels_last"]
@@ -80,3 +81,15 @@ def test_bench_train_unknown_switch_is_a_clear_error():
                         "--device", "cpu", "--switches", "plain,turbo"], capture_output=True, text=True, cwd=REPO,
                        timeout=300, env=_env())
     assert r.returncode != 0 and "--switches: unknown turbo" in r.stderr
+
+
+def test_bench_train_channels_last_on_a_vivit_is_reported_as_a_no_op_not_timed(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "videossl.cli", "bench", "train", "--config",
+                        "recipes/long_video/synthetic_video_only.yaml", "--device", "cpu", "--batch-size", "2", "--steps", "1",
+                        "--warmup", "1", "--rounds", "1", "--switches", "channels_last", "--json", str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=300, env=_env())
+    assert r.returncode == 0, r.stderr[-2000:]
+    sw = json.loads(out.read_text())["switches"]
+    assert sw["plain"]["status"] == "ok" and sw["plain"]["did"]["optimizer"] == "AdamW"
+    assert sw["channels_last"]["status"] == "skipped: encoder: no-op (ViViT has 1 conv layer(s): not a conv encoder)"

@@ -12,7 +12,9 @@ peak of H100 SXM by default on CUDA; pass --peak-tflops for other devices).
 `videossl fit` runs it (the recipe's optimiser from ``configure_optimizers``) once per speed switch,
 each against the plain step (fp32, TF32 off, no switch) measured in the same run, and records what
 each switch changed (autocast dtype, TF32 flags, channels-last weights, compiled encoders, fused
-AdamW). bf16, tf32 and fused_adamw need CUDA: on the CPU they are reported as skipped, not faked.
+AdamW). bf16, tf32 and fused_adamw need CUDA: on the CPU they are reported as skipped, not faked; a
+switch that changes nothing (channels_last on a ViViT) is reported as a no-op, not timed. All the copies
+are built and warmed first, then timed in ``--rounds`` interleaved rounds (the median counts).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="also write the results as JSON")
     p.add_argument("--switches", default="", help=f"comma-separated speed switches to time against the plain step in "
                    f"the same run: {','.join(SWITCHES)} (default: none)")
+    p.add_argument("--rounds", type=int, default=3, help="--switches: interleaved rounds of --steps steps per switch "
+                   "(the median round counts)")
 
 
 def build(config: str, batch_size: int | None):
@@ -121,9 +125,9 @@ def _wanted(name: str) -> set[str]:
     return set(SWITCHES[1:-1]) if name == "all" else ({name} - {"plain"})
 
 
-def time_switch(base, name: str, views, bs: int, device: torch.device, steps: int, warmup: int) -> dict:
-    """The method step with switch ``name`` on (or all of them), as ``fit`` runs it: the recipe's optimiser
-    from ``configure_optimizers``. Returns timings and what the switch changed, or why it was skipped."""
+def prepare_switch(base, name: str, views, bs: int, device: torch.device) -> dict:
+    """A copy of the method with switch ``name`` on (or all of them), its optimiser as ``fit`` builds it
+    (``configure_optimizers``: the recipe's) and its step; or why the switch is skipped."""
     wanted, skipped = _wanted(name), []
     if device.type != "cuda":
         skipped += [f"{k} (needs CUDA)" for k in CUDA_ONLY if k in wanted]
@@ -137,10 +141,10 @@ def time_switch(base, name: str, views, bs: int, device: torch.device, steps: in
     m.compile_encoders, m.channels_last = "compile" in wanted, "channels_last" in wanted
     m.optim = dataclasses.replace(m.optim, fused="fused_adamw" in wanted)
     notes = dict(m.apply_speed_switches())
+    if wanted == {"channels_last"} and all("no-op" in part for part in notes["channels_last"].split("; ")):
+        return {"status": f"skipped: {notes['channels_last']}"}  # nothing changed: timing it would measure noise
     m.to(device).train()
     opt = m.configure_optimizers()["optimizer"]
-    if device.type == "cuda":
-        set_tf32("tf32" in wanted)
     batch = random_batch(views, bs, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in wanted)
 
@@ -151,38 +155,63 @@ def time_switch(base, name: str, views, bs: int, device: torch.device, steps: in
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    return {"status": "ok", "applied": sorted(wanted, key=SWITCHES.index), "skipped": skipped, "step": step,
+            "method": m, "optimizer": opt, "notes": notes}
+
+
+def _tf32_for(p: dict, device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    try:
-        sec = time_steps(step, steps, warmup, device)
-    except Exception as e:  # e.g. inductor without a C compiler: say so, keep the other switches
-        return {"status": f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"}
-    encoders = [n for n in m.speed_modules if getattr(m, n, None) is not None]
-    did = {
-        "autocast": "bf16" if "bf16" in wanted else None,
-        "tf32": tf32_state() if device.type == "cuda" else None,
-        "fused_adamw": bool(opt.defaults.get("fused")) if "fused" in opt.defaults else None,
-        "channels_last": notes.get("channels_last"),
-        "compiled": [n for n in encoders if getattr(getattr(m, n), "_compiled_call_impl", None) is not None],
-        "optimizer": type(opt).__name__,
-    }
-    out = {"status": "ok", "applied": sorted(wanted, key=SWITCHES.index), "skipped": skipped, "sec_per_step": sec,
-           "steps_per_s": 1 / sec, "clips_per_s": bs / sec,
-           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None, "did": did}
-    if "compile" in wanted:
-        torch._dynamo.reset()
-    return out
+        set_tf32("tf32" in p["applied"])
 
 
-def run_switches(base, names: list[str], views, bs: int, device: torch.device, steps: int, warmup: int) -> dict:
-    before = tf32_state()
+def run_switches(base, names: list[str], views, bs: int, device: torch.device, steps: int, warmup: int,
+                 rounds: int = 1) -> dict:
+    """Each switch's step timed against the plain step of the same run. All the switched copies are built
+    and warmed first (peak memory: each one's own, measured in its warm-up), then timed in ``rounds``
+    interleaved rounds of ``steps`` steps (the median round counts), so drift in the machine's speed
+    (clocks, other load) falls on every switch alike."""
+    before, cuda = tf32_state(), device.type == "cuda"
+    res: dict[str, dict] = {}
     try:
-        res = {n: time_switch(base, n, views, bs, device, steps, warmup) for n in names}
+        for n in names:
+            base_alloc = torch.cuda.memory_allocated() if cuda else 0
+            p = prepare_switch(base, n, views, bs, device)
+            if p["status"] == "ok":
+                _tf32_for(p, device)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                try:
+                    time_steps(p["step"], 1, max(warmup - 1, 0), device)
+                except Exception as e:  # e.g. inductor without a C compiler: say so, keep the other switches
+                    p = {"status": f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"}
+                else:
+                    p["peak_mem_gib"] = (torch.cuda.max_memory_allocated() - base_alloc) / 2**30 if cuda else None
+                    p["rounds"], p["tf32_flags"] = [], tf32_state() if cuda else None
+            res[n] = p
+        ok = [n for n in names if res[n]["status"] == "ok"]
+        for _ in range(max(rounds, 1)):
+            for n in ok:
+                _tf32_for(res[n], device)
+                res[n]["rounds"].append(time_steps(res[n]["step"], steps, 0, device))
+        for n in ok:
+            p = res[n]
+            m, opt = p.pop("method"), p.pop("optimizer")
+            p.pop("step")
+            sec = sorted(p["rounds"])[len(p["rounds"]) // 2]
+            p.update(sec_per_step=sec, steps_per_s=1 / sec, clips_per_s=bs / sec, did={
+                "autocast": "bf16" if "bf16" in p["applied"] else None,
+                "tf32": p.pop("tf32_flags"),
+                "fused_adamw": bool(opt.defaults.get("fused")) if "fused" in opt.defaults else None,
+                "channels_last": p.pop("notes").get("channels_last"),
+                "compiled": [k for k in m.speed_modules
+                             if getattr(getattr(m, k, None), "_compiled_call_impl", None) is not None],
+                "optimizer": type(opt).__name__,
+            })
     finally:
-        if device.type == "cuda":
+        if cuda:
             torch.set_float32_matmul_precision("high" if before["matmul"] else "highest")
             torch.backends.cudnn.allow_tf32 = before["cudnn"]
+        torch._dynamo.reset()
     plain = res.get("plain", {}).get("sec_per_step")
     for r in res.values():
         if r["status"] == "ok" and plain:
@@ -278,7 +307,7 @@ def run_cli(args: argparse.Namespace) -> int:
     report = {"config": args.config, "device": dev, "batch_size": bs, "precision": precision, "results": results}
     if switches:
         model = opt = ref_opt = batch = None  # free the rows' model before the switch runs (one at a time)
-        sw = run_switches(base, switches, views, bs, device, args.steps, args.warmup)
+        sw = run_switches(base, switches, views, bs, device, args.steps, args.warmup, args.rounds)
         t2 = Table(title="speed switches: the method step as fit runs it (recipe optimiser), vs plain (fp32) in this run")
         for col in ("switch", "steps/s", "clips/s", "peak GiB", "x plain", "what it did"):
             t2.add_column(col, justify="left" if col in ("switch", "what it did") else "right")
