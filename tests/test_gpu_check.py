@@ -34,7 +34,7 @@ def test_every_command_of_the_gpu_check_parses_its_options(tmp_path):
     """Each bench step's options exist (a renamed flag would only fail on the GPU machine otherwise), and so do
     the switches it names."""
     script = (REPO / "tools" / "gpu_check.sh").read_text()
-    for sub, flags in (("bench train", ["--config", "--device", "--steps", "--warmup", "--json", "--switches"]),
+    for sub, flags in (("bench train", ["--config", "--device", "--steps", "--warmup", "--json", "--switches", "--rounds"]),
                        ("bench encoder", ["--model", "--frames", "--mask", "--device", "--dtype", "--out"]),
                        ("bench data", ["--config", "--data-dir", "--augment", "--workers", "--clips"])):
         assert sub in script

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared GPU check: run it first on a machine with one CUDA GPU (at most ~15 minutes in all;
+# The one prepared GPU check: run it first on a machine with one CUDA GPU (at most ~16 minutes in all;
 # under a 10-minute limit per call run it in two: --only env,gpu-tests,brave then --only vivit,encoder,data).
 #
 #   bash tools/gpu_check.sh [--out DIR] [--only STEP,STEP] [--dry-run]
@@ -65,8 +65,8 @@ PY
 
 step env 30 "nvidia-smi; $py -c 'import torch; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'"
 step gpu-tests 200 "$py -m pytest -q -m gpu -p no:cacheprovider"
-step brave 240 "$py -m videossl.cli bench train --config recipes/brave/kinetics400.yaml --device cuda --steps 8 --warmup 3 --switches plain,bf16,tf32,channels_last,compile,all --json $out/bench_train_brave.json"
-step vivit 150 "$py -m videossl.cli bench train --config recipes/long_video/stage1_kinetics.yaml --device cuda --steps 8 --warmup 3 --switches plain,bf16,tf32,fused_adamw,compile --json $out/bench_train_vivit.json"
+step brave 300 "$py -m videossl.cli bench train --config recipes/brave/kinetics400.yaml --device cuda --steps 5 --warmup 3 --rounds 2 --switches plain,bf16,tf32,channels_last,compile,all --json $out/bench_train_brave.json"
+step vivit 150 "$py -m videossl.cli bench train --config recipes/long_video/stage1_kinetics.yaml --device cuda --steps 5 --warmup 3 --rounds 2 --switches plain,bf16,tf32,fused_adamw,compile --json $out/bench_train_vivit.json"
 step encoder 180 "$py -m videossl.cli bench encoder --model vivit-b --frames 16,32,64,128,256 --mask 0,0.5,0.75 --device cuda --dtype bf16 --steps 5 --warmup 2 --out $out/encoder"
 step data 90 "$py -m videossl.cli data synth --out $out/synth --num-videos 64 --no-progress && $py -m videossl.cli bench data --config recipes/brave/synthetic.yaml --data-dir $out/synth --augment cpu gpu-split --workers 4 --clips 64"
 
