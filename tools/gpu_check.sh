@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The one prepared GPU check: run it first on a machine with one CUDA GPU (at most ~8 minutes).
+# The one prepared GPU check: run it first on a machine with one CUDA GPU (at most ~16 minutes in all;
+# under a 10-minute limit per call run it in two: --only env,gpu-tests,brave then --only vivit,encoder,data).
 #
-#   bash tools/gpu_check.sh [--out DIR] [--dry-run]
+#   bash tools/gpu_check.sh [--out DIR] [--only STEP,STEP] [--dry-run]
 #
 # Steps (each with its own time limit; a failing step is recorded and the next one runs):
 #   env       nvidia-smi and torch's view of the device
-#   gpu-tests pytest -m gpu (the CUDA branches; they skip without CUDA)
-#   brave     videossl bench train, recipes/brave/kinetics400.yaml (TSM-50 pair) vs its plain-torch step
-#   vivit     videossl bench train, recipes/long_video/stage1_kinetics.yaml (ViViT) vs its plain-torch step
+#   gpu-tests pytest -m gpu (the CUDA branches, speed switches, SyncBN / NCCL DDP / FSDP on one GPU; they skip without CUDA)
+#   brave     videossl bench train, recipes/brave/kinetics400.yaml (TSM-50 pair) vs its plain-torch step, and each
+#             speed switch (bf16, TF32, channels-last, compile, all) vs the plain fp32 step of the same run
+#   vivit     the same for recipes/long_video/stage1_kinetics.yaml (ViViT; AdamW: fused AdamW too; no channels-last: a no-op)
 #   encoder   videossl bench encoder --model vivit-b --frames 16,32,64,128,256 --mask 0,0.5,0.75
 #   data      videossl bench data on a small synthetic set, CPU and device (gpu-split) augmentation
 # Writes DIR/gpu_check.json (one record per step: command, seconds, exit code, output tail) and
@@ -18,11 +20,13 @@ cd "$(dirname "$0")/.."
 
 out="${OUT:-gpu-check}"
 dry=0
+only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
+    --only) only=",$2,"; shift 2 ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -34,6 +38,7 @@ records="$out/.records.jsonl"
 step() {  # step NAME SECONDS COMMAND...
   local name="$1" limit="$2"; shift 2
   local cmd="$*" start rc tail
+  if [ -n "$only" ] && [[ "$only" != *",$name,"* ]]; then return 0; fi
   echo "== $name (limit ${limit}s): $cmd"
   if [ "$dry" = 1 ]; then
     "$py" - "$name" "$cmd" "$limit" >> "$records" <<'PY'
@@ -59,9 +64,9 @@ PY
 }
 
 step env 30 "nvidia-smi; $py -c 'import torch; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'"
-step gpu-tests 150 "$py -m pytest -q -m gpu -p no:cacheprovider"
-step brave 120 "$py -m videossl.cli bench train --config recipes/brave/kinetics400.yaml --device cuda --steps 10 --warmup 3 --json $out/bench_train_brave.json"
-step vivit 120 "$py -m videossl.cli bench train --config recipes/long_video/stage1_kinetics.yaml --device cuda --steps 10 --warmup 3 --json $out/bench_train_vivit.json"
+step gpu-tests 200 "$py -m pytest -q -m gpu -p no:cacheprovider"
+step brave 300 "$py -m videossl.cli bench train --config recipes/brave/kinetics400.yaml --device cuda --steps 5 --warmup 3 --rounds 2 --switches plain,bf16,tf32,channels_last,compile,all --json $out/bench_train_brave.json"
+step vivit 150 "$py -m videossl.cli bench train --config recipes/long_video/stage1_kinetics.yaml --device cuda --steps 5 --warmup 3 --rounds 2 --switches plain,bf16,tf32,fused_adamw,compile --json $out/bench_train_vivit.json"
 step encoder 180 "$py -m videossl.cli bench encoder --model vivit-b --frames 16,32,64,128,256 --mask 0,0.5,0.75 --device cuda --dtype bf16 --steps 5 --warmup 2 --out $out/encoder"
 step data 90 "$py -m videossl.cli data synth --out $out/synth --num-videos 64 --no-progress && $py -m videossl.cli bench data --config recipes/brave/synthetic.yaml --data-dir $out/synth --augment cpu gpu-split --workers 4 --clips 64"
 

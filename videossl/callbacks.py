@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +23,11 @@ log = logging.getLogger(__name__)
 class ResumeCheckpoint(pl.Callback):
     """Writes ``<run>/checkpoints/last.ckpt`` every ``every_n_steps`` optimiser steps and at each
     epoch end (atomically: a kill never leaves a half-written file), and ``<run>/encoder.pt``
-    (the encoder's weights under the ``encoder.`` prefix) when training ends."""
+    (the encoder's weights under the ``encoder.`` prefix) when training ends.
+
+    Under FSDP both are full (unsharded) weights gathered by every rank together: ``last.ckpt`` through
+    Lightning's ``FSDPStrategy(state_dict_type="full")`` (``recipes/base/trainer/fsdp.yaml``), the encoder
+    through :meth:`SSLMethod.encoder_state_dict`, which is why both are called on every rank."""
 
     def __init__(self, dirpath: str, every_n_steps: int = 50) -> None:
         self.dirpath = Path(dirpath)
@@ -38,7 +43,10 @@ class ResumeCheckpoint(pl.Callback):
             self.dirpath.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(tmp, weights_only=False)  # full state: optimiser, loops, callbacks
         if trainer.is_global_zero:
-            os.replace(tmp, self.dirpath / "last.ckpt")
+            dst = self.dirpath / "last.ckpt"
+            if tmp.is_dir() and dst.exists():  # FSDP state_dict_type "sharded" writes a folder
+                shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+            os.replace(tmp, dst)
         trainer.strategy.barrier("videossl-checkpoint")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -50,9 +58,17 @@ class ResumeCheckpoint(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._save(trainer)  # a run stopped by max_steps mid-epoch can be extended later
-        if trainer.is_global_zero and isinstance(pl_module, SSLMethod):
-            sd = {k: v.detach().cpu() for k, v in pl_module.encoder_state_dict().items()}
-            torch.save(sd, self.dirpath.parent / "encoder.pt")
+        if isinstance(pl_module, SSLMethod):
+            export_encoder(trainer, pl_module, self.dirpath.parent / "encoder.pt")
+
+
+def export_encoder(trainer: pl.Trainer, pl_module: SSLMethod, path: Path) -> None:
+    """Write ``<run>/encoder.pt``: called on every rank (under FSDP the gather of the full weights is a
+    collective), written by rank 0."""
+    sd = pl_module.encoder_state_dict(trainer.strategy.model)
+    if trainer.is_global_zero:
+        torch.save({k: v.detach().cpu() for k, v in sd.items()}, path)
+    trainer.strategy.barrier("videossl-encoder-export")
 
 
 class WeightSyncCheck(pl.Callback):

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from videossl.callbacks import DataWaitMonitor, ResumeCheckpoint, SkipMonitor
+from videossl.core.precision import set_tf32
 from videossl.data.loader.datamodule import VideoDataModule
 from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
@@ -83,7 +84,14 @@ class VideosslCLI(LightningCLI):
         parser.add_argument("--wandb", type=bool, default=False, help="also log to Weights & Biases (offline by default)")
         parser.add_argument("--skip_warn_rate", type=float, default=0.01,
                             help="warn loudly when an epoch skips more than this fraction of the samples it reads")
+        parser.add_argument("--tf32", type=bool, default=False,
+                            help="TF32 for fp32 CUDA matmuls and cuDNN convolutions (GPU recipes: true; a no-op without CUDA)")
         parser.link_arguments("data", "model.init_args.num_classes", compute_fn=_num_classes, apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.config[self.subcommand] if self.subcommand else self.config
+        if sub.get("tf32"):
+            set_tf32(True)
 
     def before_fit(self) -> None:
         check_encoder_view(self.model, self.datamodule)

@@ -62,7 +62,8 @@ def _override(argv: list[str], key: str) -> str | None:
 
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest of ``<run>/checkpoints/last.ckpt`` and Lightning's SLURM requeue checkpoints."""
-    found = [p for p in [root / "checkpoints" / "last.ckpt", *root.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    # a folder: FSDP's "sharded" checkpoint (recipes/base/trainer/fsdp.yaml writes "full" ones, files)
+    found = [p for p in [root / "checkpoints" / "last.ckpt", *root.glob("hpc_ckpt_*.ckpt")] if p.exists()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 

@@ -83,3 +83,25 @@ def test_a_x10_predictor_lr_moves_the_predictor_10x_further_with_sgd():
         opt.step()
         moves.append((net.predictor.weight - before).abs().sum().item())
     assert moves[0] > 0 and moves[1] == pytest.approx(10 * moves[0], rel=1e-4)
+
+
+def test_fused_adamw_auto_is_off_on_cpu_and_true_is_refused_there():
+    net = nn.Linear(4, 2)
+    opt = build_optimizer(net.named_parameters(), OptimConfig(), 1e-3)
+    assert not opt.defaults["fused"]  # auto on CPU parameters: torch's default implementation
+    assert not build_optimizer(net.named_parameters(), OptimConfig(fused=False), 1e-3).defaults["fused"]
+    with pytest.raises(VideosslError, match="needs every parameter on CUDA"):
+        build_optimizer(net.named_parameters(), OptimConfig(fused=True), 1e-3)
+    with pytest.raises(VideosslError, match="optim.fused"):
+        OptimConfig(fused="yes")
+    # other optimisers ignore it
+    assert isinstance(build_optimizer(net.named_parameters(), OptimConfig(name="sgd", fused=True), 1e-3), torch.optim.SGD)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fused_adamw_auto_is_fused_on_cuda():
+    net = nn.Linear(4, 2).cuda()
+    assert build_optimizer(net.named_parameters(), OptimConfig(), 1e-3).defaults["fused"] is True
+    assert build_optimizer(net.named_parameters(), OptimConfig(fused=True), 1e-3).defaults["fused"] is True
+    assert not build_optimizer(net.named_parameters(), OptimConfig(fused=False), 1e-3).defaults["fused"]

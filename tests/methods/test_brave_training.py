@@ -96,6 +96,25 @@ def test_ddp_two_cpu_processes_match_one_process_steps(tmp_path, synth):
     assert one["global_step"] == two["global_step"] == 2 * 3  # 48 videos / global batch 16 = 3 steps per epoch
 
 
+def test_speed_switches_keep_the_checkpoint_keys_and_resume(tmp_path, synth):
+    """compile + channels_last through fit: encoder.pt and last.ckpt have the plain run's keys (no _orig_mod.),
+    and a second fit resumes from last.ckpt and trains on."""
+    fit(tmp_path / "plain", synth, "--trainer.max_steps", "2")
+    switches = ["--model.init_args.compile", "true", "--model.init_args.channels_last", "true"]
+    fit(tmp_path / "fast", synth, "--trainer.max_steps", "2", *switches)
+    at2 = torch.load(tmp_path / "fast" / "encoder.pt", weights_only=True)
+    r = fit(tmp_path / "fast", synth, "--trainer.max_steps", "4", *switches)
+    assert "resuming from" in r.stderr
+    assert "speed switches: channels_last: encoder: 3 conv weight(s)" in r.stderr
+    assert "compile: torch.compile of encoder, broad_encoder" in r.stderr
+    plain, fast = (torch.load(tmp_path / d / "encoder.pt", weights_only=True) for d in ("plain", "fast"))
+    assert list(fast) == list(plain) == list(at2) and all(k.startswith("encoder.") for k in fast)
+    assert _state(tmp_path / "fast").keys() == _state(tmp_path / "plain").keys()
+    assert not any("_orig_mod" in k for k in _state(tmp_path / "fast"))
+    assert torch.load(tmp_path / "fast" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    assert any(not torch.equal(at2[k], fast[k]) for k in fast)  # steps 3-4 trained on
+
+
 def test_print_config_and_clear_errors(tmp_path, synth):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     base = [sys.executable, "-m", "videossl.cli", "fit", "--config"]

@@ -2,7 +2,8 @@
 
 AdamW, SGD, LARS (timm's) and RMSprop; linear warmup + cosine, step or constant schedule; per-parameter
 LR multipliers (regex on the parameter name) and weight decay off for biases / norms. Pure
-functions of (step, config), tested against hand computations.
+functions of (step, config), tested against hand computations. AdamW is the fused (one-kernel) CUDA
+implementation when its parameters are on CUDA (``fused: auto``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class OptimConfig:
     exclude_bias_and_norm: bool = True
     grad_multipliers: dict[str, float] = field(default_factory=dict)  # regex on param name -> x
     lr_multipliers: dict[str, float] = field(default_factory=dict)  # regex on param name -> LR x
+    # AdamW's fused CUDA kernel: "auto" = fused when every parameter is on CUDA; true = fused (an error
+    # off CUDA); false = torch's default (foreach) implementation. Other optimisers ignore it.
+    fused: bool | str = "auto"
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -56,6 +60,8 @@ class OptimConfig:
             raise VideosslError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
         if self.lr <= 0:
             raise VideosslError(f"optim.lr must be positive, got {self.lr}")
+        if self.fused not in (True, False, "auto"):
+            raise VideosslError(f"optim.fused must be true, false or auto, got {self.fused!r}")
 
 
 def _steps(value: float | None, total_steps: int) -> int:
@@ -114,7 +120,7 @@ def build_optimizer(named_params, cfg: OptimConfig, lr: float, extra_groups=()) 
         groups.append(group)
     groups += list(extra_groups)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), fused=use_fused(groups, cfg.fused))
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "rmsprop":
@@ -122,6 +128,19 @@ def build_optimizer(named_params, cfg: OptimConfig, lr: float, extra_groups=()) 
     from timm.optim import Lars
 
     return Lars(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, trust_coeff=cfg.trust_coefficient)
+
+
+def use_fused(groups, fused: bool | str) -> bool | None:
+    """Whether AdamW runs fused: ``auto`` = every parameter on CUDA; ``True`` off CUDA is an error.
+
+    ``None`` (not ``False``) when not fused, so torch keeps choosing its default implementation."""
+    devices = {p.device.type for g in groups for p in g["params"]}
+    if fused == "auto":
+        return True if devices == {"cuda"} else None
+    if fused and devices - {"cuda"}:
+        raise VideosslError(f"optim.fused: true needs every parameter on CUDA, found {', '.join(sorted(devices))} "
+                            "(use fused: auto)")
+    return True if fused else None
 
 
 def lr_lambdas(opt: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> list[Callable[[int], float]]:

@@ -6,6 +6,10 @@ gradient multipliers (BraVe's predictor ×10), the online linear probe on detach
 logging, and the checkpoint convention: the encoder that evaluation uses is ``module.encoder``
 and its weights are saved under the ``encoder.`` prefix.
 
+Speed switches (``compile``, ``channels_last``; GPU recipes set them, README "GPU recipes") are applied
+to the method's encoders (:attr:`SSLMethod.speed_modules`) in :meth:`SSLMethod.configure_model`, in
+place: parameter names, ``encoder.pt`` and checkpoints are the same with or without them.
+
 What does not live here: views, heads and losses. A method subclasses :class:`SSLMethod`, sets
 ``self.encoder`` and implements :meth:`SSLMethod.ssl_step`, which returns the loss and the
 features the online probe should see.
@@ -14,6 +18,7 @@ features the online probe should see.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -22,9 +27,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videossl.core.distributed import full_state_dict, is_sharded
 from videossl.core.optim import OptimConfig, build_optimizer, step_scheduler
 from videossl.data.loader.batch import to_clip
 from videossl.errors import VideosslError
+
+
+def _clip_to_channels_last(module: nn.Module, args: tuple) -> tuple | None:
+    if args and torch.is_tensor(args[0]) and args[0].dim() == 5:
+        return (args[0].contiguous(memory_format=torch.channels_last_3d), *args[1:])
+    return None
+
+
+def to_channels_last(encoder: nn.Module) -> str:
+    """Conv weights to channels-last (4-D: ``channels_last``, 5-D: ``channels_last_3d``) and the 5-D input
+    clip to ``channels_last_3d`` (a forward pre-hook; a TSM's ``(B·T, C, H, W)`` frames folded from it are
+    then channels-last too), in place. An encoder with at most one conv (a ViViT: its patch embedding) is
+    left as it is: a transformer gains nothing. Returns what was done, in words."""
+    convs = [m for m in encoder.modules() if isinstance(m, nn.Conv2d | nn.Conv3d)]
+    if len(convs) <= 1:
+        return f"no-op ({type(encoder).__name__} has {len(convs)} conv layer(s): not a conv encoder)"
+    n = 0
+    for t in [*encoder.parameters(), *encoder.buffers()]:
+        if t.dim() in (4, 5):
+            fmt = torch.channels_last if t.dim() == 4 else torch.channels_last_3d
+            t.data = t.data.contiguous(memory_format=fmt)
+            n += 1
+    encoder.register_forward_pre_hook(_clip_to_channels_last)
+    return f"{n} conv weight(s) and the input clip channels-last"
 
 
 class SSLMethod(pl.LightningModule):
@@ -41,10 +71,23 @@ class SSLMethod(pl.LightningModule):
     encoder_view: str | None = None
     #: the ``__init__`` argument that is :attr:`encoder` (evaluation reads the encoder's spec from it)
     encoder_arg: ClassVar[str] = "encoder"
+    #: the attributes that are encoders: what ``compile`` and ``channels_last`` apply to
+    speed_modules: ClassVar[tuple[str, ...]] = ("encoder",)
 
     def __init__(self, optim: OptimConfig | None = None, num_classes: int = 0, probe_lr: float = 1e-2,
-                 seed: int = 0) -> None:
+                 seed: int = 0, compile: bool | dict[str, Any] = False, channels_last: bool = False) -> None:
+        """``compile``: ``torch.compile`` each encoder in place (``nn.Module.compile``: names unchanged); a
+        dict gives torch.compile's options (``{mode: max-autotune}``). ``channels_last``: conv weights and
+        the encoders' 5-D input clips in channels-last(-3d) memory format (a no-op for an encoder with at
+        most one conv, i.e. a ViViT's patch embedding)."""
         super().__init__()
+        if not isinstance(compile, bool | dict):
+            raise VideosslError(f"compile must be true, false or a dict of torch.compile options, got {compile!r}")
+        self.compile_encoders: bool | dict[str, Any] = compile
+        self.channels_last = bool(channels_last)
+        #: what each switch did (or why it did nothing), filled by :meth:`apply_speed_switches`
+        self.speed_notes: dict[str, str] = {}
+        self._switched = False
         self.seed = int(seed)
         self.optim = optim if optim is not None else OptimConfig()
         if isinstance(self.optim, dict):
@@ -89,6 +132,29 @@ class SSLMethod(pl.LightningModule):
 
     def configure_model(self) -> None:  # called by Lightning before optimisers; idempotent
         self._build_probe()
+        done = self._switched
+        notes = self.apply_speed_switches()
+        if notes and not done and (self._trainer is None or self.trainer.is_global_zero):
+            print("videossl: speed switches: " + "; ".join(f"{k}: {v}" for k, v in notes.items()), file=sys.stderr)
+
+    def apply_speed_switches(self) -> dict[str, str]:
+        """Apply ``channels_last`` then ``compile`` to :attr:`speed_modules` (once; idempotent).
+
+        Both act in place, so the module tree, parameter names and state-dict keys do not change.
+        Returns :attr:`speed_notes`: per switch, what it did or why it was a no-op.
+        """
+        if self._switched:
+            return self.speed_notes
+        self._switched = True
+        encoders = {name: getattr(self, name) for name in self.speed_modules if getattr(self, name, None) is not None}
+        if self.channels_last:
+            self.speed_notes["channels_last"] = "; ".join(f"{n}: {to_channels_last(m)}" for n, m in encoders.items())
+        if self.compile_encoders:
+            opts = self.compile_encoders if isinstance(self.compile_encoders, dict) else {}
+            for m in encoders.values():
+                m.compile(**opts)
+            self.speed_notes["compile"] = "torch.compile of " + ", ".join(encoders) + (f" with {opts}" if opts else "")
+        return self.speed_notes
 
     def global_batch_size(self) -> int:
         trainer = self._trainer
@@ -166,8 +232,16 @@ class SSLMethod(pl.LightningModule):
         self._probe_loss(feats[keep], batch["label"][keep], "val")
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
-        """The encoder's weights under the stable ``encoder.`` prefix (what evaluation loads)."""
+    def encoder_state_dict(self, wrapped: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """The encoder's weights under the stable ``encoder.`` prefix (what evaluation loads).
+
+        ``wrapped``: the module the strategy trains (``trainer.strategy.model``: this method inside its
+        DDP / FSDP wrapper). When it is FSDP-sharded the full weights are gathered, which is collective:
+        **every rank must call this**, and rank 0 gets the weights (the other ranks an empty dict).
+        """
+        root = self if wrapped is None else wrapped
+        if is_sharded(root):
+            return {k: v for k, v in full_state_dict(root).items() if k.startswith("encoder.")}
         return {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
 
     def hparams_dict(self) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class BraVe(SSLMethod):
     """
 
     encoder_arg = "narrow_encoder"
+    speed_modules = ("encoder", "broad_encoder")
     encoder_view = "narrow"
 
     def __init__(
@@ -73,9 +74,12 @@ class BraVe(SSLMethod):
         optim: OptimConfig | None = None,
         num_classes: int = 0,
         probe_lr: float = 1e-2,
+        compile: bool | dict[str, Any] = False,
+        channels_last: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr, seed=seed)
+        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr, seed=seed,
+                         compile=compile, channels_last=channels_last)
         if broad_modality not in BROAD_INPUTS:
             raise VideosslError(f"unknown broad_modality {broad_modality!r}: choose one of {', '.join(BROAD_INPUTS)}")
         self.encoder = narrow_encoder

@@ -147,9 +147,12 @@ class FlowAutoencoder(SSLMethod):
         optim: OptimConfig | None = None,
         num_classes: int = 0,
         probe_lr: float = 1e-2,
+        compile: bool | dict[str, Any] = False,
+        channels_last: bool = False,
         mode: str = "forecast",
     ) -> None:
-        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr)
+        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr,
+                         compile=compile, channels_last=channels_last)
         if mode not in MODES:
             raise VideosslError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode

@@ -171,8 +171,11 @@ class LongVideoContrastive(SSLMethod):
         num_classes: int = 0,
         probe_lr: float = 1e-2,
         seed: int = 0,
+        compile: bool | dict[str, Any] = False,
+        channels_last: bool = False,
     ) -> None:
-        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr)
+        super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr,
+                         compile=compile, channels_last=channels_last)
         self.seed = int(seed)
         if objective not in OBJECTIVES:
             raise VideosslError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
