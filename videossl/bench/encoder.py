@@ -5,9 +5,9 @@ Each cell builds the encoder at the cell's clip length, then times one *full tra
 ``--batch``: median step time over ``--steps`` after ``--warmup`` warm-up steps, clips/s,
 kept tokens per clip, and on CUDA the peak ``max_memory_allocated`` / ``max_memory_reserved``
 after resetting the peak. On CPU, ``--cpu-memory`` runs every measurement in its own spawned process and
-reports its peak RSS growth over a step (``mem_mib``: ``ru_maxrss`` at the end minus the RSS after the
-warm-up, with glibc returning freed blocks >= 64 KiB to the OS: activations and gradients, measured,
-not estimated).
+reports its peak RSS growth over a step (``mem_mib``: the highest RSS sampled every 0.5 ms during the
+timed steps minus the RSS after the warm-up, with glibc returning freed blocks >= 64 KiB to the OS:
+activations and gradients, measured, not estimated).
 Beside every cell, the same run measures a *plain-torch reference*: the
 same token count through ``nn.TransformerEncoder`` layers of the same width/depth/heads (no
 tubelet conv, no masking code, PyTorch's own fused attention path), so the ratio ours/reference
@@ -24,8 +24,8 @@ import argparse
 import csv
 import multiprocessing as mp
 import os
-import resource
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -89,8 +89,28 @@ def _rss_kib() -> int:
         return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
 
-def _peak_kib() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+class _RssPeak:
+    """The highest RSS seen while the block runs, sampled every ``interval`` s by a thread (``ru_maxrss``
+    would also count peaks from before the block, e.g. imports in the child)."""
+
+    def __init__(self, interval: float = 5e-4) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_kib())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> _RssPeak:
+        self.peak = _rss_kib()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_kib())
 
 
 def _cpu_cell_child(kwargs: dict[str, Any], conn) -> None:
@@ -179,8 +199,9 @@ def bench_cell(model_name: str, frames: int, mask: float, *, size: int, batch: i
                 for _ in range(max(warmup, 2)):  # to the peak is the step's own memory
                     fn()
                 rss0 = _rss_kib()
-                t = _time_steps(fn, steps, 0, device)
-                row[f"{prefix}mem_mib"] = max(_peak_kib() - rss0, 0) / 1024
+                with _RssPeak() as peak:
+                    t = _time_steps(fn, steps, 0, device)
+                row[f"{prefix}mem_mib"] = max(peak.peak - rss0, 0) / 1024
             else:
                 t = _time_steps(fn, steps, warmup, device)
             row[f"{prefix}step_s"] = t
