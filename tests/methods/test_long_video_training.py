@@ -72,3 +72,45 @@ def test_long_video_kill_and_resume_reaches_the_same_weights(tmp_path, synth):
     assert a.keys() == b.keys()
     diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     assert diff <= 1e-6, diff
+
+
+def test_stage2_on_the_long_synthetic_set_from_stage1(tmp_path, synth):
+    """Stage 1 on short clips, then the stage-2 CPU recipe on long videos (128 frames at 1 fps from the start,
+    75 % of the tokens dropped): only the last blocks, the final norm, the heads and the temporal table move."""
+    from videossl.data.shards.synthetic_long import generate_long
+
+    small = ["--model.init_args.encoder.init_args.img_size", "32", "--model.init_args.encoder.init_args.embed_dim", "32",
+             "--model.init_args.encoder.init_args.depth", "2", "--model.init_args.encoder.init_args.num_heads", "2",
+             "--model.init_args.text_encoder.init_args.embed_dim", "32",
+             "--model.init_args.text_encoder.init_args.num_heads", "2",
+             "--model.init_args.embed_dim", "32", "--model.init_args.proj_hidden", "32",
+             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--data.num_workers", "0"]
+    clip = {"flip_p": 0.0, "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0}
+    stage1 = ["--config", str(REPO / "recipes/long_video/synthetic.yaml"), "--data.data_dir", str(synth),
+              "--data.train_views", json.dumps([{"name": "clip", "sampler": "random", "frames": 4, "stride": 2, "size": 32,
+                                                 "augment": clip}]),
+              "--data.eval_views", json.dumps([{"name": "clip", "sampler": "uniform", "frames": 4, "stride": 2, "size": 32,
+                                                "train": False}]),
+              "--model.init_args.encoder.init_args.num_frames", "4", "--trainer.max_steps", "2",
+              "--trainer.default_root_dir", str(tmp_path / "s1"), "--trainer.check_val_every_n_epoch", "100"]
+    long = tmp_path / "long"
+    generate_long(long, 24, seed=1, size=32, num_frames=8, progress=False)  # 8 train videos
+    stage2 = ["--config", str(REPO / "recipes/long_video/stage2_synthetic_long.yaml"), "--data.data_dir", str(long),
+              "--data.batch_size", "4", "--data.train_views",
+              json.dumps([{"name": "clip", "sampler": "long", "frames": 128, "target_fps": 1.0, "size": 32,
+                           "random_start": False, "augment": clip}]),
+              "--data.eval_views", json.dumps([{"name": "clip", "sampler": "long", "frames": 128, "target_fps": 1.0,
+                                                "size": 32, "train": False}]),
+              "--model.init_args.encoder.init_args.trainable_blocks", "1", "--trainer.max_steps", "2",
+              "--model.init_args.init_from", str(tmp_path / "s1" / "checkpoints" / "last.ckpt"),
+              "--trainer.default_root_dir", str(tmp_path / "s2"), "--trainer.check_val_every_n_epoch", "100"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    for args in (stage1, stage2):
+        r = subprocess.run([sys.executable, "-m", "videossl.cli", "fit", *args, *small], capture_output=True, text=True,
+                           cwd=REPO, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+    s1, s2 = _state(tmp_path / "s1"), _state(tmp_path / "s2")
+    assert s2["encoder.pos_temporal"].shape[1] == 64  # 128 frames / tubelet 2 (interpolated from 2)
+    moved = {k for k in s2 if k in s1 and s1[k].shape == s2[k].shape and not torch.equal(s1[k], s2[k])}
+    assert any(k.startswith("encoder.blocks.1.") for k in moved) and any(k.startswith("encoder.norm.") for k in moved)
+    assert not any(k.startswith(("encoder.blocks.0.", "encoder.patch_embed.", "text_encoder.")) for k in moved), moved

@@ -133,3 +133,17 @@ def test_retime_moves_a_clip_of_a_vfr_video_to_the_frames_nearest_its_times():
     assert fast.indices.tolist() == [0, 1, 1, 2, 2]  # .00 .02 .02(.04) .08(.06) .08
     cfr = np.arange(24) / 25.0
     assert sampling.retime(sampling.Clip(np.array([0, 5, 23]), 0), cfr, 25.0).indices.tolist() == [0, 5, 23]
+
+
+def test_long_training_view_from_the_start_when_asked():
+    import numpy as np
+
+    from videossl.data.loader.sampling import sample_views
+    from videossl.data.loader.views import ViewSpec
+
+    rng = np.random.default_rng(0)
+    fixed = ViewSpec(name="clip", sampler="long", frames=16, target_fps=1.0, size=32, random_start=False)
+    free = ViewSpec(name="clip", sampler="long", frames=16, target_fps=1.0, size=32)
+    starts = [sample_views([fixed], 200, 1.0, rng)[0][1].start for _ in range(20)]
+    assert starts == [0] * 20
+    assert len({sample_views([free], 200, 1.0, rng)[0][1].start for _ in range(20)}) > 5

@@ -243,7 +243,8 @@ def _uniform_view(v: SampledView, num_frames: int, fps: float, rng: np.random.Ge
 
 
 def _long_view(v: SampledView, num_frames: int, fps: float, rng: np.random.Generator) -> list[Clip]:
-    return [long_video_clip(num_frames, fps, v.target_fps, v.frames, rng if v.train else None) for _ in range(v.copies)]
+    random_start = v.train and getattr(v, "random_start", True)
+    return [long_video_clip(num_frames, fps, v.target_fps, v.frames, rng if random_start else None) for _ in range(v.copies)]
 
 
 #: name → the clips of one view (in output order). A new sampler is one function and one entry here.
