@@ -32,7 +32,8 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed = same dataset")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="'fast': about 2x the motion per frame (for flow models); 'hard': 128 px, faster motion, "
-                        "always occluded by a distractor, noisier, drifting")
+                        "always occluded by a distractor, noisier, drifting; 'tap': 256 px, 32 tracks "
+                        "(the TAP-Vid resolution, for `videossl eval tap`)")
     p.add_argument("--workers", type=int, default=default_workers(), help="parallel processes")
     p.add_argument("--max-per-shard", type=int, default=64, help="videos per tar shard")
     p.add_argument("--crf", type=int, default=None, help="H.264 quality (lower = better; default 18)")
