@@ -233,3 +233,36 @@ def test_eval_tap_end_to_end(synth48, tmp_path, videossl_main):
 def test_eval_tap_needs_a_tracker(synth48, tmp_path, videossl_main, capsys):
     assert videossl_main(["eval", "tap", "--data", str(synth48), "--out", str(tmp_path / "x")]) == 2
     assert "--baseline" in capsys.readouterr().err
+
+
+def test_tapnext_fit_then_eval_tap(synth48, tmp_path, videossl_main):
+    """`videossl fit` of the TAPNext recipe for 2 steps (tiny model, 32 px), then `eval tap --run` evaluates the
+    trained tracker itself (not a probe)."""
+    import warnings
+    from pathlib import Path
+
+    from videossl.train import run_lightning
+
+    run = tmp_path / "tapnext-run"
+    repo = Path(__file__).resolve().parents[2]
+    view = {"name": "clip", "sampler": "random", "frames": 4, "stride": 1, "size": 32,
+            "augment": {"scale": [1.0, 1.0], "ratio": [1.0, 1.0], "flip_p": 0.0, "blur_p": 0.0, "jitter_p": 0.0,
+                        "grayscale_p": 0.0}}
+    args = ["--config", str(repo / "recipes/tapnext/synthetic.yaml"), "--data.data_dir", str(synth48),
+            "--trainer.default_root_dir", str(run), "--data.batch_size", "4", "--data.num_workers", "0",
+            "--data.train_views", json.dumps([view]),
+            "--data.eval_views", json.dumps([{**view, "sampler": "uniform", "train": False, "num_clips": 1, "crops": 1}]),
+            "--model.init_args.encoder", json.dumps({"class_path": "videossl.models.tapnext.TAPNext", "init_args": {
+                "img_size": 32, "width": 32, "depth": 1, "heads": 2, "isolate_queries": True}}),
+            "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--fresh"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert run_lightning("fit", args) == 0
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    out = tmp_path / "tap"
+    assert videossl_main(["eval", "tap", "--run", str(run), "--data", str(synth48), "--out", str(out), "--overlays", "0",
+                          "--max-videos", "2"]) == 0
+    d = json.loads((out / "results.json").read_text())
+    assert d["kind"] == "tap-tapnext" and d["results"][0]["name"] == "tapnext"
+    assert "TAPNext" in (out / "report.md").read_text()

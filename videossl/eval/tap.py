@@ -31,7 +31,8 @@ from videossl.eval.tapvid import QUERY_MODES, RESOLUTION, mean_metrics, sample_q
 from videossl.eval.tracking import correspondence, fit_threshold, flow_ae_tracks, gt_flow_tracks, static_tracks
 
 __all__ = ["HEADLINE", "TapItem", "evaluate_items", "flow_ae_tracker", "gt_flow_tracker", "metric_table",
-           "per_video_table", "probe_tracker", "static_tracker", "synthetic_items", "tapvid_items", "write_overlay"]
+           "per_video_table", "probe_tracker", "static_tracker", "synthetic_items", "tapnext_tracker", "tapvid_items",
+           "write_overlay"]
 
 HEADLINE = (("average_jaccard", "AJ"), ("average_pts_within_thresh", "δ_avg"), ("occlusion_accuracy", "OA"))
 
@@ -170,6 +171,17 @@ def flow_ae_tracker(model, device: str = "cpu") -> Tracker:
             cache.clear()
             cache[item.key] = flows
         return flow_ae_tracks(q, cache[item.key], item.frames.shape[0], item.size)
+    return track
+
+
+def tapnext_tracker(model, device: str = "cpu") -> Tracker:
+    """A trained TAPNext (``videossl.models.tapnext``): tracks from its read-out, occluded where its visibility
+    logit is below 0; the whole clip in one pass (equal to streaming it frame by frame)."""
+    @torch.no_grad()
+    def track(item: TapItem, q: np.ndarray, mode: str):
+        out = model(item.clip().to(device), torch.tensor(q, dtype=torch.float32, device=device)[None])
+        tracks = out.tracks[0].transpose(0, 1).double().cpu().numpy()
+        return tracks, (out.visible_logit[0].T < 0).cpu().numpy()
     return track
 
 

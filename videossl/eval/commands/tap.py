@@ -11,6 +11,7 @@ Trackers:
   it checks that tracks, flow and visibility agree, and needs ``flow.npz`` / ``mask.npy``);
 * ``--baseline flow-ae --run RUN``: chaining the forecast flows of a trained flow autoencoder (a `videossl fit`
   run of ``recipes/flow_ae/*``; every point predicted visible while in the frame);
+* ``--run RUN`` of a TAPNext (``recipes/tapnext/*``): the trained tracker itself (occluded: visibility logit < 0);
 * ``--run RUN`` / ``--encoder NAME --weights FILE`` (no ``--baseline``): the frozen-feature correspondence probe
   of the encoder (``forward_features``: Small3D, VideoResNet, TSM-ResNet, the flow AE's encoder): the query's
   feature bilinearly from its frame's map (nearest feature time index), cosine to every location of each
@@ -42,7 +43,14 @@ import torch
 
 from videossl.errors import VideosslError
 from videossl.eval.report import report_console, write_markdown
-from videossl.eval.runs import encoders_to_evaluate, load_method_weights, no_weights_lines, resolve_encoder, run_config
+from videossl.eval.runs import (
+    build_method,
+    encoders_to_evaluate,
+    load_method_weights,
+    no_weights_lines,
+    resolve_encoder,
+    run_config,
+)
 from videossl.eval.tap import (
     HEADLINE,
     evaluate_items,
@@ -53,6 +61,7 @@ from videossl.eval.tap import (
     probe_tracker,
     static_tracker,
     synthetic_items,
+    tapnext_tracker,
     tapvid_items,
 )
 from videossl.eval.tapvid import QUERY_MODES, QUERY_STRIDE, THRESHOLDS
@@ -137,7 +146,18 @@ def run_cli(args: argparse.Namespace) -> int:
 
     trackers, protocol, extra = [], [], {}
     ckpt = None
-    if args.baseline == "static":
+    run_cfg = run_config(Path(args.run)) if args.run and not args.encoder else None
+    is_tracker = run_cfg is not None and str((run_cfg[0].get("model") or {}).get("class_path", "")).endswith("TAPNextMethod")
+    if probe and is_tracker:  # a trained point tracker: evaluated as it is, not probed
+        probe = False
+        model = build_method(run_cfg[0], str(run_cfg[1]))
+        ckpt = Path(args.ckpt) if args.ckpt else Path(args.run) / "checkpoints" / "last.ckpt"
+        load_method_weights(model, ckpt)
+        tracker = model.encoder.eval().to(args.device)
+        trackers.append(("tapnext", tapnext_tracker(tracker, args.device)))
+        protocol += [f"TAPNext: {run_cfg[1]}, weights {ckpt}, isolate_queries {tracker.isolate_queries}, "
+                     f"{tracker.img_size} px; occluded where the visibility logit < 0"]
+    elif args.baseline == "static":
         trackers.append(("static", static_tracker()))
     elif args.baseline == "gt-flow":
         trackers.append(("gt-flow oracle", gt_flow_tracker()))
@@ -182,7 +202,7 @@ def run_cli(args: argparse.Namespace) -> int:
         per_video += [{"tracker": label, **row} for row in r["per_video"]]
         overlays += r["overlays"]
     seconds = round(time.perf_counter() - start, 1)
-    kind = "tap" if probe else f"tap-{args.baseline}"
+    kind = "tap" if probe else f"tap-{args.baseline or 'tapnext'}"
     d = {"kind": kind, "dataset": str(source), "split": None if args.tapvid else args.split, "modes": modes,
          "checkpoint": str(ckpt) if ckpt else None, "resolution": 256, "thresholds_px": list(THRESHOLDS),
          "query_stride": QUERY_STRIDE, "results": results, "per_video": per_video, "overlays": overlays,
@@ -194,7 +214,7 @@ def run_cli(args: argparse.Namespace) -> int:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(per_video)
-    what = f"{args.baseline} baseline" if args.baseline else "correspondence probe"
+    what = f"{args.baseline} baseline" if args.baseline else ("correspondence probe" if probe else trackers[0][0])
     lines = [f"# TAP evaluation: {what} on {source}" + ("" if args.tapvid else f" [{args.split}]"), "",
              "## Protocol", "",
              f"- data: {source}" + ("" if args.tapvid else f", split {args.split}") + f"; every frame at its own size "
