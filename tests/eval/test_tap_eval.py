@@ -266,3 +266,27 @@ def test_tapnext_fit_then_eval_tap(synth48, tmp_path, videossl_main):
     d = json.loads((out / "results.json").read_text())
     assert d["kind"] == "tap-tapnext" and d["results"][0]["name"] == "tapnext"
     assert "TAPNext" in (out / "report.md").read_text()
+
+
+def test_flow_ae_tracker_chains_forecast_backward_flow():
+    """The flow-AE baseline: forecasts B_{t+1->t} for t >= burn_in; forwards it inverts them, backwards it applies them."""
+    T, H, W = 6, 24, 24
+
+    class FakeFlowAE:
+        burn_in = 1
+
+        def forecast(self, clip):
+            steps = list(range(1, T - 1))  # no forecast for step 0 (burn-in): zero flow there
+            flow = torch.zeros(1, len(steps), 2, H, W)
+            flow[:, :, 0] = -2.0  # the scene moves +2 px in x per frame: B(q) = p_t - p_{t+1} = (-2, 0)
+            return {"steps": steps, "flow": flow}
+
+    item = TAP.TapItem("v", np.zeros((T, H, W, 3), np.uint8), np.zeros((1, T, 2)), np.zeros((1, T), bool))
+    q = np.array([[2.0, 5.0, 6.0]])  # (t, y, x) at frame 2
+    tracks, occ = TAP.flow_ae_tracker(FakeFlowAE())(item, q, "strided")
+    # frame 1 from 2: +B_{2->1} = -2; frame 0 from 1: B_{1->0} is the burn-in step: zero flow
+    assert np.allclose(tracks[0, :, 0], [4, 4, 6, 8, 10, 12]) and np.allclose(tracks[0, :, 1], 5)
+    assert not occ.any()
+    q = np.array([[0.0, 5.0, 20.0]])  # runs out of the 24-px frame: occluded there
+    tracks, occ = TAP.flow_ae_tracker(FakeFlowAE())(item, q, "first")
+    assert occ[0].tolist() == [False, False, False, True, True, True]
