@@ -290,3 +290,17 @@ def test_flow_ae_tracker_chains_forecast_backward_flow():
     q = np.array([[0.0, 5.0, 20.0]])  # runs out of the 24-px frame: occluded there
     tracks, occ = TAP.flow_ae_tracker(FakeFlowAE())(item, q, "first")
     assert occ[0].tolist() == [False, False, False, True, True, True]
+
+
+def test_vivit_forward_features_are_the_patch_tokens():
+    from videossl.models.vivit import ViViT
+
+    torch.manual_seed(0)
+    m = ViViT(num_frames=8, img_size=32, tubelet=(2, 8, 8), embed_dim=32, depth=1, num_heads=2).eval()
+    x = torch.rand(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        f = m.forward_features(x)
+        assert f.shape == (1, 32, 4, 4, 4) and m.feature_stride == (2, 8)
+        assert torch.allclose(f.mean((2, 3, 4)), m(x), atol=1e-5)  # mean pooling of these tokens is forward()
+    tracks, score = TR.correspondence(m, x, np.array([[0.0, 10.0, 12.0]]))
+    assert tracks.shape == (1, 8, 2) and score.shape == (1, 8)
