@@ -304,3 +304,19 @@ def test_vivit_forward_features_are_the_patch_tokens():
         assert torch.allclose(f.mean((2, 3, 4)), m(x), atol=1e-5)  # mean pooling of these tokens is forward()
     tracks, score = TR.correspondence(m, x, np.array([[0.0, 10.0, 12.0]]))
     assert tracks.shape == (1, 8, 2) and score.shape == (1, 8)
+
+
+def test_eval_tap_on_a_tapvid_pickle(tmp_path, videossl_main):
+    videos = _tap_videos(n=2, T=6, H=20, W=30)
+    for v in videos:  # a static scene: the static baseline is exact wherever the point is visible
+        v.points[:] = v.points[:, :1]
+    path = write_tapvid_pickle(tmp_path / "tapvid_davis.pkl", videos)
+    out = tmp_path / "out"
+    assert videossl_main(["eval", "tap", "--baseline", "static", "--tapvid", str(path), "--out", str(out),
+                          "--overlays", "1"]) == 0
+    d = json.loads((out / "results.json").read_text())
+    assert d["split"] is None and d["dataset"].endswith("tapvid_davis.pkl")
+    r = d["results"][0]
+    assert r["average_pts_within_thresh"] == pytest.approx(1.0)  # static scene, static tracker
+    assert r["num_test_videos"] == 2 and len(d["overlays"]) == 1
+    assert videossl_main(["eval", "tap", "--baseline", "gt-flow", "--tapvid", str(path), "--out", str(out)]) == 2
