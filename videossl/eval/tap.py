@@ -28,7 +28,14 @@ from videossl.data.shards.render import encode_mp4
 from videossl.data.tapvid import read_tapvid_pickle
 from videossl.errors import VideosslError
 from videossl.eval.tapvid import QUERY_MODES, RESOLUTION, mean_metrics, sample_queries, tapvid_metrics, to_256
-from videossl.eval.tracking import correspondence, fit_threshold, flow_ae_tracks, gt_flow_tracks, static_tracks
+from videossl.eval.tracking import (
+    correspondence,
+    dense_features,
+    fit_threshold,
+    flow_ae_tracks,
+    gt_flow_tracks,
+    static_tracks,
+)
 
 __all__ = ["HEADLINE", "TapItem", "evaluate_items", "flow_ae_tracker", "gt_flow_tracker", "metric_table",
            "per_video_table", "probe_tracker", "static_tracker", "synthetic_items", "tapnext_tracker", "tapvid_items",
@@ -190,9 +197,15 @@ def probe_tracker(encoder, val_items: list[TapItem], modes=QUERY_MODES, tau: flo
     """The correspondence probe with its occlusion threshold fitted on ``val_items`` (per query mode, max AJ).
     Returns (tracker, threshold by mode, validation AJ by mode)."""
     encoder = encoder.eval().to(device)
+    cache: dict[str, torch.Tensor] = {}  # features of the validation videos, and of the current test video
+    val_keys = {item.key for item in val_items}
 
     def raw(item: TapItem, q: np.ndarray):
-        return correspondence(encoder, item.clip().to(device), q, tau=tau, window=window)
+        if item.key not in cache:
+            for k in [k for k in cache if k not in val_keys]:
+                del cache[k]
+            cache[item.key] = dense_features(encoder, item.clip().to(device))
+        return correspondence(None, item.clip(), q, tau=tau, window=window, feats=cache[item.key])
 
     thresholds, val_aj = {}, {}
     for mode in modes:

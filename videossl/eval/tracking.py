@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from videossl.errors import VideosslError
 from videossl.eval.tapvid import mean_metrics, tapvid_metrics, to_256
 
-__all__ = ["bilinear", "chain", "correspondence", "fit_threshold", "flow_ae_tracks", "gt_flow_tracks",
+__all__ = ["bilinear", "chain", "correspondence", "dense_features", "fit_threshold", "flow_ae_tracks", "gt_flow_tracks",
            "static_tracks"]
 
 Step = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
@@ -164,19 +164,26 @@ def _nearest_index(t: np.ndarray | int, num_frames: int, num_feat: int) -> np.nd
 
 
 @torch.no_grad()
-def correspondence(encoder: torch.nn.Module, clip: torch.Tensor, queries: np.ndarray, tau: float = 0.05,
-                   window: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Frozen-feature correspondence of one video. ``clip`` (1, C, T, H, W) float as the encoder takes it.
-
-    Returns (tracks (Q, T, 2) in pixels, best cosine similarity (Q, T)); the query frame gets the query itself."""
+def dense_features(encoder: torch.nn.Module, clip: torch.Tensor) -> torch.Tensor:
+    """The encoder's ``forward_features`` of one clip (1, C, T, H, W), L2-normalised over channels: (C, T', h, w)."""
     if not hasattr(encoder, "forward_features"):
         raise VideosslError(f"{type(encoder).__name__} has no forward_features(): the correspondence probe needs a "
-                            "dense per-frame feature map (Small3D, VideoResNetEncoder, TSMResNet, FlowEncoder)")
-    T, H, W = clip.shape[2:]
+                            "dense per-frame feature map (Small3D, VideoResNetEncoder, TSMResNet, FlowEncoder, ViViT)")
     feats = encoder.forward_features(clip).float()  # (1, C, T', h, w)
     if feats.ndim != 5:
         raise VideosslError(f"forward_features must return (B, C, T', H', W'), got {tuple(feats.shape)}")
-    feats = F.normalize(feats[0], dim=0)  # (C, T', h, w)
+    return F.normalize(feats[0], dim=0).cpu()
+
+
+@torch.no_grad()
+def correspondence(encoder: torch.nn.Module | None, clip: torch.Tensor, queries: np.ndarray, tau: float = 0.05,
+                   window: int = 2, feats: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen-feature correspondence of one video. ``clip`` (1, C, T, H, W) float as the encoder takes it;
+    ``feats``: its :func:`dense_features` if already computed (then ``encoder`` is not called).
+
+    Returns (tracks (Q, T, 2) in pixels, best cosine similarity (Q, T)); the query frame gets the query itself."""
+    T, H, W = clip.shape[2:]
+    feats = dense_features(encoder, clip) if feats is None else feats
     C, Tf, h, w = feats.shape
     sx, sy = W / w, H / h
     q = np.asarray(queries, np.float64)
