@@ -320,3 +320,15 @@ def test_eval_tap_on_a_tapvid_pickle(tmp_path, videossl_main):
     assert r["average_pts_within_thresh"] == pytest.approx(1.0)  # static scene, static tracker
     assert r["num_test_videos"] == 2 and len(d["overlays"]) == 1
     assert videossl_main(["eval", "tap", "--baseline", "gt-flow", "--tapvid", str(path), "--out", str(out)]) == 2
+
+
+def test_synth_preset_tap_renders_at_256():
+    from videossl.data.shards.synthetic import make_config, make_sample
+
+    cfg = make_config("tap", num_frames=4)
+    assert (cfg.size, cfg.num_tracks) == (256, 32)
+    _, _, _, members = make_sample(0, cfg, seed=0, num_videos=8)
+    from videossl.data.shards.format import load_npz
+
+    tr = load_npz(members["tracks.npz"])
+    assert tr["points"].shape == (4, 32, 2) and tr["points"].max() < 256
