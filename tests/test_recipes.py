@@ -7,7 +7,7 @@ import pytest
 from videossl.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted(p for d in ("brave", "long_video", "flow_ae") for p in (ROOT / "recipes" / d).glob("*.yaml"))
+RECIPES = sorted(p for d in ("brave", "long_video", "flow_ae", "tapnext") for p in (ROOT / "recipes" / d).glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -33,6 +33,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("eval", "compare", "videossl.eval.commands.compare", "several eval results.json side by side (Markdown + table)"),
     ("eval", "flow", "videossl.eval.commands.flow",
      "forecast-flow EPE, next-frame PSNR/SSIM and label propagation vs ground truth, PNG panels"),
+    ("eval", "tap", "videossl.eval.commands.tap",
+     "tracking any point (TAP-Vid AJ / delta_avg / OA): baselines and a frozen-feature correspondence probe, overlays"),
     ("eval", "zeroshot", "videossl.eval.commands.zeroshot",
      "zero-shot classification by class prompts and text-video retrieval R@1/5/10"),
     ("eval", "online", "videossl.eval.commands.online",

@@ -12,7 +12,7 @@ from typing import Any
 from videossl.errors import VideosslError
 
 COLUMNS = ("source", "kind", "data", "split", "encoder", "top-1 %", "top-5 %", "mean class %", "ECE", "AURC",
-           "AURC learned", "test videos", "checkpoint")
+           "AURC learned", "AJ %", "δ_avg %", "OA %", "test videos", "checkpoint")
 
 
 def find_results(arg: str) -> list[Path]:
@@ -58,12 +58,15 @@ def rows_of(path: Path, d: dict[str, Any], label: str) -> list[dict[str, str]]:
     for r in d["results"]:
         std = r.get("std") or {}
         learned = ((r.get("confidence") or {}).get("learned") or {}).get("aurc")
+        name = str(r.get("name", "?")) + (f" [{r['query_mode']}]" if r.get("query_mode") else "")  # eval tap rows
         out.append({
-            "source": label, "kind": str(kind), "data": str(data), "split": split, "encoder": str(r.get("name", "?")),
+            "source": label, "kind": str(kind), "data": str(data), "split": split, "encoder": name,
             "top-1 %": _pct(r.get("top1"), std.get("top1") if multi else None),
             "top-5 %": _pct(r.get("top5"), std.get("top5") if multi else None),
             "mean class %": _pct(r.get("mean_class_accuracy"), std.get("mean_class_accuracy") if multi else None),
             "ECE": _num(r.get("ece")), "AURC": _num(r.get("aurc")), "AURC learned": _num(learned),
+            "AJ %": _pct(r.get("average_jaccard")), "δ_avg %": _pct(r.get("average_pts_within_thresh")),
+            "OA %": _pct(r.get("occlusion_accuracy")),
             "test videos": str(r.get("num_test_videos", "-")),
             "checkpoint": Path(d["checkpoint"]).name if d.get("checkpoint") and r.get("name") != "random-init" else "-",
             "_sort": (str(kind), str(data), -(r.get("top1") or 0.0)),

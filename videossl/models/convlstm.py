@@ -285,6 +285,21 @@ class FlowEncoder(nn.Module):
         f = h.mean(dim=(-2, -1))
         return torch.cat([f, c.mean(dim=(-2, -1))], dim=-1) if self.with_cell else f
 
+    @property
+    def feature_stride(self) -> tuple[int, int]:
+        """(time, space) stride of :meth:`forward_features`: every frame, at 1/``stride`` of its size."""
+        return (1, self.stride)
+
+    def forward_features(self, clip: torch.Tensor) -> torch.Tensor:
+        """Dense per-frame features for correspondence probes: the memory's hidden state h_t after frame t
+        (B, C_h, T, H/stride, W/stride); causal (h_t has seen frames <= t only)."""
+        clip = self.prepare(clip)
+        b, _, t = clip.shape[:3]
+        frames = self.frame_inputs(clip.permute(0, 2, 1, 3, 4))
+        x = self.spatial(frames.reshape(b * t, *frames.shape[2:]))[-1]
+        hs, _, _ = self.memory(x.view(b, t, *x.shape[1:]))
+        return hs.transpose(1, 2)
+
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         clip = self.prepare(clip)
         b, _, t = clip.shape[:3]

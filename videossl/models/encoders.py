@@ -161,6 +161,14 @@ class VideoResNetEncoder(VideoResNet):
         check_clip(x, self.in_channels, self.arch)
         return super().forward(x)
 
+    # dense features for correspondence probes: stem /2 in space, layer2-4 /2 in time and space
+    feature_stride = (8, 16)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's map before pooling: (B, C, T', H', W'), ``feature_stride`` = (time, space) = (8, 16)."""
+        check_clip(x, self.in_channels, self.arch)
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
 
 # ---------------------------------------------------------------------------------------------
 # TSM-ResNet (BraVe backbone)
@@ -325,6 +333,18 @@ class TSMResNet(nn.Module):
         y = self.norm(self.stages(self.stem(y)))
         return y.mean(dim=(2, 3)).reshape(b, t, -1).mean(dim=1)
 
+    # dense features for correspondence probes: per frame (no temporal stride), stem /4, units /1, /2, /2, /2
+    feature_stride = (1, 32)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final pre-activated map before pooling, per frame: (B, C, T, H/32, W/32)."""
+        check_clip(x, self.in_channels, "tsm_resnet")
+        b, c, t, h, w = x.shape
+        for m in self._shifts:
+            m.num_frames = t
+        y = self.norm(self.stages(self.stem(x.transpose(1, 2).reshape(b * t, c, h, w))))
+        return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
 
 # ---------------------------------------------------------------------------------------------
 # Small 3D CNN
@@ -357,6 +377,14 @@ class Small3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_clip(x, self.in_channels, "small3d")
         return self.pool(self.features(x)).flatten(1)
+
+    # dense features for correspondence probes: conv strides (1,2,2), (2,2,2), (2,2,2)
+    feature_stride = (4, 8)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last conv block's map before pooling: (B, 4·width, T/4, H/8, W/8)."""
+        check_clip(x, self.in_channels, "small3d")
+        return self.features(x)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -616,6 +616,23 @@ class ViViT(nn.Module):
             out = self._pool_tokens(tokens, token_valid)
         return (out, kept) if return_kept else out
 
+    @property
+    def feature_stride(self) -> tuple[int, int]:
+        """(time, space) stride of :meth:`forward_features`: one cell per tubelet."""
+        return (self.tubelet[0], self.tubelet[1])
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense features for correspondence probes: the patch tokens after the last block (and the final norm
+        when ``final_norm`` is ``tokens``), without the class token and with no token dropped, on the tubelet grid:
+        (B, D, T/t, H/p, W/p)."""
+        if x.ndim == 4 and self.image_input:
+            x = x.unsqueeze(2)
+        grid = self._check_input(x)
+        tokens = self.forward(x, mask_ratio=0.0, return_tokens=True)
+        if self.has_cls:
+            tokens = tokens[:, 1:]
+        return tokens.reshape(x.shape[0], *grid, tokens.shape[-1]).permute(0, 4, 1, 2, 3)
+
     def _pool_tokens(self, tokens: torch.Tensor, token_valid: torch.Tensor | None) -> torch.Tensor:
         if self.pool == "cls":
             out = tokens[:, 0]

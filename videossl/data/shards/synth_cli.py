@@ -39,7 +39,8 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
                    help="'fast': about 2x the motion per frame (for flow models); 'hard': 128 px, faster motion, "
                         "always occluded by a distractor, noisier, drifting; 'long': 128-256-frame videos "
                         "(1 fps, 48 px) of 3-8 motion events, labelled by the ordered (first, last) event pair, with "
-                        "per-event ground truth and 'first ..., then ..., finally ...' captions (--frames: per event)")
+                        "per-event ground truth and 'first ..., then ..., finally ...' captions (--frames: per event); "
+                        "'tap': 256 px, 32 tracks (the TAP-Vid resolution, for `videossl eval tap`)")
     p.add_argument("--workers", type=int, default=default_workers(), help="parallel processes")
     p.add_argument("--max-per-shard", type=int, default=64, help="videos per tar shard")
     p.add_argument("--crf", type=int, default=None, help="H.264 quality (lower = better; default 18)")

@@ -142,6 +142,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # about twice the motion per frame (translation clamped so the path stays in view): for
     # motion estimators, whose photometric signal is weak at ~1 px/frame on H.264-coded frames
     "fast": dict(speed=(2.0, 3.2), angular_speed=(10.0, 18.0), zoom_rate=(0.05, 0.08)),
+    # the TAP-Vid protocol's 256x256 frames (arXiv:2211.03726 §4): thresholds of 1-16 px in the frame's own
+    # pixels; 32 tracks per video for more queries (for `videossl eval tap`)
+    "tap": dict(size=256, num_tracks=32),
     "hard": dict(
         size=128,
         speed=(1.5, 3.0),

@@ -3,11 +3,12 @@
     videossl eval compare runs/brave-synthetic runs/simclr-synthetic
     videossl eval compare runs/a/eval/linear-synth/results.json runs/b/eval/knn-synth --out compare.md
 
-Each argument is a ``results.json`` written by ``videossl eval linear | knn | finetune``, a folder
+Each argument is a ``results.json`` written by ``videossl eval linear | knn | finetune | tap``, a folder
 holding one, or a run folder (every ``<run>/eval/*/results.json`` is taken). One row per
 (source, encoder): protocol kind, dataset and split, top-1 / top-5 / mean-class accuracy, the
 selective-prediction numbers when present (ECE, AURC of max-softmax and of the learned confidence
-head), the number of test videos, and the checkpoint. Multi-split summaries (``--splits``) show
+head), the TAP-Vid AJ / δ_avg / OA of ``eval tap`` (one row per query mode, so a run's correspondence
+probe sits next to its linear probe), the number of test videos, and the checkpoint. Multi-split summaries (``--splits``) show
 the mean ± std over their splits. Rows are sorted by kind, dataset, then top-1 (best first).
 """
 

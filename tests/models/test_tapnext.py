@@ -1,0 +1,96 @@
+"""Small TAPNext (arXiv:2504.05579): causal in time, streaming = whole clip, isolated queries, loss and read-out."""
+
+import pytest
+import torch
+
+from videossl.errors import VideosslError
+from videossl.models.tapnext import TAPNext, readout, tapnext_loss
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return TAPNext(img_size=32, patch=8, width=64, depth=2, heads=2, **kw).eval()
+
+
+def _inputs(T=6):
+    torch.manual_seed(1)
+    video = torch.rand(2, 3, T, 32, 32)
+    queries = torch.tensor([[[0.0, 5.0, 7.0], [2.0, 10.0, 20.0]], [[1.0, 3.0, 3.0], [0.0, 30.0, 1.0]]])  # (t, y, x)
+    return video, queries
+
+
+@pytest.mark.parametrize("iso", [False, True])
+def test_outputs_up_to_t_ignore_later_frames(iso):
+    m = _model(isolate_queries=iso)
+    v, q = _inputs()
+    v2 = v.clone()
+    v2[:, :, 4:] = torch.rand_like(v2[:, :, 4:])
+    with torch.no_grad():
+        a, b = m(v, q), m(v2, q)
+    assert torch.equal(a.tracks[:, :4], b.tracks[:, :4]) and torch.equal(a.visible_logit[:, :4], b.visible_logit[:, :4])
+    assert not torch.allclose(a.visible_logit[:, 4:], b.visible_logit[:, 4:])  # later frames do matter
+
+
+@pytest.mark.parametrize("iso", [False, True])
+def test_frame_by_frame_equals_whole_clip(iso):
+    m = _model(isolate_queries=iso)
+    v, q = _inputs()
+    with torch.no_grad():
+        whole = m(v, q)
+        state = m.init_state(q)
+        steps = []
+        for t in range(v.shape[2]):
+            out, state = m.step(v[:, :, t], state)
+            steps.append(out)
+    assert state["t"] == v.shape[2]
+    for name in ("tracks", "visible_logit", "certainty", "logits_x"):
+        streamed = torch.cat([getattr(o, name) for o in steps], 1)
+        assert torch.allclose(streamed, getattr(whole, name), atol=1e-4), name
+
+
+def test_isolated_queries_do_not_see_each_other():
+    v, q = _inputs()
+    more = torch.cat([q, torch.tensor([[[0.0, 15.0, 15.0]], [[3.0, 8.0, 9.0]]])], 1)
+    iso, mixed = _model(isolate_queries=True), _model(isolate_queries=False)
+    with torch.no_grad():
+        a, b = iso(v, q), iso(v, more)
+        c, d = mixed(v, q), mixed(v, more)
+    assert torch.allclose(a.logits_x, b.logits_x[:, :, :2], atol=1e-5)
+    assert torch.allclose(a.visible_logit, b.visible_logit[:, :, :2], atol=1e-5)
+    assert not torch.allclose(c.logits_x, d.logits_x[:, :, :2], atol=1e-4)  # without the mask they interact
+
+
+def test_query_token_changes_on_the_query_frame_only():
+    m = _model()
+    q = torch.tensor([[[2.0, 4.0, 6.0]]])
+    tok = m._query_tokens(q, torch.arange(5))[0, :, 0]  # (T, D)
+    assert torch.equal(tok[0], m.unknown_token) and torch.equal(tok[1], m.unknown_token)
+    assert torch.equal(tok[3], m.mask_token) and torch.equal(tok[4], m.mask_token)
+    assert not torch.allclose(tok[2], m.query_token)
+
+
+def test_readout_window_and_expectation():
+    logits = torch.full((1, 64), -50.0)
+    logits[0, 10], logits[0, 11] = 10.0, 10.0
+    logits[0, 50] = 9.9  # outside +-20 bins of the argmax: ignored
+    x, p = readout(logits)
+    assert x.item() == pytest.approx(10.5, abs=1e-4) and p[0, 50] == 0
+
+
+def test_loss_uses_visible_points_for_coordinates():
+    m = _model()
+    v, q = _inputs()
+    out = m(v, q)
+    target = torch.full(out.tracks.shape, 5.0)
+    vis = torch.zeros(out.visible_logit.shape, dtype=torch.bool)
+    terms = tapnext_loss(out, target, vis)
+    assert terms["huber"].item() == 0.0 and terms["ce"].item() == 0.0 and terms["visibility"].item() > 0
+    vis[:] = True
+    terms = tapnext_loss(out, target, vis)
+    terms["loss"].backward()
+    assert m.coord_head[-1].weight.grad.abs().sum() > 0
+
+
+def test_wrong_frame_size_is_one_line():
+    with pytest.raises(VideosslError, match="built for 32x32"):
+        _model()(torch.rand(1, 3, 2, 64, 64), torch.zeros(1, 1, 3))

@@ -1,0 +1,295 @@
+"""A small TAPNext: tracking any point as causal, online masked-token decoding (Zholus et al., "TAPNext: Tracking
+Any Point (TAP) as Next Token Prediction", arXiv:2504.05579, §3).
+
+Tokens (§3.1): every frame is cut into ``patch``×``patch`` patches (a linear projection plus a learned spatial
+position embedding); every query adds one token per frame: on its query frame a learned point-query token plus a
+2-D sin-cos embedding of its (x, y), on later frames a learned *mask* token, on earlier frames a learned
+*unknown* token. No temporal position embedding.
+
+Blocks (§3.2): each block is a temporal block, per token over time, then a ViT block over the h·w + Q tokens of
+each frame. Temporal block: RMSNorm → GELU(linear u) ⊙ RG-LRU(causal depthwise conv1d, width 4, over linear u)
+→ linear, plus a residual; then RMSNorm → gated-GELU MLP, plus a residual. RG-LRU (Griffin, arXiv:2402.19427
+§2.4): a_t = exp(−8·σ(W_a u_t)·softplus(Λ)), h_t = a_t ⊙ h_{t−1} + √(1 − a_t²) ⊙ (σ(W_x u_t) ⊙ u_t), the first
+step unscaled, gates block-diagonal per head. Everything is causal in time, so :meth:`TAPNext.init_state` /
+:meth:`TAPNext.step` run frame by frame with the carried state (step count, each layer's LRU state and conv
+cache) and give the whole-clip outputs.
+
+Heads (§3.3): an MLP gives one ``num_bins``-way classifier per axis (here one bin per pixel of the input
+frame; the paper's 256 bins over a 256-px frame); read-out = softmax(0.5·logits) kept within ±20 bins of the
+argmax, renormalised, expectation (+0.5 in the frame-edge convention; here pixel centres are at integers, so
+the expectation itself). Visibility is one logit; certainty the probability mass within 8 px of the
+prediction (product of the two marginals).
+
+Deviations: the RG-LRU runs as a sequential scan in training too (the paper uses a parallel scan; the same
+function), the model is small (width 192, depth 4, patch 8 by default; the paper's S/B are 56M/194M
+parameters) and no auxiliary per-layer loss. ``isolate_queries=True`` adds an attention mask so that a query
+token attends to the patch tokens and itself only, and patch tokens to patch tokens only: a query's output then
+does not depend on the other queries (TAP-Vid asks for it; the paper's model lets point tokens attend to each
+other).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videossl.errors import VideosslError
+
+__all__ = ["TAPNext", "TAPNextOutput", "readout", "sincos_2d", "tapnext_loss"]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class BlockDiagonal(nn.Module):
+    """A linear map that is block-diagonal over ``heads`` groups of channels."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise VideosslError(f"width {dim} is not divisible by {heads} heads")
+        self.heads, self.d = heads, dim // heads
+        self.weight = nn.Parameter(torch.randn(heads, self.d, self.d) / math.sqrt(self.d))
+        self.bias = nn.Parameter(torch.zeros(heads, self.d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.unflatten(-1, (self.heads, self.d))
+        return (torch.einsum("...hi,hij->...hj", y, self.weight) + self.bias).flatten(-2)
+
+
+class RGLRU(nn.Module):
+    """Real-gated linear recurrent unit over (N, T, D); ``state`` (N, D) or None (the first step is unscaled)."""
+
+    def __init__(self, dim: int, heads: int, c: float = 8.0) -> None:
+        super().__init__()
+        self.c = c
+        self.gate_a, self.gate_x = BlockDiagonal(dim, heads), BlockDiagonal(dim, heads)
+        # Griffin initialises the recurrence weight a in [0.9, 0.999] (at a fully open gate): softplus(Λ) = −ln(a)/c
+        a = torch.empty(dim).uniform_(0.9, 0.999)
+        self.log_lambda = nn.Parameter(torch.log(torch.expm1(-torch.log(a) / c)))
+
+    def forward(self, u: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        log_a = -self.c * torch.sigmoid(self.gate_a(u)) * F.softplus(self.log_lambda)  # (N, T, D)
+        a = log_a.exp()
+        x = torch.sigmoid(self.gate_x(u)) * u
+        scale = torch.sqrt((1 - a * a).clamp_min(1e-12))
+        h = state
+        out = []
+        for t in range(u.shape[1]):
+            h = x[:, t] if h is None else a[:, t] * h + scale[:, t] * x[:, t]
+            out.append(h)
+        return torch.stack(out, 1), h
+
+
+class TemporalBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, conv_width: int = 4, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = RMSNorm(dim), RMSNorm(dim)
+        self.lin_y, self.lin_x, self.lin_out = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.conv_width = conv_width
+        self.conv = nn.Conv1d(dim, dim, conv_width, groups=dim)  # depthwise, causal (left padding / cache)
+        self.lru = RGLRU(dim, heads)
+        hidden = int(dim * mlp_ratio)
+        self.mlp_in, self.mlp_gate, self.mlp_out = nn.Linear(dim, hidden), nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor, state: dict | None) -> tuple[torch.Tensor, dict]:
+        """x (N, T, D) tokens over time; ``state``: {"conv": (N, width−1, D), "lru": (N, D)} or None."""
+        z = self.norm1(x)
+        y = F.gelu(self.lin_y(z))
+        u = self.lin_x(z)
+        prev = u.new_zeros(u.shape[0], self.conv_width - 1, u.shape[2]) if state is None else state["conv"]
+        seq = torch.cat([prev, u], 1)  # (N, width−1 + T, D)
+        c = self.conv(seq.transpose(1, 2)).transpose(1, 2)  # (N, T, D)
+        h, last = self.lru(c, None if state is None else state["lru"])
+        x = x + self.lin_out(y * h)
+        z = self.norm2(x)
+        x = x + self.mlp_out(F.gelu(self.mlp_gate(z)) * self.mlp_in(z))
+        return x, {"conv": seq[:, -(self.conv_width - 1):], "lru": last}
+
+
+class SpatialBlock(nn.Module):
+    """Pre-norm ViT block over the tokens of one frame, with an optional boolean attention mask (True = may attend)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        N, L, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(N, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.proj(a.transpose(1, 2).reshape(N, L, D))
+        return x + self.mlp(self.norm2(x))
+
+
+def sincos_2d(xy: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    """2-D sin-cos embedding of points ``xy`` (..., 2) in px (frames of ``scale`` px): half the channels per axis."""
+    if dim % 4:
+        raise VideosslError(f"width {dim} must be divisible by 4 for the 2-D sin-cos embedding")
+    n = dim // 4
+    # from 1 cycle per frame up to one cycle per 2 px, geometrically spaced
+    cycles = (scale / 2) ** (torch.arange(n, device=xy.device, dtype=torch.float32) / max(n - 1, 1))
+    omega = 2 * math.pi * cycles / scale
+    parts = []
+    for i in range(2):
+        ang = xy[..., i : i + 1].float() * omega
+        parts += [ang.sin(), ang.cos()]
+    return torch.cat(parts, -1)
+
+
+@dataclass
+class TAPNextOutput:
+    """``tracks`` (B, T, Q, 2) (x, y) px, pixel centres at integers; ``visible_logit`` (B, T, Q); ``certainty``
+    (B, T, Q); ``logits_x`` / ``logits_y`` (B, T, Q, bins)."""
+
+    tracks: torch.Tensor
+    visible_logit: torch.Tensor
+    certainty: torch.Tensor
+    logits_x: torch.Tensor
+    logits_y: torch.Tensor
+
+
+def readout(logits: torch.Tensor, window: int = 20, temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(temperature·logits) within ±``window`` bins of the argmax, renormalised: (expectation, probs)."""
+    p = (logits * temperature).softmax(-1)
+    idx = torch.arange(logits.shape[-1], device=logits.device, dtype=p.dtype)
+    arg = logits.argmax(-1, keepdim=True).to(p.dtype)
+    keep = (idx - arg).abs() <= window
+    p = p * keep
+    p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)
+    return (p * idx).sum(-1), p
+
+
+class TAPNext(nn.Module):
+    """The tracker. ``forward(video (B, 3, T, H, W) in [0, 1], queries (B, Q, 3) (t, y, x) px)`` → :class:`TAPNextOutput`.
+
+    Streaming: ``state = init_state(queries, batch)`` then ``out, state = step(frame (B, 3, H, W), state)``
+    per frame; the outputs equal the whole-clip ones (everything is causal in time)."""
+
+    def __init__(self, img_size: int = 64, patch: int = 8, width: int = 192, depth: int = 4, heads: int = 3,
+                 mlp_ratio: float = 4.0, isolate_queries: bool = False, window: int = 20, certainty_px: float = 8.0):
+        super().__init__()
+        if img_size % patch:
+            raise VideosslError(f"img_size {img_size} is not divisible by the patch size {patch}")
+        self.img_size, self.patch, self.width, self.depth = int(img_size), int(patch), int(width), int(depth)
+        self.isolate_queries, self.window, self.certainty_px = bool(isolate_queries), int(window), float(certainty_px)
+        self.grid = self.img_size // self.patch
+        self.num_bins = self.img_size
+        self.patch_embed = nn.Conv2d(3, width, patch, stride=patch)
+        self.pos_embed = nn.Parameter(torch.randn(self.grid * self.grid, width) * 0.02)
+        self.query_token = nn.Parameter(torch.randn(width) * 0.02)
+        self.mask_token = nn.Parameter(torch.randn(width) * 0.02)
+        self.unknown_token = nn.Parameter(torch.randn(width) * 0.02)
+        self.temporal = nn.ModuleList([TemporalBlock(width, heads, mlp_ratio=mlp_ratio) for _ in range(depth)])
+        self.spatial = nn.ModuleList([SpatialBlock(width, heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.coord_head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 2 * self.num_bins))
+        self.vis_head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1))
+        self.feature_dim = width
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def _check(self, video_hw: tuple[int, int]) -> None:
+        if tuple(video_hw) != (self.img_size, self.img_size):
+            raise VideosslError(f"TAPNext is built for {self.img_size}x{self.img_size} frames, got {video_hw[1]}x{video_hw[0]}")
+
+    def _query_tokens(self, queries: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(B, Q, 3) queries, frame indices t (T,) → (B, T, Q, D) query-side input tokens."""
+        tq = queries[..., 0].round()[:, None, :]  # (B, 1, Q)
+        tt = t.to(queries.dtype)[None, :, None]
+        emb = self.query_token + sincos_2d(queries[..., [2, 1]], self.width, float(self.img_size))  # (B, Q, D)
+        at = (tt == tq)[..., None]
+        later = (tt > tq)[..., None]
+        out = torch.where(at, emb[:, None], torch.where(later, self.mask_token, self.unknown_token))
+        return out.to(self.pos_embed.dtype)
+
+    def _mask(self, num_q: int, device) -> torch.Tensor | None:
+        if not self.isolate_queries:
+            return None
+        P = self.grid * self.grid
+        L = P + num_q
+        m = torch.zeros(L, L, dtype=torch.bool, device=device)
+        m[:, :P] = True  # everyone sees the patches
+        m[:P, P:] = False  # patches do not see queries
+        idx = torch.arange(P, L, device=device)
+        m[idx, idx] = True  # a query sees itself
+        return m
+
+    # -- the network ----------------------------------------------------------------------------
+    def _run(self, frames: torch.Tensor, queries: torch.Tensor, t0: int, states: list | None):
+        """frames (B, T, 3, H, W), frame indices t0 … t0+T−1 → (output, new states)."""
+        B, T = frames.shape[:2]
+        Q = queries.shape[1]
+        P = self.grid * self.grid
+        x = self.patch_embed(frames.flatten(0, 1)).flatten(2).transpose(1, 2) + self.pos_embed  # (B·T, P, D)
+        x = x.view(B, T, P, self.width)
+        qt = self._query_tokens(queries, torch.arange(t0, t0 + T, device=frames.device))
+        x = torch.cat([x, qt], 2)  # (B, T, P+Q, D)
+        mask = self._mask(Q, frames.device)
+        new_states = []
+        for i, (tb, sb) in enumerate(zip(self.temporal, self.spatial, strict=True)):
+            seq = x.permute(0, 2, 1, 3).reshape(B * (P + Q), T, self.width)
+            seq, st = tb(seq, None if states is None else states[i])
+            new_states.append(st)
+            x = seq.view(B, P + Q, T, self.width).permute(0, 2, 1, 3)
+            x = sb(x.reshape(B * T, P + Q, self.width), mask).view(B, T, P + Q, self.width)
+        z = self.norm(x[:, :, P:])  # (B, T, Q, D)
+        logits = self.coord_head(z)
+        lx, ly = logits[..., : self.num_bins], logits[..., self.num_bins:]
+        ex, px = readout(lx, self.window)
+        ey, py = readout(ly, self.window)
+        idx = torch.arange(self.num_bins, device=z.device, dtype=px.dtype)
+        near_x = ((idx - ex[..., None]).abs() <= self.certainty_px).to(px.dtype)
+        near_y = ((idx - ey[..., None]).abs() <= self.certainty_px).to(py.dtype)
+        cert = (px * near_x).sum(-1) * (py * near_y).sum(-1)
+        out = TAPNextOutput(torch.stack([ex, ey], -1), self.vis_head(z)[..., 0], cert, lx, ly)
+        return out, new_states
+
+    def forward(self, video: torch.Tensor, queries: torch.Tensor) -> TAPNextOutput:
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise VideosslError(f"TAPNext expects a video (B, 3, T, H, W), got {tuple(video.shape)}")
+        self._check(video.shape[-2:])
+        out, _ = self._run(video.transpose(1, 2), queries.to(video.dtype), 0, None)
+        return out
+
+    def init_state(self, queries: torch.Tensor) -> dict:
+        """The streaming state before frame 0: the queries, the step count and no layer state yet."""
+        return {"queries": queries, "t": 0, "layers": None}
+
+    def step(self, frame: torch.Tensor, state: dict) -> tuple[TAPNextOutput, dict]:
+        """One frame (B, 3, H, W) → outputs for that frame (T = 1) and the next state."""
+        self._check(frame.shape[-2:])
+        out, layers = self._run(frame[:, None], state["queries"].to(frame.dtype), int(state["t"]), state["layers"])
+        return out, {"queries": state["queries"], "t": int(state["t"]) + 1, "layers": layers}
+
+
+def tapnext_loss(out: TAPNextOutput, target: torch.Tensor, visible: torch.Tensor, scored: torch.Tensor | None = None,
+                 huber_weight: float = 0.1, ce_weight: float = 1.0, vis_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """arXiv:2504.05579 §3.4: 0.1·Huber(δ = 1 px) + 1.0·bin cross-entropy on visible points, + BCE of visibility.
+    ``target`` (B, T, Q, 2) px, ``visible`` (B, T, Q) bool; ``scored`` (B, T, Q) bool limits every term."""
+    scored = torch.ones_like(visible) if scored is None else scored
+    vis = visible & scored
+    nb = out.logits_x.shape[-1]
+    n_vis = vis.sum().clamp_min(1)
+    hub = F.huber_loss(out.tracks, target, delta=1.0, reduction="none").sum(-1)
+    bins = target.round().long().clamp(0, nb - 1)
+    ce = (F.cross_entropy(out.logits_x.flatten(0, 2), bins[..., 0].flatten(), reduction="none")
+          + F.cross_entropy(out.logits_y.flatten(0, 2), bins[..., 1].flatten(), reduction="none")).view_as(hub)
+    bce = F.binary_cross_entropy_with_logits(out.visible_logit, visible.float(), reduction="none")
+    terms = {"huber": (hub * vis).sum() / n_vis, "ce": (ce * vis).sum() / n_vis,
+             "visibility": (bce * scored).sum() / scored.sum().clamp_min(1)}
+    terms["loss"] = huber_weight * terms["huber"] + ce_weight * terms["ce"] + vis_weight * terms["visibility"]
+    return terms
