@@ -22,7 +22,8 @@ class ViewSpec:
     ``sampler``: ``random`` (``frames`` at ``stride`` or ``target_fps``, random start), ``uniform``
     (``num_clips`` evenly spaced clips), ``long`` (up to ``frames`` frames at ``target_fps`` with a
     validity mask; in training from a random start, or from the video's start with ``random_start:
-    false`` as the long-video paper's stage 2 samples, arXiv:2312.07395 §4), ``narrow`` / ``broad`` (the BraVe pair, drawn jointly with ``placement``).
+    false`` as the long-video paper's stage 2 samples, arXiv:2312.07395 §4), ``narrow`` / ``broad``
+    (the BraVe pair, drawn jointly with ``placement``).
     ``train=True``: random augmentation (``augment``) to ``size``; ``train=False``: the eval
     transform (resize the short side to ``resize`` or ``size``, then ``crops`` crops); ``augment``'s
     ``output``/``mean``/``std`` set the output type in both cases. ``copies`` independent draws of
