@@ -23,6 +23,13 @@ from videossl.eval.online import flops_per_frame, online_predictions, timing
 from videossl.eval.runs import build_method, load_method_weights, run_config
 from videossl.recipes import load_recipe
 
+EPILOG = """\
+Examples:
+  videossl eval online --config recipes/streaming/bp_diff.yaml --weights runs/stream-bp-diff/checkpoints/last.ckpt
+  videossl eval online --run runs/stream-bp-diff --clocks 1 1 2 4     # slower clocks for the upper stages
+  videossl eval online --config recipes/streaming/bp_diff_clocks.yaml --data data/synth --max-batches 2   # random init
+"""
+
 
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
