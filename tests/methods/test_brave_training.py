@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from videossl.data.shards.synthetic import generate
+from tests.methods._fit import REPO, last_state, run_videossl, tiny_synth
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "--data.batch_size", "8",
     "--data.num_workers", "0",
@@ -41,19 +40,12 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, 64, seed=1, size=32, num_frames=8, progress=False)  # 48 train videos = 6 batches of 8
-    return out
+    return tiny_synth(tmp_path_factory)
 
 
 def fit(run: Path, data: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "videossl.cli", "fit", "--config", str(REPO / "recipes/brave/synthetic.yaml"),
-           "--data.data_dir", str(data), "--trainer.default_root_dir", str(run), *TINY, *extra]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
+    return run_videossl("fit", "--config", str(REPO / "recipes/brave/synthetic.yaml"), "--data.data_dir", str(data),
+                        "--trainer.default_root_dir", str(run), *TINY, *extra, check=check)
 
 
 def test_brave_loss_decreases(tmp_path, synth):
@@ -66,8 +58,7 @@ def test_brave_loss_decreases(tmp_path, synth):
     assert sd and all(k.startswith("encoder.") for k in sd)
 
 
-def _state(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+_state = last_state
 
 
 def test_kill_and_resume_reaches_the_same_weights(tmp_path, synth):

@@ -5,17 +5,14 @@ generator, not the global RNG, which no checkpoint holds)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from videossl.data.shards.synthetic import generate
+from tests.methods._fit import REPO, last_state, run_videossl, tiny_synth
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "--data.batch_size", "8",
     "--data.train_views", json.dumps([{"name": "clip", "sampler": "random", "frames": 4, "stride": 2, "size": 16,
@@ -43,22 +40,15 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, 64, seed=1, size=32, num_frames=8, progress=False)  # 48 train videos = 6 batches of 8
-    return out
+    return tiny_synth(tmp_path_factory)
 
 
 def fit(run: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "videossl.cli", "fit", "--config", str(REPO / "recipes/long_video/synthetic.yaml"),
-           "--data.data_dir", str(data), "--trainer.default_root_dir", str(run), *TINY, *extra]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
+    return run_videossl("fit", "--config", str(REPO / "recipes/long_video/synthetic.yaml"), "--data.data_dir", str(data),
+                        "--trainer.default_root_dir", str(run), *TINY, *extra)
 
 
-def _state(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+_state = last_state
 
 
 def test_long_video_kill_and_resume_reaches_the_same_weights(tmp_path, synth):
@@ -104,11 +94,8 @@ def test_stage2_on_the_long_synthetic_set_from_stage1(tmp_path, synth):
               "--model.init_args.encoder.init_args.trainable_blocks", "1", "--trainer.max_steps", "2",
               "--model.init_args.init_from", str(tmp_path / "s1" / "checkpoints" / "last.ckpt"),
               "--trainer.default_root_dir", str(tmp_path / "s2"), "--trainer.check_val_every_n_epoch", "100"]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     for args in (stage1, stage2):
-        r = subprocess.run([sys.executable, "-m", "videossl.cli", "fit", *args, *small], capture_output=True, text=True,
-                           cwd=REPO, env=env, timeout=600)
-        assert r.returncode == 0, r.stderr[-3000:]
+        run_videossl("fit", *args, *small)
     s1, s2 = _state(tmp_path / "s1"), _state(tmp_path / "s2")
     assert s2["encoder.pos_temporal"].shape[1] == 64  # 128 frames / tubelet 2 (interpolated from 2)
     moved = {k for k in s2 if k in s1 and s1[k].shape == s2[k].shape and not torch.equal(s1[k], s2[k])}

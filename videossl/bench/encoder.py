@@ -132,6 +132,17 @@ def bench_cell_isolated(model_name: str, frames: int, mask: float, **kw: Any) ->
     # follows the live tensors and its peak is the step's, not the allocator's earlier high-water mark
     old = os.environ.get("MALLOC_MMAP_THRESHOLD_")
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    try:
+        _run_parts(ctx, row, model_name, frames, mask, kw)
+    finally:
+        if old is None:
+            os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = old
+    return row
+
+
+def _run_parts(ctx, row: dict[str, Any], model_name: str, frames: int, mask: float, kw: dict[str, Any]) -> None:
     for part in ("ours", "ref"):
         if part == "ref" and not kw.get("reference", True):
             break
@@ -151,11 +162,6 @@ def bench_cell_isolated(model_name: str, frames: int, mask: float, **kw: Any) ->
         if "error" in res:
             raise VideosslError(f"bench cell {frames} frames, mask {mask}: {res['error']}")
         row.update(res if part == "ours" else {k: v for k, v in res.items() if k.startswith("ref_")})
-    if old is None:
-        os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
-    else:
-        os.environ["MALLOC_MMAP_THRESHOLD_"] = old
-    return row
 
 
 def bench_cell(model_name: str, frames: int, mask: float, *, size: int, batch: int, steps: int, warmup: int,

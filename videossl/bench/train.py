@@ -47,6 +47,19 @@ SWITCHES = ("plain", "bf16", "tf32", "channels_last", "fused_adamw", "compile", 
 CUDA_ONLY = ("bf16", "tf32", "fused_adamw")
 
 
+
+def _ssl_step_fn(model, batch, autocast, opt):
+    """One training step of ``model`` on ``batch`` as ``fit`` runs it (``ssl_step``, backward, optimiser)."""
+
+    def step():
+        with autocast:
+            loss, _, _ = model.ssl_step(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="training recipe")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -148,12 +161,7 @@ def prepare_switch(base, name: str, views, bs: int, device: torch.device) -> dic
     batch = random_batch(views, bs, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in wanted)
 
-    def step():
-        with autocast:
-            loss, _, _ = m.ssl_step(batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    step = _ssl_step_fn(m, batch, autocast, opt)
 
     return {"status": "ok", "applied": sorted(wanted, key=SWITCHES.index), "skipped": skipped, "step": step,
             "method": m, "optimizer": opt, "notes": notes}
@@ -252,12 +260,7 @@ def run_cli(args: argparse.Namespace) -> int:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
-    def method_step():
-        with autocast:
-            loss, _, _ = model.ssl_step(batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    method_step = _ssl_step_fn(model, batch, autocast, opt)
 
     encoders = [model.encoder] + ([model.broad_encoder] if hasattr(model, "broad_encoder") else [])
     ref_params = [p for e in encoders for p in e.parameters()]

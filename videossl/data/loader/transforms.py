@@ -310,43 +310,6 @@ def _bshape(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.to(device=x.device, dtype=x.dtype if v.is_floating_point() else v.dtype).view(-1, *([1] * (x.dim() - 1)))
 
 
-class BatchVideoAugment(torch.nn.Module):
-    """Augment a batch ``(B, T, 3, H, W)`` on its device; per-sample parameters, shared by all frames.
-
-    Same steps and parameter draws as :class:`VideoAugment` (``draw_params``); the crop resize is
-    ``roi_align`` with adaptive sampling (bilinear with area averaging), so values differ slightly
-    from the single-clip path's antialiased resize.
-    """
-
-    def __init__(self, size: int, cfg: AugmentConfig | None = None):
-        super().__init__()
-        self.size = int(size)
-        self.cfg = cfg or AugmentConfig()
-        self.kernel = blur_kernel_size(self.size, self.cfg.blur_kernel_frac)
-
-    @torch.no_grad()
-    def forward(
-        self, batch: torch.Tensor, generator: torch.Generator | None = None, params: dict[str, torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """Augment ``batch``; ``params`` (from :func:`draw_params`) replaces the random draw."""
-        if batch.dim() != 5 or batch.shape[2] != 3:
-            raise VideosslError(f"expected a batch (B, T, 3, H, W), got shape {tuple(batch.shape)}")
-        cfg, S = self.cfg, self.size
-        B, T, C, H, W = batch.shape
-        prm = params if params is not None else draw_params(cfg, B, H, W, generator)
-        x = batch.float()
-        if batch.dtype == torch.uint8:
-            x = x.div_(255)
-        # crop + resize: one box per sample, repeated for its T frames
-        top, left, h, w = prm["box"].to(torch.float32).unbind(1)
-        boxes = torch.stack([left, top, left + w, top + h], 1).repeat_interleave(T, 0)
-        rois = torch.cat([torch.arange(B * T, dtype=torch.float32)[:, None], boxes], 1).to(x.device)
-        x = roi_align(x.reshape(B * T, C, H, W), rois, output_size=(S, S), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-        x = x.view(B, T, C, S, S).clamp_(0, 1)
-        x = torch.where(_bshape(prm["flip"], x), x.flip(-1), x)
-        return _finish(photometric(x, prm, cfg, self.kernel), cfg, channel_dim=2)
-
-
 #: the parameters of :func:`draw_params` that the photometric part uses (what a batch carries to the device)
 PHOTOMETRIC_PARAMS = ("jitter", "brightness", "saturation", "contrast", "hue", "gray", "blur", "sigma", "solarize")
 
@@ -393,6 +356,37 @@ class DevicePhotometric(torch.nn.Module):
             raise VideosslError(f"expected uint8 crops (B, T, 3, S, S), got {crops.dtype} {tuple(crops.shape)}")
         x = crops.float().div_(255)
         return _finish(photometric(x, prm, self.cfg, self.kernel), self.cfg, channel_dim=2)
+
+
+class BatchVideoAugment(DevicePhotometric):
+    """Augment a batch ``(B, T, 3, H, W)`` on its device; per-sample parameters, shared by all frames.
+
+    Same steps and parameter draws as :class:`VideoAugment` (``draw_params``); the crop resize is
+    ``roi_align`` with adaptive sampling (bilinear with area averaging), so values differ slightly
+    from the single-clip path's antialiased resize.
+    """
+
+    @torch.no_grad()
+    def forward(
+        self, batch: torch.Tensor, generator: torch.Generator | None = None, params: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Augment ``batch``; ``params`` (from :func:`draw_params`) replaces the random draw."""
+        if batch.dim() != 5 or batch.shape[2] != 3:
+            raise VideosslError(f"expected a batch (B, T, 3, H, W), got shape {tuple(batch.shape)}")
+        cfg, S = self.cfg, self.size
+        B, T, C, H, W = batch.shape
+        prm = params if params is not None else draw_params(cfg, B, H, W, generator)
+        x = batch.float()
+        if batch.dtype == torch.uint8:
+            x = x.div_(255)
+        # crop + resize: one box per sample, repeated for its T frames
+        top, left, h, w = prm["box"].to(torch.float32).unbind(1)
+        boxes = torch.stack([left, top, left + w, top + h], 1).repeat_interleave(T, 0)
+        rois = torch.cat([torch.arange(B * T, dtype=torch.float32)[:, None], boxes], 1).to(x.device)
+        x = roi_align(x.reshape(B * T, C, H, W), rois, output_size=(S, S), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        x = x.view(B, T, C, S, S).clamp_(0, 1)
+        x = torch.where(_bshape(prm["flip"], x), x.flip(-1), x)
+        return _finish(photometric(x, prm, cfg, self.kernel), cfg, channel_dim=2)
 
 
 class EvalTransform:
