@@ -6,6 +6,12 @@ output), ``augment`` (per output: the photometric parameters the device still ha
 ``None``; see ``VideoDataModule.on_after_batch_transfer``), ``valid`` / ``indices`` per output,
 ``label``, ``caption``, ``key``, ``shard``, ``duplicate``, ``padded``, ``looped``, ``skipped`` and
 any ground-truth extras. Consumers ask for a view by name (:func:`view`) and turn it into a float clip with :func:`to_clip`.
+
+With an audio spec (``VideoShardDataset(audio=...)``, :mod:`videossl.data.audio`) a batch also holds
+``spectrogram``: (B, C, frames, n_mels) float32, the log-mel spectrogram of the sound under the window of
+the view ``audio.view`` (C = ``audio.channels``, ``frames = ceil(samples / hop)``), and ``has_audio``:
+(B,) bool, False where the video had no audio stream and the spectrogram is silence (all zeros;
+``audio.missing: silence``). Without an audio spec neither key is present.
 """
 
 from __future__ import annotations
@@ -49,6 +55,16 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "valid": [torch.stack(v) for v in zip(*(s["valid"] for s in samples), strict=True)],
         "indices": [torch.stack(v) for v in zip(*(s["indices"] for s in samples), strict=True)],
     }
+    if "spectrogram" in samples[0]:
+        specs = [s["spectrogram"] for s in samples]
+        if any(t.shape != specs[0].shape for t in specs):
+            shapes = sorted({tuple(t.shape) for t in specs})
+            raise VideosslError(
+                f"the audio windows of one batch differ in length ({shapes}): a stride-based view covers more seconds "
+                "of a video at a lower frame rate; re-encode the shards to one rate (make-shards --fps), give the view "
+                "target_fps, or set audio.seconds")
+        out["spectrogram"] = torch.stack(specs)
+        out["has_audio"] = torch.tensor([bool(s["has_audio"]) for s in samples], dtype=torch.bool)
     for k in samples[0].get("extras", {}):
         vals = [s["extras"][k] for s in samples]
         try:

@@ -14,6 +14,17 @@ Example recipe (BraVe narrow/broad)::
           - {name: broad, sampler: broad, frames: 64, stride: 4, size: 112}
         eval_views:
           - {name: clip, sampler: uniform, frames: 32, stride: 2, size: 224, train: false, num_clips: 10, crops: 3}
+
+BraVe V/A (broad audio): the sound under the broad window, 48 kHz mono, 80-band log-mel, in
+``batch["spectrogram"]`` (B, 1, frames, 80) and ``batch["has_audio"]``::
+
+    data:
+      init_args:
+        placement: aligned_start
+        audio: {view: broad, sample_rate: 48000, channels: 1, n_mels: 80, missing: skip}
+
+``audio`` applies to every stage whose views hold a view named ``audio.view`` (or to all with
+``audio.seconds``); an evaluation stage without that view gets no audio (one printed line says so).
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import os
 
 import pytorch_lightning as pl
 
+from videossl.data.audio import AudioSpec, as_audio_spec
 from videossl.data.loader.dataset import AUGMENT_ON, EpochDataLoader, VideoShardDataset, make_loader
 from videossl.data.loader.resources import check_ram, ram_estimate
 from videossl.data.loader.skips import SkipLog
@@ -79,8 +91,10 @@ class VideoDataModule(pl.LightningDataModule):
         world_size: int | None = None,
         augment_on: str = "auto",
         decode_downscale: bool = False,
+        audio: AudioSpec | dict | None = None,
     ):
         super().__init__()
+        self.audio = as_audio_spec(audio)
         if augment_on not in ("auto", *AUGMENT_ON):
             raise VideosslError(f"augment_on must be auto, {' or '.join(AUGMENT_ON)}, got {augment_on!r}")
         self.augment_on = augment_on
@@ -166,10 +180,30 @@ class VideoDataModule(pl.LightningDataModule):
     def _skip_dir(self, split: str) -> str | None:
         return os.path.join(self.skip_log_dir, split) if self.skip_log_dir else None
 
+    def _audio_for(self, views: list, what: str, rank: int | None) -> AudioSpec | None:
+        """The audio spec for a stage: all of them, except an evaluation stage without the view it names."""
+        a = self.audio
+        if a is None or a.seconds is not None or what == "fit":
+            return a
+        names = [v.name if isinstance(v, ViewSpec) else v.get("name", "clip") for v in views]
+        if a.view in names:
+            return a
+        if rank in (None, 0):
+            print(f"data[{what}]: no audio (no eval view is named {a.view!r}; views: {', '.join(names)})", flush=True)
+        return None
+
+    def _audio_seconds(self, views: list[ViewSpec], audio: AudioSpec) -> float:
+        """Seconds of sound per sample, for the RAM estimate (a stride-based view at 25 fps)."""
+        if audio.seconds is not None:
+            return float(audio.seconds)
+        v = next(v for v in views if v.name == audio.view)
+        return v.frames / v.target_fps if v.target_fps else v.frames * v.stride / 25.0
+
     def build(self, stage: str, split: str | None) -> VideoShardDataset:
         train = stage == "fit"
         rank, world = self._rank()
         views = self.train_views if train else self.eval_views
+        audio = self._audio_for(views, stage, rank)
         ds = VideoShardDataset(
             self.data_dir,
             views,
@@ -188,6 +222,7 @@ class VideoDataModule(pl.LightningDataModule):
             decoder_threads=self.decoder_threads,
             augment_on=self.resolved_augment_on() if train else "workers",
             decode_downscale=self.decode_downscale,
+            audio=audio,
         )
         if train and rank in (None, 0):
             where = "the workers" if ds.augment_on == "workers" else "the workers (crop + flip) and on the device (photometric)"
@@ -195,6 +230,7 @@ class VideoDataModule(pl.LightningDataModule):
         est = ram_estimate(
             ds.views, ds.batch_size, self.num_workers, self.prefetch_factor,
             ds.shuffle_buffer if train else 0, ds.source.avg_sample_bytes, self._source_hw(),
+            audio_bytes=audio.out_bytes(self._audio_seconds(ds.views, audio)) if audio is not None else 0.0,
         )
         msg = check_ram(est, self.ram_fraction, what=f"data[{split or stage}]")
         log.info(msg)
@@ -245,4 +281,4 @@ class VideoDataModule(pl.LightningDataModule):
         return self.datasets[stage].skip_log
 
 
-__all__ = ["VideoDataModule", "ViewSpec", "AugmentConfig", "default_train_views", "default_eval_views"]
+__all__ = ["AudioSpec", "VideoDataModule", "ViewSpec", "AugmentConfig", "default_train_views", "default_eval_views"]

@@ -34,6 +34,19 @@ Bad samples
 
 Each sample is decoded once: the sampler gives every view's frame indices, their union is decoded
 in one call and the views are cut from it (:func:`videossl.data.loader.sampling.union_indices`).
+
+Audio (``audio=AudioSpec(...)``, :mod:`videossl.data.audio`)
+    The sound is decoded from the same video member bytes (in memory), placed on the video's timeline
+    (the audio and video streams' start times aligned) and cut at the time window of the view
+    ``audio.view`` (its first clip): from ``clip.start / fps`` (the start in the looped sequence, so a
+    looped clip gets looped sound) for ``frames * step / fps`` seconds (BraVe's ``_num_audio_samples``;
+    ``step`` = the view's stride, or ``fps / target_fps``), or the first ``audio.seconds``. It becomes a
+    log-mel spectrogram in the worker: ``sample["spectrogram"]`` (C, frames, n_mels) and
+    ``sample["has_audio"]``. The cut draws nothing from the sampling RNG; without ``audio`` nothing is
+    decoded and the samples are unchanged. A video without an audio stream is skipped (``missing:
+    skip``, reason ``no audio``, counted in the skip log) or gets a zero spectrogram with
+    ``has_audio=False`` (``missing: silence``; each worker logs how many per epoch); an audio stream that
+    does not decode is a skipped sample (``audio decode error``).
 """
 
 from __future__ import annotations
@@ -51,6 +64,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from videossl.data.audio import AudioSpec, NoAudio, as_audio_spec, silence, window_spectrogram
 from videossl.data.decoding import BACKENDS, open_video
 from videossl.data.loader import sampling
 from videossl.data.loader.batch import collate, decode_member
@@ -106,6 +120,7 @@ class VideoShardDataset(IterableDataset):
         decoder_threads: int = 1,
         augment_on: str = "workers",
         decode_downscale: bool = False,
+        audio: AudioSpec | dict | None = None,
     ):
         super().__init__()
         if augment_on not in AUGMENT_ON:
@@ -118,6 +133,8 @@ class VideoShardDataset(IterableDataset):
             raise VideosslError(f"unknown decoder {decoder!r}: choose one of auto, {', '.join(BACKENDS)}")
         self.views = check_views(views, placement)
         self.placement = placement
+        self.audio = as_audio_spec(audio)
+        self._audio_view = self._check_audio_view()
         self.source = resolve_shards(shards, split, num_classes)
         self.num_classes = num_classes if num_classes is not None else (len(self.source.classes) if self.source.classes else None)
         self.rank, self.world_size = resolve_rank(rank, world_size)
@@ -137,6 +154,16 @@ class VideoShardDataset(IterableDataset):
                 f"{self.source.total} samples over {self.world_size} rank(s) make no full batch of {self.batch_size}: "
                 "lower batch_size or use more data"
             )
+
+    def _check_audio_view(self) -> int | None:
+        """Index of the view whose window the sound is cut from (None: no audio, or ``audio.seconds``)."""
+        if self.audio is None or self.audio.seconds is not None:
+            return None
+        names = [v.name for v in self.views]
+        if self.audio.view not in names:
+            raise VideosslError(f"audio.view {self.audio.view!r} is not one of the views ({', '.join(names)}): name the "
+                                "view whose time window the sound is cut from, or set audio.seconds")
+        return names.index(self.audio.view)
 
     # -- epoch / length -------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -270,6 +297,7 @@ class VideoShardDataset(IterableDataset):
                 if times and len(times) == reader.num_frames:  # views at a target rate sample by time
                     clips = [(vi, sampling.retime(c, times, fps) if self.views[vi].target_fps else c) for vi, c in clips]
                 union, positions = sampling.union_indices([c for _, c in clips])
+                sound = self.sound(data, reader.num_frames, fps, clips, raw["__key__"]) if self.audio is not None else None
                 frames = reader.get_frames(union)  # (U, H, W, 3) uint8, contiguous
         except VideosslError as e:
             raise SkipSample(f"decode error: {str(e)[:200]}") from None
@@ -302,7 +330,7 @@ class VideoShardDataset(IterableDataset):
                 indices.append(torch.from_numpy(clip.indices))
                 padded.append(clip.padded)
                 looped.append(clip.looped)
-        return {
+        out = {
             "key": raw["__key__"],
             "shard": raw["__shard__"],
             "label": label,
@@ -317,6 +345,34 @@ class VideoShardDataset(IterableDataset):
             "caption": meta.get("caption") or "",
             "duplicate": False,
         }
+        if sound is not None:
+            out["spectrogram"], out["has_audio"] = sound
+        return out
+
+    def audio_window(self, fps: float, clips: list[tuple[int, sampling.Clip]]) -> tuple[float, float]:
+        """(start, duration) in seconds of the sound to cut, on the video's timeline (see the module docstring)."""
+        if self.audio.seconds is not None:
+            return 0.0, float(self.audio.seconds)
+        v = self.views[self._audio_view]
+        clip = next(c for vi, c in clips if vi == self._audio_view)
+        step = sampling.frame_step(fps, v.stride, v.target_fps)
+        return clip.start / fps, v.frames * step / fps
+
+    def sound(self, data: bytes, num_frames: int, fps: float, clips: list[tuple[int, sampling.Clip]],
+              key: str) -> tuple[torch.Tensor, bool]:
+        """(spectrogram (C, frames, n_mels), has_audio) of one sample; ``SkipSample`` per ``audio.missing``."""
+        if not fps or fps <= 0:
+            raise SkipSample(f"audio decode error: the video's frame rate is unknown ({fps}), so its sound cannot be placed")
+        start, duration = self.audio_window(fps, clips)
+        try:
+            return window_spectrogram(data, self.audio, start, duration, num_frames, fps), True
+        except NoAudio as e:
+            if self.audio.missing == "skip":
+                raise SkipSample(f"no audio: {e} (audio.missing is skip)") from None
+            log.info("sample %s: %s; its spectrogram is silence (audio.missing is silence)", key, e)
+            return silence(self.audio, duration), False
+        except VideosslError as e:
+            raise SkipSample(f"audio decode error: {str(e)[:200]}") from None
 
     # -- iteration ---------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -345,7 +401,7 @@ class VideoShardDataset(IterableDataset):
             yield from self._read(order, end, total, worker, epoch)
             yield from self._read(order, 0, end, worker, epoch)
 
-        produced, batch, skipped = 0, [], []
+        produced, batch, skipped, silent = 0, [], [], 0
         for source, dup in ((own, False), (extra(), True)):
             for raw in source:
                 if produced >= plan.quota:
@@ -357,6 +413,7 @@ class VideoShardDataset(IterableDataset):
                         skipped.append(self._record(worker, epoch, raw.get("__key__", "?"), raw.get("__shard__", "?"), str(e)))
                     continue
                 sample["duplicate"] = dup
+                silent += int(not dup and not sample.get("has_audio", True))
                 batch.append(sample)
                 produced += 1
                 if len(batch) == self.batch_size:
@@ -369,6 +426,9 @@ class VideoShardDataset(IterableDataset):
                     yield out
             if produced >= plan.quota:
                 break
+        if silent:
+            log.warning("rank %d worker %d epoch %d: %d sample(s) without an audio stream got a silent spectrogram "
+                        "(audio.missing is silence; batch['has_audio'] marks them)", self.rank, worker, epoch, silent)
         if produced < plan.quota:
             raise VideosslError(
                 f"rank {self.rank} worker {worker}: only {produced} of {plan.quota} samples could be decoded "

@@ -30,12 +30,13 @@ def ram_estimate(
     shuffle_buffer: int = 0,
     avg_sample_bytes: float = 0.0,
     source_hw: tuple[int, int] | None = None,
+    audio_bytes: float = 0.0,
 ) -> dict[str, float]:
-    """Host RAM held by the loader: workers × prefetch × batch × Σ_views(outputs × T × H × W × 3 × dtype),
-    plus each worker's decoded frames and encoded shuffle buffer."""
+    """Host RAM held by the loader: workers × prefetch × batch × (Σ_views(outputs × T × H × W × 3 × dtype)
+    + ``audio_bytes``, a sample's spectrogram), plus each worker's decoded frames and encoded shuffle buffer."""
     w = max(num_workers, 1)
     in_flight = w * (prefetch_factor if num_workers > 0 else 1)
-    batch = batch_size * sum(v.out_bytes() for v in views)
+    batch = batch_size * (sum(v.out_bytes() for v in views) + audio_bytes)
     frames = 0.0
     if source_hw:
         frames = max(1, num_workers) * sum(v.frames * v.copies * v.num_clips for v in views) * source_hw[0] * source_hw[1] * 3

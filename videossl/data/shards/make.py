@@ -30,7 +30,9 @@ video packets), decoder (the backend that read it), width, height, duration (s),
 Re-encoding happens when any of ``short_side``, ``fps``, ``keyframe_interval`` is set (or
 ``reencode=True``): short side S (aspect kept, even sizes; up- or down-scaled), frame rate F (nearest
 frame, like ffmpeg's fps filter), a keyframe exactly every G frames (default 16), CRF, audio dropped
-unless ``keep_audio`` (then AAC).
+unless ``keep_audio`` (then AAC at the source's sample rate and layout, aligned with the video as in the
+source). ``keep_audio`` has nothing to do without re-encoding: the original bytes hold their audio.
+``has_audio`` in the json says whether the *stored* bytes have an audio stream.
 
 Resuming: beside the tars, ``OUT/.make-shards/<shard>.json`` records what each finished shard holds
 (written samples, skipped files with reasons, a hash of the plan and of the encode parameters). On a
@@ -410,7 +412,10 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         action="store_true",
         help="re-encode to H.264 mp4 even without --short-side/--fps/--keyframe-interval",
     )
-    parser.add_argument("--keep-audio", action="store_true", help="keep the audio (AAC) when re-encoding")
+    parser.add_argument("--keep-audio", action="store_true",
+                        help="when re-encoding, keep the first audio stream as AAC (its sample rate and channels, "
+                             "aligned with the video); without it re-encoded shards have no audio. Without "
+                             "re-encoding the original bytes are stored, audio included, with or without this flag")
     parser.add_argument("--reencode-unreadable", action=argparse.BooleanOptionalAction, default=True,
                         help="a file the reader cannot decode from its own bytes is stored as an H.264 re-encode "
                              "(default); --no-reencode-unreadable skips it with the reason")

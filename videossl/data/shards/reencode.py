@@ -6,7 +6,12 @@
   through the reader's own :func:`~videossl.data.decoding.open_video` ``auto`` chain at the frames a
   sampler can ask for (first, a middle span, last); the backend that reads them is recorded;
 * :func:`reencode_video`: H.264 re-encoding (short side, frame rate, keyframe interval, CRF, audio), also
-  used for a file that no backend reads from its bytes (``reencode_unreadable``).
+  used for a file that no backend reads from its bytes (``reencode_unreadable``, which keeps the audio).
+
+Audio when re-encoding with ``keep_audio``: the first audio stream becomes AAC at its own sample rate and
+channel layout, each frame at its source time relative to the video stream's start (the video is
+re-timed to start at 0), so an audio track that starts later than the video still sounds with the
+same frames. Without ``keep_audio`` it is dropped, and the json's ``has_audio`` is false.
 """
 
 from __future__ import annotations
@@ -158,6 +163,8 @@ def reencode_video(path: str | os.PathLike, p: EncodeParams) -> bytes:
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"
         ain = inp.streams.audio[0] if p.keep_audio and inp.streams.audio else None
+        # the audio keeps its place against the video: times relative to the video stream's start
+        v0 = float(vin.start_time * vin.time_base) if vin.start_time is not None and vin.time_base else 0.0
         src_rate = Fraction(vin.average_rate or vin.guessed_rate or vin.base_rate or 25)
         out_rate = Fraction(p.fps).limit_denominator(1001) if p.fps else src_rate.limit_denominator(1001)
         width, height = target_size(vin.codec_context.width, vin.codec_context.height, p.short_side)
@@ -175,8 +182,12 @@ def reencode_video(path: str | os.PathLike, p: EncodeParams) -> bytes:
             vout.codec_context.thread_count = 1
             aout = None
             if ain is not None:
-                aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 44100)
+                a_rate = ain.codec_context.sample_rate or 44100
+                aout = out.add_stream("aac", rate=a_rate)
+                if ain.codec_context.layout is not None and ain.codec_context.layout.nb_channels > 0:
+                    aout.layout = ain.codec_context.layout.name  # mono stays mono (the default is stereo)
                 aout.options = {"flags": "+bitexact"}  # no encoder version string in the AAC stream
+                a_base, a_next = Fraction(1, a_rate), 0
             time_base = 1 / out_rate
             state = {"k": 0, "prev": None, "t0": None, "t_last": 0.0}
 
@@ -198,7 +209,10 @@ def reencode_video(path: str | os.PathLike, p: EncodeParams) -> bytes:
                 if packet.stream.type == "audio":
                     assert aout is not None
                     for af in packet.decode():
-                        af.pts = None
+                        t = af.time  # seconds; a frame before the video's start gets a negative pts (edit list)
+                        af.pts = int(round((t - v0) * a_rate)) if t is not None else a_next
+                        af.time_base = a_base
+                        a_next = af.pts + af.samples
                         for pkt in aout.encode(af):
                             out.mux(pkt)
                     continue
@@ -249,7 +263,8 @@ def process_file(task: tuple[str, dict[str, Any]]) -> tuple:
             if p.reencode or not p.reencode_unreadable:
                 raise ProbeError(f"stored bytes unreadable: {e}") from None
             # no backend reads the original bytes: store an H.264 re-encode (from the file, with PyAV)
-            fix = EncodeParams(reencode=True, keyframe_interval=p.keyframe_interval, crf=p.crf, preset=p.preset)
+            fix = EncodeParams(reencode=True, keyframe_interval=p.keyframe_interval, crf=p.crf, preset=p.preset,
+                               keep_audio=True)  # the original bytes would have kept it
             data, meta, ext = _reencoded(path, fix)
             meta.update(check_readable(data), reencoded=f"the original bytes were unreadable: {e}")
         return ("ok", ext, data, meta)
