@@ -4,12 +4,15 @@ Forecast flow EPE (end-point error; Baker et al., 2011) on all / foreground / mo
 zero flow, next-frame PSNR and SSIM (Wang et al., 2004) beside copy-last-frame, and label
 propagation IoU (as in DAVIS-style mask propagation, Pont-Tuset et al., 2017) along the forecast
 flows beside copy-mask and the ground-truth flow. The protocol in full is the ``videossl eval flow``
-help (:mod:`videossl.eval.commands.flow`).
+help (:mod:`videossl.eval.commands.flow`). Also the agreement of a flow *estimator*
+(:mod:`videossl.models.flow_estimate`) with the ground-truth flow, and its cost beside decoding
+(:func:`estimator_agreement`, ``tools/flow_estimate_epe.py``).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from videossl.data.shards.format import load_manifest
 from videossl.errors import VideosslError
 from videossl.eval.runs import build_method
 from videossl.losses.photometric import psnr, ssim
+from videossl.models.flow_estimate import check_estimator, estimate_flow, resize_flow
 from videossl.models.warp import backward_warp
 
 KS = (1, 2, 5, 10)
@@ -93,17 +97,20 @@ def build_model(cfg: dict[str, Any]):
     return model
 
 
-def gt_for_clip(batch: dict[str, Any], view: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ground truth aligned with view ``view``: (backward flow (B, T−1, 2, H, W), masks (B, T, H, W))."""
+def gt_for_clip(batch: dict[str, Any], view: int = 0, direction: str = "backward") -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground truth aligned with view ``view``: (``direction`` flow (B, T−1, 2, H, W), masks (B, T, H, W));
+    ``backward`` B_{t+1→t} (what a flow autoencoder forecasts) or ``forward`` F_{t→t+1} (what an estimator gives)."""
     if "flow" not in batch or "mask" not in batch:
         raise VideosslError("the shard set has no flow.npz / mask.npy members (ground truth): use `videossl data synth`")
     idx = batch["indices"][view].long()  # (B, T)
     if (idx[:, 1:] - idx[:, :-1] != 1).any():
         raise VideosslError("flow evaluation needs consecutive frames (stride 1, no padding or looping)")
-    bwd = batch["flow"]["backward"]  # (B, T0-1, H, W, 2)
+    if direction not in ("backward", "forward"):
+        raise VideosslError(f"flow direction must be 'backward' or 'forward', got {direction!r}")
+    gt = batch["flow"][direction]  # (B, T0-1, H, W, 2)
     masks = batch["mask"]  # (B, T0, H, W)
     b = torch.arange(idx.shape[0])[:, None]
-    flow = bwd[b, idx[:, :-1]].permute(0, 1, 4, 2, 3).float()
+    flow = gt[b, idx[:, :-1]].permute(0, 1, 4, 2, 3).float()
     return flow, masks[b, idx].long()
 
 
@@ -299,11 +306,101 @@ def report_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------------ flow estimators
+def estimator_agreement(data_dir: str, split: str, method: str, sizes: list[int], opts: dict[str, Any] | None = None,
+                        frames: int | None = None, stride: int = 1, max_videos: int | None = None,
+                        decoder: str = "auto", device: str = "cpu") -> dict[str, Any]:
+    """A flow estimator (:mod:`videossl.models.flow_estimate`) on the decoded videos of a shard set, per
+    resolution in ``sizes``: each video is read as one clip (``frames`` at ``stride``, default all at 1)
+    resized so its short side is the size and centre-cropped square, as an eval view is (the whole frame
+    of a square video). With ground truth (``flow.npz`` / ``mask.npy``, square videos): EPE (px at that
+    size) of the estimated flow F_{t→t+1} against ``forward`` resized with its vectors rescaled
+    (:func:`~videossl.models.flow_estimate.resize_flow`), on all, foreground (mask of frame t > 0) and
+    moving (‖GT‖ ≥ 0.5 px at that size) pixels, beside zero flow (‖GT‖); means over frame pairs, then
+    videos. Always: the mean length of the estimated vectors (``flow_px``), and milliseconds per clip of
+    decoding (the reader producing the view, one clip per batch, in this process) and of the estimator
+    on the same clip."""
+    opts = dict(opts or {})
+    check_estimator(method, opts)
+    manifest = load_manifest(data_dir)
+    video = manifest.get("video") or {}
+    nf = video.get("num_frames")
+    has_gt = "flow.npz" in (manifest.get("ground_truth") or {})
+    if has_gt and (not video.get("height") or video.get("width") != video.get("height")):
+        raise VideosslError(f"{data_dir}: flow agreement with ground truth needs square videos of known size (manifest 'video')")
+    if frames is None:
+        if not nf:
+            raise VideosslError(f"{data_dir}: the videos' frame count varies: give --frames")
+        frames = int(nf) // max(1, stride)
+    if has_gt and stride != 1:
+        raise VideosslError("agreement with the ground-truth flow needs consecutive frames: --stride 1")
+    out: dict[str, Any] = {"method": method, "opts": opts, "frames": int(frames), "stride": int(stride),
+                           "ground_truth": bool(has_gt), "sizes": {}}
+    for size in sizes:
+        spec = ViewSpec(name="clip", sampler="uniform", frames=int(frames), stride=int(stride), size=int(size), train=False,
+                        num_clips=1, crops=1)
+        ds = VideoShardDataset(data_dir, [spec], split=split, batch_size=1, train=False, decoder=decoder,
+                               extras=["flow.npz", "mask.npy"] if has_gt else [], rank=0, world_size=1)
+        acc, decode_s, estimate_s, seen = Accumulator(), 0.0, 0.0, 0
+        it = iter(make_loader(ds, num_workers=0))
+        while max_videos is None or seen < max_videos:
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            t1 = time.perf_counter()
+            if batch is None:
+                break
+            if bool(batch["duplicate"][0]):
+                continue
+            clip = to_clip(batch["views"][0]).to(device)
+            t2 = time.perf_counter()
+            flow = estimate_flow(clip, method, **opts)  # (1, T-1, S, S, 2)
+            if flow.device.type == "cuda":
+                torch.cuda.synchronize(flow.device)
+            decode_s, estimate_s, seen = decode_s + (t1 - t0), estimate_s + (time.perf_counter() - t2), seen + 1
+            acc.add("flow_px", float(flow.norm(dim=-1).mean()))
+            if has_gt:
+                gt, masks = gt_for_clip(batch, direction="forward")  # (1, T-1, 2, H, W) at the video's size
+                s = clip.shape[-1]
+                gt = resize_flow(gt[0].permute(0, 2, 3, 1), s, s).permute(0, 3, 1, 2).to(flow.device)
+                fg = torch.nn.functional.interpolate(masks[0, :-1, None].float(), size=(s, s), mode="nearest")[:, 0] > 0
+                err = end_point_error(flow[0].permute(0, 3, 1, 2), gt)  # (T-1, S, S)
+                zero = gt.norm(dim=1)
+                for name, sel in (("all", torch.ones_like(zero, dtype=torch.bool)), ("fg", fg.to(zero.device)),
+                                  ("moving", zero >= MOVING_PX)):
+                    acc.add(f"epe_{name}", masked_mean(err, sel))
+                    acc.add(f"epe_{name}_zero", masked_mean(zero, sel))
+        if seen == 0:
+            raise VideosslError(f"no videos read in {data_dir} split {split}")
+        out["sizes"][int(size)] = {"videos": seen, "metrics": acc.means(), "decode_ms": 1e3 * decode_s / seen,
+                                   "estimate_ms": 1e3 * estimate_s / seen}
+    return out
+
+
+def estimator_lines(r: dict[str, Any]) -> list[str]:
+    """Markdown of :func:`estimator_agreement`: one row per size."""
+    opts = ", ".join(f"{k}={v}" for k, v in r["opts"].items()) or "defaults"
+    lines = [f"estimator: {r['method']} ({opts}); {r['frames']} frames at stride {r['stride']} per video", ""]
+    if r["ground_truth"]:
+        lines += ["| size | videos | EPE all | zero all | EPE fg | zero fg | EPE moving | zero moving | mean ‖flow‖ "
+                  "| decode ms/clip | estimate ms/clip |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    else:
+        lines += ["| size | videos | mean ‖flow‖ | decode ms/clip | estimate ms/clip |", "|---|---|---|---|---|"]
+    for size, row in r["sizes"].items():
+        m = row["metrics"]
+        epe = [f"{m.get(f'epe_{n}{z}', float('nan')):.3f}" for n in ("all", "fg", "moving") for z in ("", "_zero")]
+        cells = [str(size), str(row["videos"]), *(epe if r["ground_truth"] else []), f"{m['flow_px']:.3f}",
+                 f"{row['decode_ms']:.1f}", f"{row['estimate_ms']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 __all__ = [
     "KS",
     "Accumulator",
     "build_model",
     "end_point_error",
+    "estimator_agreement",
+    "estimator_lines",
     "evaluate",
     "evaluate_video_batch",
     "gt_for_clip",

@@ -23,6 +23,7 @@ from videossl.data.loader.batch import to_clip, view, view_indices
 from videossl.errors import VideosslError
 from videossl.losses.regression import brave_loss
 from videossl.methods.base import SSLMethod
+from videossl.models.flow_estimate import check_estimator, estimate_flow
 from videossl.models.heads import predictor, projector
 from videossl.models.motion import frame_differences, gray_differences
 from videossl.models.randconv import RandConv
@@ -53,7 +54,10 @@ class BraVe(SSLMethod):
             motion modality computed on the fly), ``gray_diff`` (the same on the luma, one
             channel), or ``flow`` (BraVe's V/F: optical flow of the broad window, 2 channels; here
             the flow stored with the data, e.g. the synthetic set's ground truth via
-            ``data.extras: [flow.npz]``; no flow estimator ships with videossl yet).
+            ``data.extras: [flow.npz]``, an oracle), or ``flow_est`` (the same V/F with the flow
+            estimated from the broad view's own frames, no ground truth: :mod:`videossl.models.flow_estimate`).
+        flow_estimator, flow_estimator_opts: the estimator of ``flow_est`` (``farneback``, ``dis``,
+            ``raft``) and its options (e.g. ``{arch: raft_small, weights: C_T_V2}``).
         proj_hidden, out_dim, pred_hidden: head sizes (paper: 4096, 128, 4096).
         optim: optimiser/schedule (paper: LARS, nesterov, wd 1e-2, predictor gradients x10).
         num_classes: > 0 adds the online linear probe on detached narrow features.
@@ -77,6 +81,8 @@ class BraVe(SSLMethod):
         compile: bool | dict[str, Any] = False,
         channels_last: bool = False,
         seed: int = 0,
+        flow_estimator: str = "farneback",
+        flow_estimator_opts: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(optim=optim, num_classes=num_classes, probe_lr=probe_lr, seed=seed,
                          compile=compile, channels_last=channels_last)
@@ -85,6 +91,8 @@ class BraVe(SSLMethod):
         self.encoder = narrow_encoder
         self.broad_encoder = broad_encoder
         self.broad_modality = broad_modality
+        check_estimator(flow_estimator, flow_estimator_opts)
+        self.flow_estimator, self.flow_estimator_opts = flow_estimator, dict(flow_estimator_opts or {})
         self.randconv = RandConv() if broad_modality == "randconv" else None
         dn, db = narrow_encoder.feature_dim, broad_encoder.feature_dim
         self.narrow_projector = projector(dn, proj_hidden, out_dim)
@@ -119,6 +127,12 @@ def _flow_input(method: BraVe, clip: torch.Tensor, batch: dict[str, Any] | None)
     return flow_view(batch["flow"]["forward"], batch["indices"][view_indices(batch, "broad")[0]], clip.shape[-1])
 
 
+def _flow_est_input(method: BraVe, clip: torch.Tensor, batch: dict[str, Any] | None) -> torch.Tensor:
+    # flow between the broad view's consecutive frames (at a stride > 1 that spans `stride` source frames)
+    flow = estimate_flow(clip.detach(), method.flow_estimator, **method.flow_estimator_opts)
+    return flow_view(flow, torch.arange(clip.shape[2]).expand(clip.shape[0], -1), clip.shape[-1])
+
+
 #: broad modality → (method, broad clip (B, 3, T, H, W), batch) → the broad backbone's input.
 #: A new modality is one function and one entry here (its channel count is the broad encoder's in_channels).
 BROAD_INPUTS: dict[str, Callable[[BraVe, torch.Tensor, dict[str, Any] | None], torch.Tensor]] = {
@@ -127,4 +141,5 @@ BROAD_INPUTS: dict[str, Callable[[BraVe, torch.Tensor, dict[str, Any] | None], t
     "frame_diff": lambda method, clip, batch: frame_differences(clip),
     "gray_diff": lambda method, clip, batch: gray_differences(clip),
     "flow": _flow_input,
+    "flow_est": _flow_est_input,
 }
