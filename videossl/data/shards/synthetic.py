@@ -422,9 +422,9 @@ def generate(
     ``audio``: each mp4 also gets a stereo AAC track at ``audio_rate`` Hz (default 16000) that follows the
     object's motion state (:mod:`videossl.data.shards.synthetic_audio`); the frames are the same either way.
 
-    ``sample_fn`` (default :func:`make_sample`), ``classes``, ``ground_truth`` (manifest notes) and
-    ``video_frames`` (frames per video for the manifest; None: they vary) let other presets reuse the
-    writer (:mod:`videossl.data.shards.synthetic_long`).
+    ``sample_fn`` (default :func:`make_sample`; called as ``sample_fn(index, cfg=, seed=, num_videos=,
+    audio=)``), ``classes``, ``ground_truth`` (manifest notes) and ``video_frames`` (frames per video for
+    the manifest; None: they vary) let other presets reuse the writer (:mod:`videossl.data.shards.synthetic_long`).
     """
 
     if num_videos < 1:
