@@ -43,6 +43,8 @@ def test_group_without_subcommand_prints_its_help(capsys):
         (["--size", "-8"], "--size must be a positive"),
         (["--size", "33"], "even"),
         (["--frames", "1"], "--frames must be at least 2"),
+        (["--audio", "--audio-rate", "8000"], "--audio-rate must be one of"),
+        (["--audio-rate", "16000"], "--audio-rate needs --audio"),
     ],
 )
 def test_synth_bad_input_is_one_clear_line(tmp_path, args, needle):

@@ -224,8 +224,20 @@ def difficulty(p: VideoParams, r: Rendered) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- encoding & samples
-def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, gop: int = 16) -> bytes:
-    """H.264 (yuv420p) mp4 bytes with PyAV; single-threaded so the bytes are reproducible."""
+@dataclass(frozen=True)
+class AudioTrack:
+    """A sound to mux beside the video: (channels, n) float32 in [-1, 1] at ``rate`` Hz, AAC at ``bit_rate``."""
+
+    samples: np.ndarray
+    rate: int
+    bit_rate: int
+
+
+def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, gop: int = 16, audio: AudioTrack | None = None) -> bytes:
+    """H.264 (yuv420p) mp4 bytes with PyAV; single-threaded so the bytes are reproducible.
+
+    ``audio``: also an AAC stream (stream 1; the video stays stream 0 with the same packets).
+    """
     import av  # local import: workers only
 
     T, H, W, _ = frames.shape
@@ -241,9 +253,38 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, gop: int = 16) -> 
         stream.options = {"crf": str(crf), "preset": "medium", "threads": "1", "g": str(gop), "bf": "0",
                           "x264-params": "mbtree=0"}
         stream.codec_context.thread_count = 1
+        sound = _add_aac(container, audio) if audio is not None else None  # every stream before the first packet
         for img in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None:
+            _encode_aac(container, sound, audio)
     return buf.getvalue()
+
+
+_LAYOUTS = {1: "mono", 2: "stereo"}
+
+
+def _add_aac(container, audio: AudioTrack):
+    channels = audio.samples.shape[0]
+    if audio.samples.ndim != 2 or channels not in _LAYOUTS:
+        raise VideosslError(f"audio must be (channels, samples) with 1 or 2 channels, got shape {audio.samples.shape}")
+    stream = container.add_stream("aac", rate=audio.rate, layout=_LAYOUTS[channels])
+    stream.bit_rate = audio.bit_rate
+    stream.options = {"aac_coder": "fast"}  # FFmpeg's default two-loop search costs ~5x the time for these tones
+    stream.codec_context.thread_count = 1
+    return stream
+
+
+def _encode_aac(container, stream, audio: AudioTrack) -> None:
+    import av
+
+    layout = _LAYOUTS[audio.samples.shape[0]]
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio.samples, np.float32), format="fltp", layout=layout)
+    frame.sample_rate, frame.pts = audio.rate, 0
+    for packet in stream.encode(frame):  # PyAV re-buffers into the codec's 1024-sample frames
+        container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)

@@ -6,6 +6,10 @@ optionally drifting backgrounds, sometimes passed by an independent distractor. 
 real H.264 mp4 plus ground truth: caption, per-frame masks, forward/backward optical flow and
 point tracks with visibility. Output: WebDataset shards `<split>-%06d.tar` for train/val/test and
 a manifest.json. The same --seed gives the same ground truth and the same decoded frames.
+
+--audio: each mp4 also carries a stereo AAC sound that follows the object (pan and a high whistle:
+x; pitch: y; a turning pattern over the partials: the angle; loudness: the size), so the class can be
+heard over the clip but not in one instant; the frames are those of the same set without --audio.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ examples:
   videossl data synth --out data/synth-hard --preset hard --num-videos 2000 --workers 4
   videossl data synth --out data/mmnist-like --size 64 --frames 20 --num-videos 1000
   videossl data synth --out data/synth-long --preset long --num-videos 640   # 128-256 frames, 3-8 events
+  videossl data synth --out data/synth-av --audio      # + a stereo AAC track that follows the motion (16 kHz)
 """
 
 
@@ -44,6 +49,13 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=default_workers(), help="parallel processes")
     p.add_argument("--max-per-shard", type=int, default=64, help="videos per tar shard")
     p.add_argument("--crf", type=int, default=None, help="H.264 quality (lower = better; default 18)")
+    p.add_argument("--audio", action="store_true",
+                   help="also a stereo AAC sound in each mp4 that follows the object's state at every instant: "
+                        "pan + a 4.2-7.3 kHz whistle = x, pitch = y (up = higher), which of partials 2-5 is loudest "
+                        "turns with the angle, loudness = size (videossl.data.shards.synthetic_audio); the video "
+                        "frames are unchanged. Any preset")
+    p.add_argument("--audio-rate", type=int, default=None,
+                   help="audio sample rate in Hz with --audio: 16000 (default), 22050, 24000, 32000, 44100 or 48000")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -63,6 +75,8 @@ def run_cli(args: argparse.Namespace) -> int:
         size=args.size,
         fps=args.fps,
         crf=args.crf,
+        audio=args.audio,
+        audio_rate=args.audio_rate,
     )
     counts = ", ".join(f"{s} {v['num_samples']}" for s, v in manifest["splits"].items())
     Console(stderr=True).print(

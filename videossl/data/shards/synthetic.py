@@ -31,6 +31,16 @@ Geometry and ground-truth conventions
   the distractor: its shape covers the exact point, or the point's pixel shows it).
 * Frames are rendered by point sampling at pixel centres, so the ground truth is exact for the
   rendered (pre-encoding) frames; the stored mp4 adds H.264 loss (CRF in the manifest).
+
+Sound (``generate(..., audio=True)``, ``videossl data synth --audio``)
+--------------------------------------------------------------------
+Each mp4 then also holds a stereo AAC stream whose sound at every instant is a function of the
+object's state (pan and a whistle: x; pitch: y; a pattern over the partials that turns with the angle;
+loudness: the size), with the same time-reversal argument as above: the class is in how the sound
+changes, not in one snippet of it. The exact mapping, its random streams (separate from the video's:
+the frames and all the ground truth above are the same with and without sound) and its tests:
+:mod:`videossl.data.shards.synthetic_audio`. The json's ``audio`` and the manifest's ``audio`` hold the
+rate, channels, codec and mapping version.
 """
 
 from __future__ import annotations
@@ -56,6 +66,8 @@ from videossl.data.shards.format import (
     write_split_index,
 )
 from videossl.data.shards.render import TRACK_BORDER, Layer, Rendered, VideoParams, difficulty, encode_mp4, render, shape_inside
+from videossl.data.shards.synthetic_audio import GROUND_TRUTH as AUDIO_GROUND_TRUTH
+from videossl.data.shards.synthetic_audio import AudioConfig, make_audio_config, sample_audio, track
 from videossl.errors import VideosslError
 
 CLASSES = (
@@ -324,8 +336,10 @@ def split_of(index: int, num_videos: int, num_classes: int, fractions=(0.7, 0.15
     return "test"
 
 
-def make_sample(index: int, cfg: SynthConfig, seed: int, num_videos: int) -> tuple[str, str, int, dict[str, bytes]]:
-    """Render + encode video ``index``; returns (split, key, label, members)."""
+def make_sample(
+    index: int, cfg: SynthConfig, seed: int, num_videos: int, audio: AudioConfig | None = None
+) -> tuple[str, str, int, dict[str, bytes]]:
+    """Render + encode video ``index`` (with its sound if ``audio``); returns (split, key, label, members)."""
 
     label = index % len(CLASSES)
     p = sample_params(cfg, index, label, seed)
@@ -350,8 +364,13 @@ def make_sample(index: int, cfg: SynthConfig, seed: int, num_videos: int) -> tup
         "background": p.bg_kind,
         "difficulty": difficulty(p, r),
     }
+    sound = None
+    if audio is not None:  # its own RNG stream: the frames and the ground truth above are unchanged
+        samples, timbre = sample_audio(p, seed, audio)
+        sound = track(samples, audio)
+        meta["audio"] = {**audio.manifest_entry(), **timbre.meta()}
     members = {
-        "mp4": encode_mp4(r.frames, cfg.fps, cfg.crf),
+        "mp4": encode_mp4(r.frames, cfg.fps, cfg.crf, audio=sound),
         "json": json_bytes(meta),
         "mask.npy": npy_bytes(r.mask),
         "flow.npz": npz_bytes(forward=r.forward, backward=r.backward),
@@ -394,13 +413,18 @@ def generate(
     classes: list[str] | None = None,
     ground_truth: dict[str, str] | None = None,
     video_frames: int | None | bool = True,
+    audio: bool = False,
+    audio_rate: int | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Generate the synthetic shard set in ``out``; returns the manifest.
 
-    ``sample_fn`` (default :func:`make_sample`), ``classes``, ``ground_truth`` (manifest notes) and
-    ``video_frames`` (frames per video for the manifest; None: they vary) let other presets reuse the
-    writer (:mod:`videossl.data.shards.synthetic_long`).
+    ``audio``: each mp4 also gets a stereo AAC track at ``audio_rate`` Hz (default 16000) that follows the
+    object's motion state (:mod:`videossl.data.shards.synthetic_audio`); the frames are the same either way.
+
+    ``sample_fn`` (default :func:`make_sample`; called as ``sample_fn(index, cfg=, seed=, num_videos=,
+    audio=)``), ``classes``, ``ground_truth`` (manifest notes) and ``video_frames`` (frames per video for
+    the manifest; None: they vary) let other presets reuse the writer (:mod:`videossl.data.shards.synthetic_long`).
     """
 
     if num_videos < 1:
@@ -408,10 +432,11 @@ def generate(
     if workers < 1:
         raise VideosslError(f"--workers must be at least 1, got {workers}")
     cfg = make_config(preset, **overrides)
+    sound = make_audio_config(audio, audio_rate)
     out_dir = ensure_writable_dir(out)
     writers = {s: SplitWriter(out_dir, s, max_count=max_per_shard) for s in SPLITS}
     labels: dict[str, list[int]] = {s: [] for s in SPLITS}
-    job = partial(sample_fn or make_sample, cfg=cfg, seed=seed, num_videos=num_videos)
+    job = partial(sample_fn or make_sample, cfg=cfg, seed=seed, num_videos=num_videos, audio=sound)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -437,6 +462,12 @@ def generate(
         write_split_index(out_dir, s, shards[s])
     params = {"preset": preset, "seed": seed, "num_videos": num_videos, **_jsonable(asdict(cfg))}
     frames = cfg.num_frames if video_frames is True else video_frames
+    notes = dict(ground_truth or GROUND_TRUTH)
+    extra: dict[str, Any] = {"ground_truth": notes}
+    if sound is not None:  # only then: a set without sound keeps its manifest byte for byte
+        params["audio_rate"] = sound.rate
+        notes["mp4 audio"] = AUDIO_GROUND_TRUTH
+        extra["audio"] = sound.manifest_entry()
     manifest = build_manifest(
         kind="synthetic",
         classes=list(classes or CLASSES),
@@ -444,7 +475,7 @@ def generate(
         labels_per_split=labels,
         params=params,
         video={"fps": cfg.fps, "width": cfg.size, "height": cfg.size, "num_frames": frames, "codec": "h264"},
-        extra={"ground_truth": ground_truth or GROUND_TRUTH},
+        extra=extra,
     )
     write_manifest(out_dir, manifest)
     return manifest

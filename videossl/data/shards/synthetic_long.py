@@ -18,6 +18,10 @@ Labels that need long-range order (no event, and no bag of events, decides them)
 
 Masks, flow and tracks are not stored (size); each event's mp4 frames come from the same renderer as
 the short set, so their ground truth is the short set's.
+
+With ``--audio`` each event sounds as the short set's video of its parameters would
+(:mod:`videossl.data.shards.synthetic_audio`, its own timbre in ``events[i]["audio"]``), the state held over
+the still gap after it; one event's sound cuts to the next with 5 ms fades.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from videossl.data.shards.format import json_bytes
 from videossl.data.shards.render import encode_mp4, render
 from videossl.data.shards.synthetic import CLASSES, SynthConfig, generate, sample_params, split_of
+from videossl.data.shards.synthetic_audio import AudioConfig, concat_with_fades, sample_audio, track
 from videossl.errors import VideosslError
 
 EVENTS = (3, 8)  # events per video
@@ -61,12 +66,14 @@ def plan_events(rng: np.random.Generator, seg: int) -> tuple[list[int], list[int
     return labels, gaps
 
 
-def make_long_sample(index: int, cfg: SynthConfig, seed: int, num_videos: int) -> tuple[str, str, int, dict[str, bytes]]:
-    """Render + encode long video ``index``; returns (split, key, label, members)."""
+def make_long_sample(
+    index: int, cfg: SynthConfig, seed: int, num_videos: int, audio: AudioConfig | None = None
+) -> tuple[str, str, int, dict[str, bytes]]:
+    """Render + encode long video ``index`` (with its sound if ``audio``); returns (split, key, label, members)."""
     rng = np.random.default_rng([seed, index, 104729])
     labels, gaps = plan_events(rng, cfg.num_frames)
     label = labels[0] * len(CLASSES) + labels[-1]
-    frames, events, captions = [], [], []
+    frames, events, captions, sounds = [], [], [], []
     t = 0
     for e, (lab, gap) in enumerate(zip(labels, gaps, strict=True)):
         p = sample_params(cfg, index * 16 + e, lab, seed + 1)
@@ -76,6 +83,10 @@ def make_long_sample(index: int, cfg: SynthConfig, seed: int, num_videos: int) -
         if gap:
             frames.append(np.repeat(r.frames[-1:], gap, axis=0))
         events.append({"start": t, "end": t + cfg.num_frames, "label": lab, "label_name": CLASSES[lab], "caption": cap})
+        if audio is not None:
+            samples, timbre = sample_audio(p, seed + 1, audio, hold=gap, start=t)
+            sounds.append(samples)
+            events[-1]["audio"] = timbre.meta()
         captions.append(cap)
         t += cfg.num_frames + gap
     video = np.concatenate(frames)
@@ -101,7 +112,11 @@ def make_long_sample(index: int, cfg: SynthConfig, seed: int, num_videos: int) -
         "fps": cfg.fps, "num_frames": int(video.shape[0]), "width": cfg.size, "height": cfg.size,
         "duration": video.shape[0] / cfg.fps, "source": f"synthetic-long:{seed}:{index}",
     }
-    return split, key, label, {"mp4": encode_mp4(video, cfg.fps, cfg.crf), "json": json_bytes(meta)}
+    sound = None
+    if audio is not None:
+        meta["audio"] = audio.manifest_entry()
+        sound = track(concat_with_fades(sounds, audio.rate), audio)
+    return split, key, label, {"mp4": encode_mp4(video, cfg.fps, cfg.crf, audio=sound), "json": json_bytes(meta)}
 
 
 def generate_long(out, num_videos: int = 640, **kw: Any) -> dict[str, Any]:
