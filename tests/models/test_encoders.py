@@ -55,8 +55,9 @@ def test_encoder_returns_batch_by_feature_dim_and_backprops(name):
 def test_registry_names_and_errors():
     tv = ["tv-mc3_18", "tv-mvit_v1_b", "tv-mvit_v2_s", "tv-r2plus1d_18", "tv-r3d_18", "tv-s3d", "tv-swin3d_b",
           "tv-swin3d_s", "tv-swin3d_t"]
-    assert list_encoders() == ["mc3_18", "r2plus1d_18", "r3d_18", "small3d", "tsm_resnet", *tv, "vivit"]
-    with pytest.raises(VideosslError, match="valid names: mc3_18, r2plus1d_18, r3d_18, small3d, tsm_resnet, tv-mc3_18"):
+    assert list_encoders() == ["audio-resnet50", "audio-small", "mc3_18", "r2plus1d_18", "r3d_18", "small3d", "tsm_resnet",
+                               *tv, "vivit"]
+    with pytest.raises(VideosslError, match="valid names: audio-resnet50, audio-small, mc3_18, r2plus1d_18, r3d_18, small3d"):
         build_encoder("resnet9000")
     with pytest.raises(VideosslError, match="bad arguments for encoder 'small3d'"):
         build_encoder("small3d", widht=3)

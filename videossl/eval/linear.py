@@ -26,7 +26,7 @@ from videossl.eval.probe import evaluate_probe, train_linear_probe, train_linear
 from videossl.eval.report import abstention_sweep, confidence_metrics
 from videossl.eval.scores import aggregate_views
 
-__all__ = ["evaluate_encoder", "learned_confidence", "protocol_lines", "train_probe"]
+__all__ = ["evaluate_encoder", "evaluate_features", "learned_confidence", "protocol_lines", "train_probe"]
 
 
 def train_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, p: ProbeConfig):
@@ -69,7 +69,13 @@ def evaluate_encoder(encoder: nn.Module, cfg: EvalConfig, out_dir: Path, name: s
     train, test, classes = extract_splits(encoder, cfg, cache_dir, device, progress)
     t_feat = time.perf_counter() - t0
     check_classes(train, test, classes, cfg.data_dir)
-    p = cfg.probe
+    return evaluate_features(train, test, classes, cfg.probe, out_dir, name, t_feat)
+
+
+def evaluate_features(train, test, classes: list[str], p: ProbeConfig, out_dir: Path, name: str,
+                      seconds_features: float = 0.0) -> dict[str, Any]:
+    """The probe of ``p`` on the train :class:`~videossl.eval.features.FeatureSet`, scored on the test one:
+    accuracy, per-class accuracy, calibration, selective prediction and plots (any frozen features: video, audio)."""
     probe = train_probe(train.feats, train.labels, len(classes), p)
     res = evaluate_probe(probe, test.feats, test.labels, test.video_ids, views_per_video=test.views_per_video,
                          how=p.aggregate)
@@ -114,7 +120,7 @@ def evaluate_encoder(encoder: nn.Module, cfg: EvalConfig, out_dir: Path, name: s
         "views_per_video": test.views_per_video,
         "train_rows_per_video": train.views_per_video,
         "feature_dim": int(train.feats.shape[1]),
-        "seconds_features": round(t_feat, 1),
+        "seconds_features": round(seconds_features, 1),
         "plots": plots,
     }
 

@@ -45,7 +45,8 @@ from videossl.models.encoders import ENCODERS, input_checks, registry_spec
 
 __all__ = ["WeightsInfo", "build_encoder", "build_from_spec", "build_method", "check_views", "encoder_arg",
            "encoder_spec_from_run", "encoders_to_evaluate", "file_hash", "load_encoder", "load_method_weights",
-           "load_weights", "method_class", "no_weights_lines", "parse_encoder", "parse_key_map", "random_init_spec",
+           "load_weights", "method_class",
+           "part_from_run", "no_weights_lines", "parse_encoder", "parse_key_map", "random_init_spec",
            "resolve_encoder", "run_config"]
 
 
@@ -111,6 +112,29 @@ def encoder_spec_from_run(run: Path) -> dict[str, Any]:
     if isinstance(init.get(key), dict):
         return init[key]
     raise VideosslError(f"cannot find the encoder in {cfg_path} (looked for model.init_args.{key})")
+
+
+def part_from_run(run: Path, part: str) -> tuple[dict[str, Any], Path, str]:
+    """(spec, ``<run>/checkpoints/last.ckpt``, state-dict prefix) of one of a run's encoders, by the part name
+    its method gives it (:meth:`videossl.methods.base.SSLMethod.encoder_parts`: e.g. BraVe's ``audio``)."""
+    cfg, cfg_path = run_config(run)
+    model = cfg.get("model") or {}
+    init = model.get("init_args") or {}
+    parts = method_class(model).encoder_parts(init) if model.get("class_path") else {}
+    if part not in parts:
+        raise VideosslError(f"the run {run} ({model.get('class_path')}) has no encoder part {part!r}; its parts: "
+                            f"{', '.join(parts) or 'none'}")
+    arg_path, prefix = parts[part]
+    node: Any = init
+    for k in arg_path.split("."):
+        if not isinstance(node, dict) or k not in node:
+            raise VideosslError(f"cannot find model.init_args.{arg_path} in {cfg_path}")
+        node = node[k]
+    ckpt = Path(run) / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise VideosslError(f"{ckpt} not found: the {part} encoder's weights are in the run's Lightning checkpoint "
+                            "(or give --weights)")
+    return node, ckpt, prefix
 
 
 # ------------------------------------------------------------------------------------ weights

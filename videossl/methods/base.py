@@ -97,6 +97,12 @@ class SSLMethod(pl.LightningModule):
         self.online_probe: nn.Module | None = None
         self._grad_hooks: list = []
 
+    @classmethod
+    def encoder_parts(cls, init_args: dict[str, Any]) -> dict[str, tuple[str, str]]:
+        """The method's encoders by part name: ``{part: (dotted init-argument path, state-dict prefix)}`` (what
+        ``videossl eval audio --run RUN --part P`` reads). Default: the evaluated encoder as ``video``."""
+        return {"video": (cls.encoder_arg, "encoder.")}
+
     # -- randomness inside the model -----------------------------------------------------------
     def step_generator(self, stream: int = 0) -> torch.Generator:
         """A CPU generator seeded from (seed, rank, global step, stream) for random draws inside a step.

@@ -1,19 +1,22 @@
-"""Video encoders and their registry.
+"""Video encoders and their registry (the audio encoders of ``videossl.models.audio`` too).
 
-Every encoder takes a float clip ``(B, C, T, H, W)`` and returns ``(B, feature_dim)`` features
-(the embedding *before* any projector), and exposes ``feature_dim``. Encoders are ordinary
+Every video encoder takes a float clip ``(B, C, T, H, W)`` and returns ``(B, feature_dim)`` features
+(the embedding *before* any projector), and exposes ``feature_dim``; an audio encoder takes a
+spectrogram ``(B, C, time, mel)`` instead. Encoders are ordinary
 ``nn.Module`` classes with typed ``__init__`` arguments, so a recipe can name them by
 ``class_path`` in YAML; :func:`build_encoder` builds the same classes from a short registry name:
 
-==============  ==============================================================================
-name            class
-==============  ==============================================================================
-``r3d_18``      :class:`VideoResNetEncoder` (``arch="r3d_18"``), torchvision R3D-18 without fc
-``r2plus1d_18`` :class:`VideoResNetEncoder` (``arch="r2plus1d_18"``)
-``mc3_18``      :class:`VideoResNetEncoder` (``arch="mc3_18"``)
-``tsm_resnet``  :class:`TSMResNet`, BraVe's TSM-ResNet-V2 (pre-activation), depth 50 by default
-``small3d``     :class:`Small3D`, a tiny 3D CNN for CPU tests and smoke runs
-==============  ==============================================================================
+==================  ==============================================================================
+name                class
+==================  ==============================================================================
+``r3d_18``          :class:`VideoResNetEncoder` (``arch="r3d_18"``), torchvision R3D-18 without fc
+``r2plus1d_18``     :class:`VideoResNetEncoder` (``arch="r2plus1d_18"``)
+``mc3_18``          :class:`VideoResNetEncoder` (``arch="mc3_18"``)
+``tsm_resnet``      :class:`TSMResNet`, BraVe's TSM-ResNet-V2 (pre-activation), depth 50 by default
+``small3d``         :class:`Small3D`, a tiny 3D CNN for CPU tests and smoke runs
+``audio-resnet50``  :class:`~videossl.models.audio.AudioResNet`, BraVe's 2-D ResNet-V2-50 on spectrograms
+``audio-small``     :class:`~videossl.models.audio.SmallAudio2D`, a tiny 2-D spectrogram CNN (CPU)
+==================  ==============================================================================
 
 Weights are always initialised at random (``weights=None``); pretrained weights are loaded with
 :func:`videossl.core.checkpoint.load_state`.
@@ -24,13 +27,11 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from timm.layers import create_conv2d
-from timm.models.resnetv2 import PreActBottleneck, ResNetStage, create_resnetv2_stem
+from timm.models.resnetv2 import PreActBottleneck
 from torch import nn
 from torchvision.models.video.resnet import (
     BasicBlock,
@@ -41,6 +42,10 @@ from torchvision.models.video.resnet import (
 )
 
 from videossl.errors import VideosslError
+from videossl.models.audio import AudioResNet, SmallAudio2D
+from videossl.models.preact import check_width_channels as _check_common
+from videossl.models.preact import init_conv_bn, preact_resnet_v2, resolve_layers
+from videossl.models.preact import scaled as _scaled
 from videossl.models.tv_zoo import TV_ARCHS, TorchvisionVideoEncoder
 from videossl.models.vivit import ViViT
 
@@ -58,17 +63,6 @@ __all__ = [
     "list_encoders",
     "registry_spec",
 ]
-
-
-def _scaled(channels: int, width: float) -> int:
-    return max(1, int(round(channels * width)))
-
-
-def _check_common(width: float, in_channels: int) -> None:
-    if not width > 0:
-        raise VideosslError(f"encoder width multiplier must be > 0, got {width}")
-    if int(in_channels) < 1:
-        raise VideosslError(f"encoder in_channels must be >= 1, got {in_channels}")
 
 
 def check_clip(x: torch.Tensor, in_channels: int, name: str) -> None:
@@ -231,21 +225,6 @@ class TSMPreActBottleneck(PreActBottleneck):
         return self.drop_path(x) + shortcut
 
 
-def _bn_relu(num_features: int, device=None, dtype=None) -> nn.Sequential:
-    # A plain BatchNorm2d + ReLU (not timm's BatchNormAct2d): torch's
-    # SyncBatchNorm.convert_sync_batchnorm (used by Lightning's sync_batchnorm=True) turns a
-    # BatchNormAct2d into a plain SyncBatchNorm and silently drops its ReLU.
-    return nn.Sequential(
-        OrderedDict(
-            bn=nn.BatchNorm2d(num_features, momentum=0.1, device=device, dtype=dtype),
-            act=nn.ReLU(inplace=True),
-        )
-    )
-
-
-_TSM_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
-
-
 class TSMResNet(nn.Module):
     """TSM-ResNet-V2 as in BraVe (arXiv:2103.16559), built from timm ResNet-V2 pieces.
 
@@ -279,50 +258,13 @@ class TSMResNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_common(width, in_channels)
-        if layers is None:
-            if depth not in _TSM_DEPTHS:
-                raise VideosslError(
-                    f"tsm_resnet depth must be one of {sorted(_TSM_DEPTHS)} (or pass layers=(...)), got {depth}"
-                )
-            layers = _TSM_DEPTHS[depth]
-        layers = tuple(int(n) for n in layers)
-        if len(layers) != 4 or min(layers) < 1:
-            raise VideosslError(f"tsm_resnet layers must be 4 positive block counts, got {layers}")
+        layers = resolve_layers(depth, layers, "tsm_resnet")
         self.layers, self.width, self.in_channels = layers, float(width), int(in_channels)
-        conv = functools.partial(create_conv2d, bias=False)  # symmetric padding, no bias
-        stem_chs = _scaled(64, width)
-        self.stem = create_resnetv2_stem(
-            in_channels, stem_chs, "", preact=True, conv_layer=conv, norm_layer=_bn_relu
+        self.stem, self.stages, self.norm, self.feature_dim = preact_resnet_v2(
+            in_channels, layers, width, block_fn=TSMPreActBottleneck, shift_fraction=shift_fraction
         )
-        stages, prev = [], stem_chs
-        for i, (depth_i, c) in enumerate(zip(layers, (256, 512, 1024, 2048), strict=True)):
-            out = _scaled(c, width)
-            stages.append(
-                ResNetStage(
-                    prev,
-                    out,
-                    stride=1 if i == 0 else 2,
-                    dilation=1,
-                    depth=depth_i,
-                    bottle_ratio=0.25,
-                    block_fn=TSMPreActBottleneck,
-                    conv_layer=conv,
-                    norm_layer=_bn_relu,
-                    act_layer=nn.ReLU,
-                    shift_fraction=shift_fraction,
-                )
-            )
-            prev = out
-        self.stages = nn.Sequential(*stages)
-        self.norm = _bn_relu(prev)
-        self.feature_dim = prev
         self._shifts = [m for m in self.modules() if isinstance(m, TemporalShift)]
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_clip(x, self.in_channels, "tsm_resnet")
@@ -398,6 +340,8 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "tsm_resnet": TSMResNet,
     "small3d": Small3D,
     "vivit": ViViT,
+    "audio-resnet50": functools.partial(AudioResNet, depth=50),
+    "audio-small": SmallAudio2D,
     **{f"tv-{arch}": functools.partial(TorchvisionVideoEncoder, arch=arch) for arch in TV_ARCHS},
 }
 
