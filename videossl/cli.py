@@ -37,6 +37,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
      "tracking any point (TAP-Vid AJ / delta_avg / OA): baselines and a frozen-feature correspondence probe, overlays"),
     ("eval", "zeroshot", "videossl.eval.commands.zeroshot",
      "zero-shot classification by class prompts and text-video retrieval R@1/5/10"),
+    ("eval", "long", "videossl.eval.commands.long",
+     "long videos: segments + mean/attention pooling vs one long encoder (order zero-shot, retrieval, order probe)"),
     ("eval", "online", "videossl.eval.commands.online",
      "streaming model: per-frame predictions with delay, accuracy per frame index, FLOPs/frame, frames/s vs sequential"),
     ("bench", "data", "videossl.bench.data", "clips/s of the data pipeline vs raw decoding vs a naive loader, RSS"),
