@@ -39,6 +39,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
      "zero-shot classification by class prompts and text-video retrieval R@1/5/10"),
     ("eval", "audio", "videossl.eval.commands.audio",
      "linear probe / SVM of a frozen audio backbone (BraVe V/A) on a shard set with sound or ESC-50's 5 folds"),
+    ("eval", "long", "videossl.eval.commands.long",
+     "long videos: segments + mean/attention pooling vs one long encoder (order zero-shot, retrieval, order probe)"),
     ("eval", "online", "videossl.eval.commands.online",
      "streaming model: per-frame predictions with delay, accuracy per frame index, FLOPs/frame, frames/s vs sequential"),
     ("bench", "data", "videossl.bench.data", "clips/s of the data pipeline vs raw decoding vs a naive loader, RSS"),

@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from videossl.core.metrics import recall_at_k, retrieval_metrics
-from videossl.data.loader import VideoShardDataset, make_loader
+from videossl.data.loader import VideoShardDataset, make_loader, resolve_shards
 from videossl.data.loader.batch import to_clip
 from videossl.data.prompts import caption_ids, class_prompts, dataset_kind, with_motion
 from videossl.errors import VideosslError
 from videossl.eval.runs import build_method, load_method_weights, run_config
 
-__all__ = ["caption_zeroshot", "class_embeddings", "recall_at_k", "retrieval_metrics", "zeroshot_accuracy", "embed_split",
-           "evaluate", "load_run_model"]
+__all__ = ["caption_retrieval", "caption_zeroshot", "class_embeddings", "recall_at_k", "retrieval_metrics",
+           "zeroshot_accuracy", "embed_split", "evaluate", "load_run_model", "unique_samples"]
 
 def zeroshot_accuracy(video_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """top-1, top-5 and mean per-class accuracy of ``argmax(video_emb @ class_embᵀ)``."""
@@ -75,41 +75,60 @@ def load_run_model(run: Path, ckpt: Path | None = None):
     return model.eval(), data
 
 
+def unique_samples(data_dir: str, split: str, views, batch_size: int = 32):
+    """Yield ``(batch, rows)`` over ``split`` in evaluation order: ``rows`` are the batch positions of videos
+    seen for the first time (the pipeline's padding duplicates and repeats dropped), so every video comes once."""
+
+    ds = VideoShardDataset(data_dir, views, split=split, batch_size=batch_size, train=False, rank=0, world_size=1)
+    seen: set[str] = set()
+    for batch in make_loader(ds, num_workers=0):
+        rows = []
+        for j, dup in enumerate(batch["duplicate"].tolist()):
+            key = batch["key"][j]
+            if not dup and key not in seen:
+                seen.add(key)
+                rows.append(j)
+        yield batch, rows
+
+
 @torch.no_grad()
 def embed_split(model, data_dir: str, split: str, views, batch_size: int = 32, device: str = "cpu") -> dict[str, Any]:
     """Per video: joint-space embedding (mean over views, renormalised), caption, label."""
 
-    ds = VideoShardDataset(data_dir, views, split=split, batch_size=batch_size, train=False, rank=0, world_size=1)
     model.to(device)
-    embs, caps, labels, seen = [], [], [], set()
-    for batch in make_loader(ds, num_workers=0):
-        keep = (~batch["duplicate"]).tolist()
+    embs, caps, labels = [], [], []
+    for batch, rows in unique_samples(data_dir, split, views, batch_size):
         per_view = []
         for i, v in enumerate(batch["views"]):
             valid = batch["valid"][i].to(device) if "valid" in batch else None
             per_view.append(model.embed_video(to_clip(v.to(device)), valid).float().cpu())
         e = F.normalize(torch.stack(per_view, 1).mean(1), dim=-1)
-        for j, k in enumerate(keep):
-            key = batch["key"][j]
-            if not k or key in seen:
-                continue
-            seen.add(key)
+        for j in rows:
             embs.append(e[j])
             caps.append(batch["caption"][j])
             labels.append(int(batch["label"][j]))
-    return {"emb": torch.stack(embs), "captions": caps, "labels": torch.tensor(labels), "classes": ds.source.classes}
+    classes = resolve_shards(data_dir, split).classes
+    return {"emb": torch.stack(embs), "captions": caps, "labels": torch.tensor(labels), "classes": classes}
+
+
+@torch.no_grad()
+def caption_retrieval(embed_text, video_emb: torch.Tensor, captions: list[str]) -> dict[str, Any]:
+    """Text→video and video→text R@1/5/10 and median rank between the videos and their captions (identical
+    captions are one text shared by their videos), with ``captions`` (distinct) and ``chance_r1`` = 1/captions."""
+
+    uniq = list(dict.fromkeys(captions))
+    t = torch.cat([embed_text(uniq[i : i + 256]).float().cpu() for i in range(0, len(uniq), 256)])
+    out: dict[str, Any] = retrieval_metrics(t @ video_emb.float().t(), caption_ids(uniq), caption_ids(captions))
+    out["captions"] = len(uniq)
+    out["chance_r1"] = 1.0 / len(uniq)
+    return out
 
 
 def evaluate(model, data_dir: str, split: str, views, device: str = "cpu", batch_size: int = 32) -> dict[str, Any]:
     d = embed_split(model, data_dir, split, views, batch_size, device)
     out: dict[str, Any] = {"split": split, "videos": len(d["captions"])}
     if all(c.strip() for c in d["captions"]):
-        uniq = list(dict.fromkeys(d["captions"]))
-        t = torch.cat([model.embed_text(uniq[i : i + 256]).float().cpu() for i in range(0, len(uniq), 256)])
-        sim = t @ d["emb"].t()
-        out.update(retrieval_metrics(sim, caption_ids(uniq), caption_ids(d["captions"])))
-        out["captions"] = len(uniq)
-        out["chance_r1"] = 1.0 / len(uniq)
+        out.update(caption_retrieval(model.embed_text, d["emb"], d["captions"]))
     classes = d["classes"]
     if classes:
         kind = dataset_kind(classes)
