@@ -15,6 +15,7 @@ whose category differs between rows, folds outside 1..5.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,8 +91,6 @@ def esc50_folds(items: list[AudioItem], test_fold: int) -> tuple[list[AudioItem]
 
 def shard_audio_items(data_dir: str | os.PathLike, split: str) -> Iterator[AudioItem]:
     """Every sample of ``split`` of a shard-set folder: its key, label and video member bytes (audio inside)."""
-    import json
-
     source = resolve_shards(data_dir, split)
     for url in source.urls:
         for key, group in iter_tar_samples(url):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,3 @@ def timed_features(encoder, items, spec, clips, cfg: AudioEvalConfig, device) ->
     t0 = time.perf_counter()
     out = extract_audio_features(encoder, items, spec, clips, cfg.batch_size, device)
     return out, time.perf_counter() - t0
-
-
-def config_dict(cfg: AudioEvalConfig) -> dict[str, Any]:
-    return asdict(cfg)

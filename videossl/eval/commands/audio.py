@@ -31,7 +31,6 @@ from videossl.eval.report import fmt_num, report_console, write_report, write_sp
 from videossl.eval.runs import (
     build_encoder,
     build_from_spec,
-    file_hash,
     no_weights_lines,
     parse_encoder,
     parse_key_map,
@@ -129,7 +128,7 @@ def run_cli(args: argparse.Namespace) -> int:
         _print_table(console, results, title)
         payload = {"kind": "audio", "dataset": cfg.dataset_name, "split": name_round or None, "protocol": lines,
                    "config": raw, "encoder": spec, "checkpoint": info.path if info else None,
-                   "checkpoint_sha256": info.sha256 if info else (file_hash(ckpt) if ckpt and ckpt.is_file() else None),
+                   "checkpoint_sha256": info.sha256 if info else None,
                    "weights": info.as_dict() if info else None, "results": results, "chance": 1 / len(classes),
                    "skipped": skipped}
         (out / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
