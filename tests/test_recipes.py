@@ -31,3 +31,23 @@ def test_long_video_synthetic_recipes_say_what_they_use():
     assert v["objective"] == "video_video" and v["second_view"] == "motion"
     i = load_recipe(ROOT / "recipes/long_video/synthetic_images.yaml")
     assert i["model"]["init_args"]["image_view"] == "image" and i["data"]["train_views"][1]["frames"] == 1
+
+
+@pytest.mark.parametrize("name", ["kinetics400", "ucf101", "hmdb51", "synthetic"])
+def test_brave_view_recipes_build_the_broad_sides_they_name(name):
+    from videossl.eval.runs import build_from_spec
+
+    expect = {"va": ["audio"], "vf": ["flow_est"] if name != "synthetic" else ["flow"], "vaf": ["audio", "flow_est"]}
+    for views, modalities in expect.items():
+        r = load_recipe(ROOT / f"recipes/brave/{name}_{views}.yaml")
+        model = build_from_spec(r["model"])
+        assert model.broad_modalities == modalities, (views, model.broad_modalities)
+        assert [b.modality for b in model.branches()] == modalities
+        if "audio" in modalities:  # the audio view needs the reader to cut the broad window's sound
+            assert r["data"]["audio"]["view"] == "broad"
+            chans = r["data"]["audio"]["channels"]
+            audio = model.broad_encoder if model.broad_encoders is None else model.broad_encoders["audio"]
+            assert audio.in_channels == chans
+        if "flow_est" in modalities or "flow" in modalities:
+            flow = model.broad_encoder if model.broad_encoders is None else model.broad_encoders["flow_est"]
+            assert flow.in_channels == 2

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videossl.errors import VideosslError
-from videossl.losses import brave_loss, regression_distance
+from videossl.losses import brave_loss, brave_terms, regression_distance
 
 torch.set_num_threads(1)
 
@@ -107,3 +107,31 @@ def test_brave_flow_view_gathers_resizes_and_scales_flow():
     # x2 resize doubles the vectors, /2 normalises: frame 1 dx = 2; the last frame reuses flow 2->3 (index 2)
     assert torch.allclose(out[0, 0, :, 3, 3], torch.tensor([0.0, 2.0, 0.0, 0.0]))
     assert torch.allclose(out[0, 1, :, 3, 3], torch.tensor([0.0, 0.0, -1.0, -1.0]))
+
+
+def test_masked_distance_is_the_mean_over_the_kept_rows_only():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    keep = torch.tensor([True, False, True, True, False, True])
+    torch.testing.assert_close(regression_distance(x, y, mask=keep), regression_distance(x[keep], y[keep]))
+    torch.testing.assert_close(regression_distance(x, y, mask=torch.ones(6, dtype=torch.bool)), regression_distance(x, y))
+    xg = x.clone().requires_grad_(True)
+    none = regression_distance(xg, y, mask=torch.zeros(6, dtype=torch.bool))
+    none.backward()
+    assert none.item() == 0.0 and torch.count_nonzero(xg.grad) == 0  # no kept row: nothing learnt, no NaN
+    with pytest.raises(VideosslError, match=r"mask must be \(6,\)"):
+        regression_distance(x, y, mask=keep[:3])
+
+
+def test_named_terms_detach_targets_and_their_mean_is_the_loss():
+    g = torch.Generator().manual_seed(1)
+    p_b, z_n, p_n, z_b = (torch.randn(4, 8, generator=g).requires_grad_(True) for _ in range(4))
+    terms = {"b_audio_to_n_video": (p_b, z_n), "n_video_to_b_audio": (p_n, z_b, None)}
+    values = brave_terms(terms)
+    assert list(values) == list(terms)
+    torch.testing.assert_close(values["b_audio_to_n_video"], regression_distance(p_b, z_n))
+    torch.testing.assert_close(brave_loss(terms), brave_loss([(p_b, z_n), (p_n, z_b)]))
+    values["b_audio_to_n_video"].backward()
+    assert p_b.grad is not None and z_n.grad is None  # the target of a term gets nothing from it
+    with pytest.raises(VideosslError, match="at least one"):
+        brave_terms({})

@@ -7,19 +7,25 @@ zero instead of NaN (then ``d = ½`` against any unit target).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from videossl.errors import VideosslError
 
-__all__ = ["brave_loss", "regression_distance"]
+__all__ = ["brave_loss", "brave_terms", "regression_distance"]
+
+#: a loss term: (prediction, target projection) or (prediction, target projection, per-sample mask)
+Term = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 
-def regression_distance(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def regression_distance(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-5,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over the batch of ``½‖x/‖x‖ − y/‖y‖‖²`` for ``(B, D)`` inputs; a scalar.
 
+    ``mask`` (B,) bool: the mean over the rows where it is true only (e.g. the samples that have an audio
+    track when the others were given silence); no true row gives 0 with the graph kept (a zero gradient).
     No stop-gradient here: :func:`brave_loss` detaches the targets.
     """
     if x.shape != y.shape or x.ndim != 2:
@@ -28,18 +34,39 @@ def regression_distance(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-5) -> 
         )
     xn = F.normalize(x, dim=-1, eps=eps)
     yn = F.normalize(y, dim=-1, eps=eps)
-    return 0.5 * (xn - yn).pow(2).sum(dim=-1).mean()
+    d = 0.5 * (xn - yn).pow(2).sum(dim=-1)
+    if mask is None:
+        return d.mean()
+    if mask.shape != (x.shape[0],):
+        raise VideosslError(f"regression_distance's mask must be ({x.shape[0]},) bool, got {tuple(mask.shape)}")
+    m = mask.to(device=d.device, dtype=d.dtype)
+    return (d * m).sum() / m.sum().clamp(min=1.0)
 
 
-def brave_loss(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], eps: float = 1e-5) -> torch.Tensor:
-    """Plain mean of ``regression_distance(prediction, sg(target_projection))`` over ``pairs``.
+def brave_terms(terms: Mapping[str, Term], eps: float = 1e-5) -> dict[str, torch.Tensor]:
+    """Each named term's ``regression_distance(prediction, sg(target), mask)`` (targets detached), in order.
 
-    For one broad view: ``pairs = [(p_b, z_n), (p_n, z_b)]`` (2 terms); with video + audio broad
-    views 4 terms. Targets are detached here, so each projection is trained only through its own
-    side's prediction path, never as a target.
+    BraVe's names (arXiv:2103.16559, deepmind/brave ``_build_loss_fn``): ``b_video_to_n_video``,
+    ``n_video_to_b_video``, ``b_audio_to_n_video``, ``n_video_to_b_audio``, …; the loss is their plain mean
+    (:func:`brave_loss`).
     """
-    pairs = list(pairs)
-    if not pairs:
+    if not terms:
+        raise VideosslError("brave_terms needs at least one (prediction, target) term")
+    out = {}
+    for name, t in terms.items():
+        p, z, mask = (*t, None)[:3]
+        out[name] = regression_distance(p, z.detach(), eps=eps, mask=mask)
+    return out
+
+
+def brave_loss(terms: Sequence[Term] | Mapping[str, Term], eps: float = 1e-5) -> torch.Tensor:
+    """Plain mean of ``regression_distance(prediction, sg(target_projection))`` over the terms.
+
+    For one broad view: ``[(p_b, z_n), (p_n, z_b)]`` (2 terms); with video + audio broad views 4 terms
+    (named, as :func:`brave_terms` takes them, or a plain sequence). Targets are detached, so each
+    projection is trained only through its own side's prediction path, never as a target.
+    """
+    named = terms if isinstance(terms, Mapping) else {str(i): t for i, t in enumerate(terms)}
+    if not named:
         raise VideosslError("brave_loss needs at least one (prediction, target) pair")
-    terms = [regression_distance(p, z.detach(), eps=eps) for p, z in pairs]
-    return torch.stack(terms).mean()
+    return torch.stack(list(brave_terms(named, eps=eps).values())).mean()

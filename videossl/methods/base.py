@@ -152,7 +152,7 @@ class SSLMethod(pl.LightningModule):
         if self._switched:
             return self.speed_notes
         self._switched = True
-        encoders = {name: getattr(self, name) for name in self.speed_modules if getattr(self, name, None) is not None}
+        encoders = self._speed_encoders()
         if self.channels_last:
             self.speed_notes["channels_last"] = "; ".join(f"{n}: {to_channels_last(m)}" for n, m in encoders.items())
         if self.compile_encoders:
@@ -161,6 +161,18 @@ class SSLMethod(pl.LightningModule):
                 m.compile(**opts)
             self.speed_notes["compile"] = "torch.compile of " + ", ".join(encoders) + (f" with {opts}" if opts else "")
         return self.speed_notes
+
+    def _speed_encoders(self) -> dict[str, nn.Module]:
+        """:attr:`speed_modules` by name, those that are None left out and a ``ModuleDict`` (e.g. BraVe's
+        ``broad_encoders``, one per broad modality) expanded into its members (``broad_encoders.audio``)."""
+        out: dict[str, nn.Module] = {}
+        for name in self.speed_modules:
+            m = getattr(self, name, None)
+            if isinstance(m, nn.ModuleDict):
+                out.update({f"{name}.{k}": v for k, v in m.items()})
+            elif m is not None:
+                out[name] = m
+        return out
 
     def global_batch_size(self) -> int:
         trainer = self._trainer
