@@ -93,3 +93,24 @@ def test_bench_train_channels_last_on_a_vivit_is_reported_as_a_no_op_not_timed(t
     sw = json.loads(out.read_text())["switches"]
     assert sw["plain"]["status"] == "ok" and sw["plain"]["did"]["optimizer"] == "AdamW"
     assert sw["channels_last"]["status"] == "skipped: encoder: no-op (ViViT has 1 conv layer(s): not a conv encoder)"
+
+
+def test_bench_train_batch_carries_the_broad_windows_spectrogram_and_feeds_every_broad_backbone():
+    """A V/AF recipe: the random batch has the spectrogram the reader would cut (BraVe's window: frames x stride /
+    fps), and the plain-torch reference feeds each broad backbone its own modality's input."""
+    import torch
+
+    from videossl.bench.train import build, random_batch, reference_inputs
+
+    model, views, bs, audio = build("recipes/brave/synthetic_vaf.yaml", 2)
+    assert audio == {"view": "broad", "sample_rate": 16000, "channels": 2, "missing": "skip"}
+    batch = random_batch(views, bs, "cpu", audio, fps=12.0)
+    broad = next(v for v in views if v["name"] == "broad")
+    frames = -(-round(broad["frames"] * broad["stride"] / 12.0 * 16000) // 160)  # ceil(samples / hop)
+    assert batch["spectrogram"].shape == (2, 2, frames, 80) and batch["has_audio"].all()
+    encoders, inputs = reference_inputs(model, batch)
+    assert encoders[1:] == [model.broad_encoders["audio"], model.broad_encoders["flow_est"]]
+    assert inputs[1] is batch["spectrogram"] and inputs[2].shape[1] == 2  # flow: 2 channels
+    assert all(enc(x).shape == (2, enc.feature_dim) for enc, x in zip(encoders, inputs, strict=True))
+    loss, _, logs = model.ssl_step(batch)
+    assert torch.isfinite(loss) and "n_video_to_b_flow_est" in logs

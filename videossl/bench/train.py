@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from videossl.core.precision import set_tf32, tf32_state
+from videossl.data.audio import as_audio_spec, silence
 from videossl.data.loader.batch import to_clip
 from videossl.errors import VideosslError
 from videossl.lightning_cli import VideosslCLI
@@ -81,12 +82,16 @@ def build(config: str, batch_size: int | None):
     with tempfile.TemporaryDirectory() as tmp:
         args, merged = compose_configs(["--config", config], tmp)
         cli = VideosslCLI(args=args, run=False)
-    views = (merged.get("data") or {}).get("train_views") or []
-    bs = batch_size or int((merged.get("data") or {}).get("batch_size") or 8)
-    return cli.model, views, bs
+    data = merged.get("data") or {}
+    views = data.get("train_views") or []
+    bs = batch_size or int(data.get("batch_size") or 8)
+    return cli.model, views, bs, data.get("audio")
 
 
-def random_batch(views, batch_size: int, device) -> dict:
+def random_batch(views, batch_size: int, device, audio: dict | None = None, fps: float = 25.0) -> dict:
+    """Random uint8 views of the recipe's shapes; with ``audio`` (the recipe's ``data.audio``) also a random
+    log-mel spectrogram of the window the reader would cut (the named view's ``frames × stride / fps`` seconds,
+    or ``audio.seconds``) and ``has_audio``."""
     if not views:
         raise VideosslError("the recipe has no data.train_views: cannot shape a batch")
     out, names = [], []
@@ -96,8 +101,35 @@ def random_batch(views, batch_size: int, device) -> dict:
             out.append(torch.randint(0, 256, (batch_size, v["frames"], 3, v["size"], v["size"]), dtype=torch.uint8,
                                      device=device))
             names.append(v.get("name", "clip"))
-    return {"views": out, "view_names": names, "label": torch.zeros(batch_size, dtype=torch.long, device=device),
-            "caption": [""] * batch_size}
+    batch = {"views": out, "view_names": names, "label": torch.zeros(batch_size, dtype=torch.long, device=device),
+             "caption": [""] * batch_size}
+    spec = as_audio_spec(audio)
+    if spec is not None:
+        if spec.seconds is not None:
+            seconds = spec.seconds
+        else:
+            named = [v for v in views if v.get("name") == spec.view]
+            if not named:
+                raise VideosslError(f"data.audio.view {spec.view!r} names no train view ({', '.join(names)})")
+            seconds = named[0]["frames"] * named[0].get("stride", 1) / fps
+        shape = silence(spec, seconds).shape
+        batch["spectrogram"] = torch.rand((batch_size, *shape), device=device) * 8.0  # log(1 + 1e4 mel) range
+        batch["has_audio"] = torch.ones(batch_size, dtype=torch.bool, device=device)
+    return batch
+
+
+def reference_inputs(model, batch: dict) -> tuple[list, list[torch.Tensor]]:
+    """The method's encoders and each one's input, computed once from ``batch`` (what the plain-torch
+    reference step feeds them): the encoder on the first view; each BraVe broad backbone on its modality's
+    input (``BraVe.branches``: the broad clip as frame differences, flow, the spectrogram, ...)."""
+    encoders, inputs = [model.encoder], [to_clip(batch["views"][0])]
+    if hasattr(model, "branches"):
+        clip = to_clip(batch["views"][min(1, len(batch["views"]) - 1)])
+        with torch.no_grad():
+            for br in model.branches():
+                encoders.append(br.encoder)
+                inputs.append(model.broad_input(clip, batch, br.modality))
+    return encoders, inputs
 
 
 def _sync(device) -> None:
@@ -138,7 +170,7 @@ def _wanted(name: str) -> set[str]:
     return set(SWITCHES[1:-1]) if name == "all" else ({name} - {"plain"})
 
 
-def prepare_switch(base, name: str, views, bs: int, device: torch.device) -> dict:
+def prepare_switch(base, name: str, views, bs: int, device: torch.device, audio: dict | None = None) -> dict:
     """A copy of the method with switch ``name`` on (or all of them), its optimiser as ``fit`` builds it
     (``configure_optimizers``: the recipe's) and its step; or why the switch is skipped."""
     wanted, skipped = _wanted(name), []
@@ -158,7 +190,7 @@ def prepare_switch(base, name: str, views, bs: int, device: torch.device) -> dic
         return {"status": f"skipped: {notes['channels_last']}"}  # nothing changed: timing it would measure noise
     m.to(device).train()
     opt = m.configure_optimizers()["optimizer"]
-    batch = random_batch(views, bs, device)
+    batch = random_batch(views, bs, device, audio)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in wanted)
 
     step = _ssl_step_fn(m, batch, autocast, opt)
@@ -173,7 +205,7 @@ def _tf32_for(p: dict, device: torch.device) -> None:
 
 
 def run_switches(base, names: list[str], views, bs: int, device: torch.device, steps: int, warmup: int,
-                 rounds: int = 1) -> dict:
+                 rounds: int = 1, audio: dict | None = None) -> dict:
     """Each switch's step timed against the plain step of the same run. All the switched copies are built
     and warmed first (peak memory: each one's own, measured in its warm-up), then timed in ``rounds``
     interleaved rounds of ``steps`` steps (the median round counts), so drift in the machine's speed
@@ -183,7 +215,7 @@ def run_switches(base, names: list[str], views, bs: int, device: torch.device, s
     try:
         for n in names:
             base_alloc = torch.cuda.memory_allocated() if cuda else 0
-            p = prepare_switch(base, n, views, bs, device)
+            p = prepare_switch(base, n, views, bs, device, audio)
             if p["status"] == "ok":
                 _tf32_for(p, device)
                 if cuda:
@@ -252,24 +284,23 @@ def run_cli(args: argparse.Namespace) -> int:
         raise VideosslError("--device cuda but no CUDA device is available")
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     switches = parse_switches(args.switches)
-    model, views, bs = build(args.config, args.batch_size)
+    model, views, bs, audio = build(args.config, args.batch_size)
     model.compile_encoders, model.channels_last = False, False  # the rows below are plain; switches: --switches
     base = copy.deepcopy(model) if switches else None
     model.to(device).train()
-    batch = random_batch(views, bs, device)
+    batch = random_batch(views, bs, device, audio)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
     method_step = _ssl_step_fn(model, batch, autocast, opt)
 
-    encoders = [model.encoder] + ([model.broad_encoder] if hasattr(model, "broad_encoder") else [])
+    encoders, inputs = reference_inputs(model, batch)
     ref_params = [p for e in encoders for p in e.parameters()]
     ref_opt = torch.optim.SGD(ref_params, lr=1e-4, momentum=0.9)
 
     def reference_step():
         with autocast:
-            loss = sum(enc(to_clip(batch["views"][min(i, len(batch["views"]) - 1)])).float().pow(2).mean()
-                       for i, enc in enumerate(encoders))
+            loss = sum(enc(x).float().pow(2).mean() for enc, x in zip(encoders, inputs, strict=True))
         loss.backward()
         ref_opt.step()
         ref_opt.zero_grad(set_to_none=True)
@@ -310,7 +341,7 @@ def run_cli(args: argparse.Namespace) -> int:
     report = {"config": args.config, "device": dev, "batch_size": bs, "precision": precision, "results": results}
     if switches:
         model = opt = ref_opt = batch = None  # free the rows' model before the switch runs (one at a time)
-        sw = run_switches(base, switches, views, bs, device, args.steps, args.warmup, args.rounds)
+        sw = run_switches(base, switches, views, bs, device, args.steps, args.warmup, args.rounds, audio)
         t2 = Table(title="speed switches: the method step as fit runs it (recipe optimiser), vs plain (fp32) in this run")
         for col in ("switch", "steps/s", "clips/s", "peak GiB", "x plain", "what it did"):
             t2.add_column(col, justify="left" if col in ("switch", "what it did") else "right")
