@@ -32,3 +32,17 @@ def run_videossl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def last_state(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def kill_and_resume(fit, tmp_path: Path, data: Path, stop: int, total: int, *common: str) -> dict[str, torch.Tensor]:
+    """Run ``total`` steps uninterrupted (``a``), and ``stop`` steps then the same command to ``total`` (``b``,
+    "killed" and resumed); assert that ``b`` resumed and ends with ``a``'s weights (1e-6). Returns ``a``'s state."""
+    fit(tmp_path / "a", data, "--trainer.max_steps", str(total), *common)
+    fit(tmp_path / "b", data, "--trainer.max_steps", str(stop), *common)
+    r = fit(tmp_path / "b", data, "--trainer.max_steps", str(total), *common)
+    assert "resuming from" in r.stderr
+    a, b = last_state(tmp_path / "a"), last_state(tmp_path / "b")
+    assert a.keys() == b.keys()
+    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert diff <= 1e-6, diff
+    return a

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.methods._fit import REPO, last_state, run_videossl, tiny_synth
+from tests.methods._fit import REPO, kill_and_resume, last_state, run_videossl, tiny_synth
 
 TINY = [
     "--data.batch_size", "8",
@@ -65,14 +65,7 @@ def test_kill_and_resume_reaches_the_same_weights(tmp_path, synth):
     """Stopped mid-epoch (step 3 of 6) and resumed with the same command = an uninterrupted run."""
     common = ["--model.init_args.optim.total", "9", "--data.num_workers", "2", "--model.init_args.broad_modality",
               "randconv"]
-    fit(tmp_path / "a", synth, "--trainer.max_steps", "9", *common)
-    fit(tmp_path / "b", synth, "--trainer.max_steps", "3", *common)  # "killed" after step 3
-    r = fit(tmp_path / "b", synth, "--trainer.max_steps", "9", *common)
-    assert "resuming from" in r.stderr
-    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
-    assert a.keys() == b.keys()
-    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-    assert diff <= 1e-6, diff
+    kill_and_resume(fit, tmp_path, synth, 3, 9, *common)  # "killed" after step 3
 
 
 def test_ddp_two_cpu_processes_match_one_process_steps(tmp_path, synth):

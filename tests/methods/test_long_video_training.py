@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.methods._fit import REPO, last_state, run_videossl, tiny_synth
+from tests.methods._fit import REPO, kill_and_resume, last_state, run_videossl, tiny_synth
 
 TINY = [
     "--data.batch_size", "8",
@@ -54,14 +54,7 @@ _state = last_state
 def test_long_video_kill_and_resume_reaches_the_same_weights(tmp_path, synth):
     """Stopped at step 4 (mid-epoch, 6 batches per epoch) and resumed = an uninterrupted 9-step run."""
     common = ["--data.num_workers", "2"]
-    fit(tmp_path / "a", synth, "--trainer.max_steps", "9", *common)
-    fit(tmp_path / "b", synth, "--trainer.max_steps", "4", *common)  # "killed" after step 4
-    r = fit(tmp_path / "b", synth, "--trainer.max_steps", "9", *common)
-    assert "resuming from" in r.stderr
-    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
-    assert a.keys() == b.keys()
-    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-    assert diff <= 1e-6, diff
+    kill_and_resume(fit, tmp_path, synth, 4, 9, *common)  # "killed" after step 4
 
 
 def test_stage2_on_the_long_synthetic_set_from_stage1(tmp_path, synth):
