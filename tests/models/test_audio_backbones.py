@@ -76,3 +76,21 @@ def test_wrong_layout_is_a_user_error():
         AudioResNet(depth=34)
     with pytest.raises(VideosslError, match="width"):
         SmallAudio2D(width=0)
+
+
+@pytest.mark.parametrize("stages", [3, 5])
+def test_small_audio_receptive_field_spans_2_to_the_stages_plus_1_minus_1_frames(stages):
+    """The time span one output cell sees (its gradient's support) is 2^(stages+1) − 1 spectrogram frames."""
+    torch.manual_seed(0)
+    enc = SmallAudio2D(width=4, in_channels=2, stages=stages).eval()
+    x = torch.randn(1, 2, 256, 80, requires_grad=True)
+    fmap = enc.features(x)  # (1, C, T', M')
+    fmap[0, :, fmap.shape[2] // 2, fmap.shape[3] // 2].sum().backward()
+    frames = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 3))).flatten()
+    assert frames.max().item() - frames.min().item() + 1 == 2 ** (stages + 1) - 1
+    assert enc.feature_dim == 16 and enc(x).shape == (1, 16)
+
+
+def test_small_audio_stages_must_be_a_positive_integer():
+    with pytest.raises(VideosslError, match="stages must be an integer >= 1"):
+        SmallAudio2D(stages=0)

@@ -71,22 +71,27 @@ class AudioResNet(nn.Module):
 
 
 class SmallAudio2D(nn.Module):
-    """A tiny 2-D CNN on the spectrogram for CPU tests: three Conv2d(3×3, stride 2)-BN-ReLU (channels
-    w, 2w, 4w), global mean pooling; the audio twin of :class:`~videossl.models.encoders.Small3D`.
+    """A tiny 2-D CNN on the spectrogram for CPU runs: ``stages`` Conv2d(3×3, stride 2)-BN-ReLU (channels
+    w, 2w, 4w, then 4w), global mean pooling; the audio twin of :class:`~videossl.models.encoders.Small3D`.
 
-    ``feature_dim = 4·width`` (64 at the default width 16).
+    ``feature_dim = 4·width`` (64 at the default width 16; fewer than 3 stages: ``2^(stages−1)·width``).
+    The receptive field is ``2^(stages+1) − 1`` spectrogram frames (3 stages: 15 frames = 0.15 s at hop 10 ms;
+    5 stages: 63 = 0.63 s): sound whose meaning is a change over time (a pitch that rises, a pan that moves)
+    needs a field that spans the change, since the mean pooling keeps no order.
     """
 
-    def __init__(self, width: int = 16, in_channels: int = 1) -> None:
+    def __init__(self, width: int = 16, in_channels: int = 1, stages: int = 3) -> None:
         super().__init__()
         check_width_channels(width, in_channels)
-        width, self.in_channels = int(width), int(in_channels)
-        chans = [self.in_channels, width, 2 * width, 4 * width]
+        if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+            raise VideosslError(f"SmallAudio2D stages must be an integer >= 1, got {stages!r}")
+        width, self.in_channels, self.stages = int(width), int(in_channels), stages
+        chans = [self.in_channels] + [min(2**i, 4) * width for i in range(stages)]
         blocks: list[nn.Module] = []
         for cin, cout in zip(chans[:-1], chans[1:], strict=True):
             blocks += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*blocks)
-        self.feature_dim = 4 * width
+        self.feature_dim = chans[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_spectrogram(x, self.in_channels, "SmallAudio2D")
