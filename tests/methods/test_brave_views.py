@@ -146,3 +146,18 @@ def test_speed_switches_reach_every_broad_backbone():
     w4 = [p for p in m.broad_encoders["audio"].parameters() if p.dim() == 4]
     assert w5 and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in w5)
     assert w4 and all(p.is_contiguous(memory_format=torch.channels_last) for p in w4)
+
+
+def test_audio_diff_is_the_spectrograms_frame_to_frame_change():
+    torch.manual_seed(0)
+    m = BraVe(Small3D(width=8), SmallAudio2D(width=8, in_channels=2), broad_modality="audio_diff", **HEADS)
+    b = batch()
+    x = m.broad_input(None, b)
+    spec = b["spectrogram"]
+    assert x.shape == spec.shape and torch.equal(x[:, :, 0], torch.zeros_like(x[:, :, 0]))
+    torch.testing.assert_close(x[:, :, 5], spec[:, :, 5] - spec[:, :, 4])
+    b["spectrogram"] = spec[:, :, :1].expand_as(spec).clone()  # a steady sound: nothing changes
+    assert torch.count_nonzero(m.broad_input(None, b)) == 0
+    has = torch.tensor([True, False, True, True])
+    _, _, logs = m.ssl_step({**batch(has_audio=has)})
+    assert "b_audio_diff_to_n_video" in logs

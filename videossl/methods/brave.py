@@ -71,7 +71,8 @@ class BraVe(SSLMethod):
             the flow stored with the data, e.g. the synthetic set's ground truth via
             ``data.extras: [flow.npz]``, an oracle), ``flow_est`` (the same V/F with the flow
             estimated from the broad view's own frames, no ground truth: :mod:`videossl.models.flow_estimate`),
-            or ``audio`` (BraVe's V/A: the log-mel spectrogram of the broad window, ``data.audio``).
+            ``audio`` (BraVe's V/A: the log-mel spectrogram of the broad window, ``data.audio``), or ``audio_diff``
+            (its differences from one STFT frame to the next: the audio twin of ``frame_diff``; not in the paper).
         broad_encoders: several broad modalities instead of one (``broad_encoder`` and ``broad_modality`` then
             null): ``{modality: backbone}``, e.g. ``{audio: <audio-small>, flow_est: <Small3D in_channels 2>}``
             for V/AF. Each modality gets its own backbone and its own pair of heads (narrow → broad and
@@ -175,7 +176,7 @@ class BraVe(SSLMethod):
             p_n = br.narrow_predictor(z_n)
             z_b = br.broad_projector(f_b)
             p_b = br.broad_predictor(z_b)
-            mask = _audio_mask(batch) if br.modality == "audio" else None
+            mask = _audio_mask(batch) if br.modality.startswith("audio") else None
             # broad predicts narrow, narrow predicts broad; targets are detached inside brave_terms
             terms[f"b_{br.modality}_to_n_video"] = (p_b, z_n, mask)
             terms[f"n_video_to_b_{br.modality}"] = (p_n, z_b, mask)
@@ -227,6 +228,13 @@ def _audio_input(method: BraVe, clip: torch.Tensor, batch: dict[str, Any] | None
     return batch["spectrogram"]
 
 
+def _audio_diff_input(method: BraVe, clip: torch.Tensor, batch: dict[str, Any] | None) -> torch.Tensor:
+    # the change of the log-mel from one STFT frame to the next (the sound's frame differences): what is constant
+    # over the window (a pitch, a pan, a timbre) cancels; how it moves stays. Same shape (the first frame: zeros).
+    spec = _audio_input(method, clip, batch)
+    return torch.cat([torch.zeros_like(spec[:, :, :1]), spec[:, :, 1:] - spec[:, :, :-1]], dim=2)
+
+
 def _flow_input(method: BraVe, clip: torch.Tensor, batch: dict[str, Any] | None) -> torch.Tensor:
     if batch is None or "flow" not in batch:
         raise VideosslError("broad_modality 'flow' needs the flow in the batch: set data.extras: [flow.npz] "
@@ -251,4 +259,5 @@ BROAD_INPUTS: dict[str, Callable[[BraVe, torch.Tensor, dict[str, Any] | None], t
     "flow": _flow_input,
     "flow_est": _flow_est_input,
     "audio": _audio_input,
+    "audio_diff": _audio_diff_input,
 }
