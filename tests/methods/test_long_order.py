@@ -80,6 +80,25 @@ def test_clause_tower_embeds_each_clause_with_its_base():
         tower([long_caption(EVENTS)])  # 4 events: the clauses past max_clauses are dropped
     assert one.shape == (2, 32) and not torch.allclose(one[0], one[1])
     assert seen == [["first " + EVENTS[0], "then " + EVENTS[1], "then " + EVENTS[2]]]
+
+
+def test_clause_tower_sees_order_from_the_start_and_not_with_order_init_zero():
+    """The mean over clauses is order-blind; the order term (late - early clauses, randomly mapped) is not, from
+    initialisation on (symmetry breaking), and it is zero for a one-clause text."""
+    cos = torch.nn.functional.cosine_similarity
+    texts = [", ".join(EVENTS[:3]), ", ".join(EVENTS[2::-1]), EVENTS[0]]
+    got = {}
+    for init in (0.0, 1.0):
+        torch.manual_seed(0)
+        base = bag()
+        with torch.no_grad():
+            base.tok.weight.normal_(0, 1.0)
+        tower = ClauseSequenceText(base, depth=0, num_heads=2, order_init=init).eval()
+        with torch.no_grad():
+            got[init] = tower(texts)
+            torch.testing.assert_close(got[init][2], tower.norm(base([EVENTS[0]]) + tower.pos[0, :1])[0])  # mean only
+    assert float(cos(got[0.0][0], got[0.0][1], dim=0)) > 0.999  # depth 0, no order term: ~a bag of clauses
+    assert float(cos(got[1.0][0], got[1.0][1], dim=0)) < 0.95
     with pytest.raises(VideosslError, match="list of strings"):
         tower("a red star")
 

@@ -14,6 +14,7 @@ Both output the mean of the token outputs over real (non-padding) tokens, as the
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import zlib
@@ -99,17 +100,24 @@ class ClauseSequenceText(nn.Module):
     """A text tower for long, many-clause captions ("first A, then B, …, finally Z"): ``base`` (a tower trained on
     short captions, e.g. stage 1's :class:`HashTextTransformer`) embeds each clause (:func:`split_clauses`) on its
     own; learned clause-position embeddings are added, ``depth`` transformer blocks attend across the clauses,
-    and the output is the mean over clauses (after a final norm).
+    and the output is the mean over clauses (after a final norm) plus ``order(late − early)``: a linear map of the
+    difference between the clauses' means weighted by their relative place r = k / (n − 1) and by 1 − r (zero
+    for one clause; reversing the clauses flips its sign).
 
     Why: a word-level bag (stage 1's depth-0 tower) is blind to the order of the events of a long caption (the
     mean of word + position vectors, and its positions were trained on ~8-word captions only), and truncates at
     ``max_len`` words; the clause positions and the blocks here bind each event to its place. With
     ``freeze_text`` the method freezes ``base`` only (:attr:`frozen_part`); this head is new and trains, and
     a previous stage's plain tower loads into ``base`` (:meth:`adopt_base_state`).
+
+    ``order_init``: the std of ``order``'s weights × √dim. A mean over clauses is order-blind, and so is the
+    mean's gradient: with order-blind captions the video gets no gradient toward order from order-shuffled
+    negatives (every order scores alike), and vice versa. A random ``order`` map breaks that symmetry from step 0
+    (``0``: starts order-blind).
     """
 
     def __init__(self, base: nn.Module, max_clauses: int = 8, depth: int = 1, num_heads: int = 4,
-                 mlp_ratio: float = 4.0) -> None:
+                 mlp_ratio: float = 4.0, order_init: float = 0.5) -> None:
         super().__init__()
         from timm.models.vision_transformer import Block
 
@@ -126,7 +134,9 @@ class ClauseSequenceText(nn.Module):
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.order = nn.Linear(dim, dim, bias=False)
         nn.init.trunc_normal_(self.pos, std=0.02)
+        nn.init.normal_(self.order.weight, std=float(order_init) / math.sqrt(dim))
 
     @property
     def frozen_part(self) -> nn.Module:
@@ -165,7 +175,12 @@ class ClauseSequenceText(nn.Module):
             x = blk(x, attn_mask=mask[:, None, None, :])
         x = self.norm(x)
         w = mask.to(x.dtype)[:, :, None]
-        return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+        counts = torch.tensor([len(cs) for cs in clauses], device=x.device, dtype=x.dtype)
+        r = torch.arange(n, device=x.device, dtype=x.dtype)[None] / (counts[:, None] - 1).clamp(min=1.0)
+        r = torch.where(counts[:, None] > 1, r, torch.full_like(r, 0.5))[:, :, None] * w  # relative place, 0..1
+        late = (x * r).sum(1) / r.sum(1).clamp(min=1e-6)
+        early = (x * (w - r)).sum(1) / (w - r).sum(1).clamp(min=1e-6)
+        return (x * w).sum(1) / w.sum(1).clamp(min=1.0) + self.order(late - early)
 
 
 def minilm_path() -> str:
