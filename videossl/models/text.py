@@ -106,7 +106,8 @@ class ClauseSequenceText(nn.Module):
 
     Why: a word-level bag (stage 1's depth-0 tower) is blind to the order of the events of a long caption (the
     mean of word + position vectors, and its positions were trained on ~8-word captions only), and truncates at
-    ``max_len`` words; the clause positions and the blocks here bind each event to its place. With
+    ``max_len`` words; the clause positions, the blocks and the order term are there to bind each event to its
+place (in session 8's CPU runs the trained head drifted back toward order-blindness: BENCHMARKS.md). With
     ``freeze_text`` the method freezes ``base`` only (:attr:`frozen_part`); this head is new and trains, and
     a previous stage's plain tower loads into ``base`` (:meth:`adopt_base_state`).
 
