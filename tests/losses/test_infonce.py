@@ -213,3 +213,23 @@ def test_hard_negative_nce_against_hand_computation():
     assert none.item() == 0.0
     with pytest.raises(VideosslError, match="k_neg"):
         hard_negative_nce(torch.tensor(q), torch.tensor(kp), torch.tensor(kp), tau)
+
+
+def test_hard_negative_nce_learnable_temperature_gradient_with_masked_negatives():
+    """Masked-out negatives (and rows without any) give the learnable temperature a finite gradient, the one of
+    the valid entries alone (masking before the division made it NaN: 0 * inf)."""
+    from videossl.losses.infonce import hard_negative_nce
+
+    torch.manual_seed(0)
+    q, kp, kn = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 2, 4)
+    valid = torch.tensor([[True, False], [True, True], [False, False]])
+    scale = torch.tensor(2.0, requires_grad=True)
+    hard_negative_nce(q, kp, kn, 1.0 / scale.exp(), valid=valid).backward()
+    assert torch.isfinite(scale.grad)
+    ref_scale = torch.tensor(2.0, requires_grad=True)  # the same loss over the valid entries only
+    qn, pn, nn_ = (torch.nn.functional.normalize(x, dim=-1) for x in (q, kp, kn))
+    rows = [torch.cat([(qn[0] * pn[0]).sum()[None], (nn_[0, :1] @ qn[0])]),
+            torch.cat([(qn[1] * pn[1]).sum()[None], (nn_[1] @ qn[1])])]
+    ref = sum(torch.logsumexp(r * ref_scale.exp(), 0) - r[0] * ref_scale.exp() for r in rows) / 2
+    ref.backward()
+    torch.testing.assert_close(scale.grad, ref_scale.grad)

@@ -51,6 +51,19 @@ def fit(run: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
 _state = last_state
 
 
+def _without_text(args: list[str]) -> list[str]:
+    """``args`` less its ``--model.init_args.text_encoder.*`` flags (and their values)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a.startswith("--model.init_args.text_encoder."):
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
 def test_long_video_kill_and_resume_reaches_the_same_weights(tmp_path, synth):
     """Stopped at step 4 (mid-epoch, 6 batches per epoch) and resumed = an uninterrupted 9-step run."""
     common = ["--data.num_workers", "2"]
@@ -87,10 +100,17 @@ def test_stage2_on_the_long_synthetic_set_from_stage1(tmp_path, synth):
               "--model.init_args.encoder.init_args.trainable_blocks", "1", "--trainer.max_steps", "2",
               "--model.init_args.init_from", str(tmp_path / "s1" / "checkpoints" / "last.ckpt"),
               "--trainer.default_root_dir", str(tmp_path / "s2"), "--trainer.check_val_every_n_epoch", "100"]
-    for args in (stage1, stage2):
-        run_videossl("fit", *args, *small)
+    text2 = ["--model.init_args.text_encoder.init_args.base.init_args.embed_dim", "32",  # the clause head over stage 1's tower
+             "--model.init_args.text_encoder.init_args.base.init_args.num_heads", "2",
+             "--model.init_args.text_encoder.init_args.num_heads", "2"]
+    run_videossl("fit", *stage1, *small)
+    run_videossl("fit", *stage2, *_without_text(small), *text2)
     s1, s2 = _state(tmp_path / "s1"), _state(tmp_path / "s2")
     assert s2["encoder.pos_temporal"].shape[1] == 64  # 128 frames / tubelet 2 (interpolated from 2)
     moved = {k for k in s2 if k in s1 and s1[k].shape == s2[k].shape and not torch.equal(s1[k], s2[k])}
     assert any(k.startswith("encoder.blocks.1.") for k in moved) and any(k.startswith("encoder.norm.") for k in moved)
-    assert not any(k.startswith(("encoder.blocks.0.", "encoder.patch_embed.", "text_encoder.")) for k in moved), moved
+    assert not any(k.startswith(("encoder.blocks.0.", "encoder.patch_embed.")) for k in moved), moved
+    # stage 1's text tower is the frozen base of stage 2's clause head, which trains
+    base = {k[len("text_encoder."):] for k in s1 if k.startswith("text_encoder.")}
+    assert base and all(torch.equal(s1[f"text_encoder.{k}"], s2[f"text_encoder.base.{k}"]) for k in base)
+    assert "text_encoder.pos" in s2 and any(k.startswith("text_encoder.blocks.0.") for k in s2)

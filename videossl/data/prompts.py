@@ -15,10 +15,11 @@ import re
 import torch
 
 from videossl.data.shards.synthetic import CLASSES, MOTION_PHRASES
+from videossl.data.shards.synthetic_long import long_caption, long_caption_events
 from videossl.errors import VideosslError
 
 __all__ = ["TEMPLATES", "caption_ids", "SYNTHETIC_TEMPLATES", "class_phrase", "class_prompts", "dataset_kind", "motion_swapped",
-           "motion_swaps", "with_motion"]
+           "motion_swaps", "order_shuffles", "with_motion"]
 
 TEMPLATES = (
     "a video of a person {}.",
@@ -89,6 +90,29 @@ def motion_swapped(caption: str, generator: torch.Generator | None = None, k: in
     list of ``k`` (:func:`motion_swaps`); ``None`` when the caption holds no motion phrase."""
     out = motion_swaps(caption, k, generator)
     return out if out is None or k > 1 else out[0]
+
+
+def order_shuffles(caption: str, k: int = 1, generator: torch.Generator | None = None,
+                   tries: int = 8) -> list[str] | None:
+    """Up to ``k`` distinct copies of a long caption ("first A, then B, …, finally Z") with the same events in
+    other orders: hard negatives that differ from the caption in the order of its events only (spec §10.3:
+    "same events in another order"). Each is a random permutation (``generator``) whose caption differs from
+    ``caption`` and from the others; fewer than ``k`` when ``tries`` × ``k`` draws find no more (three events hold
+    at most five other orders, repeated events fewer). ``None`` when ``caption`` is not a long caption or no
+    other order exists (e.g. every event the same)."""
+    events = long_caption_events(caption)
+    if events is None or len(set(events)) < 2:
+        return None
+    if k < 1:
+        raise VideosslError(f"order_shuffles: k must be at least 1, got {k}")
+    out: list[str] = []
+    for _ in range(tries * k):
+        cand = long_caption([events[i] for i in torch.randperm(len(events), generator=generator).tolist()])
+        if cand != caption and cand not in out:
+            out.append(cand)
+            if len(out) == k:
+                break
+    return out or None
 
 
 def with_motion(caption: str, cls: str) -> list[str] | None:

@@ -216,8 +216,8 @@ def hard_negative_nce(
     neg = torch.einsum("bd,bmd->bm", q, k_neg)
     if valid is None:
         valid = torch.ones(neg.shape, dtype=torch.bool, device=q.device)
-    neg = neg.masked_fill(~valid, float("-inf"))
-    logits = torch.cat([pos, neg], 1) / temperature
+    # mask after the division: -inf / a learnable temperature has a NaN gradient (0 * inf), even in rows left out
+    logits = torch.cat([pos / temperature, (neg / temperature).masked_fill(~valid, float("-inf"))], 1)
     rows = valid.any(1)
     if not bool(rows.any()):
         return q.sum() * 0.0

@@ -26,6 +26,12 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   7 makes it an 8-way choice of the motion with the appearance words held fixed). Without it the
   synthetic captions are told apart by their appearance words alone and motion is never needed
   (BENCHMARKS.md). Captions without a motion phrase get no negative (counted in ``hn_skipped``).
+* ``hard_negatives="order_shuffle"`` (video–text, long videos): each long caption ("first A, then B, …,
+  finally Z") gets up to ``hard_negative_count`` copies with the same events in other orders
+  (:func:`videossl.data.prompts.order_shuffles`, spec §10.3 "same events in another order"), the same
+  per-sample cross-entropy: without it distinct long captions are told apart by *which* events they hold,
+  and their order is never needed. It needs a text tower that sees order (e.g.
+  :class:`videossl.models.text.ClauseSequenceText` over stage 1's word tower).
 
 * ``reverse_negatives=True``: the clip played **backwards** is each sample's own hard negative,
   ``reverse_weight`` × :func:`~videossl.losses.infonce.hard_negative_nce`. Video–text: each caption
@@ -60,7 +66,7 @@ from videossl.core.checkpoint import load_state, read_state_dict
 from videossl.core.metrics import retrieval_metrics
 from videossl.core.optim import OptimConfig, is_bias_or_norm
 from videossl.data.loader.batch import to_clip, view, view_indices, view_valid
-from videossl.data.prompts import caption_ids, class_prompts, dataset_kind, motion_swaps
+from videossl.data.prompts import caption_ids, class_prompts, dataset_kind, motion_swaps, order_shuffles
 from videossl.errors import VideosslError
 from videossl.losses.infonce import hard_negative_nce, infonce_distributed
 from videossl.methods.base import SSLMethod
@@ -69,7 +75,7 @@ from videossl.models.text import HashTextTransformer
 from videossl.models.vivit import mirror_keep_indices, resize_spatial_table, resize_temporal_table
 
 OBJECTIVES = ("video_text", "video_video", "both")
-HARD_NEGATIVES = ("none", "motion_swap")
+HARD_NEGATIVES = ("none", "motion_swap", "order_shuffle")
 CAPTION_SOURCES = ("caption", "class_prompt", "auto")
 SECOND_VIEWS = ("rgb", "motion")
 
@@ -124,7 +130,8 @@ class LongVideoContrastive(SSLMethod):
         local_loss: distributed InfoNCE computes only local rows (less memory, same gradient).
         hard_negatives, hard_negative_weight: caption-side hard negatives (``motion_swap``).
         hard_negative_count: motion-swapped captions per caption, each with another class (1..7;
-            7 = every other motion: an 8-way choice of the motion with the appearance words fixed).
+            7 = every other motion: an 8-way choice of the motion with the appearance words fixed);
+            ``order_shuffle``: other orders per caption (at most, 1..7).
         reverse_negatives, reverse_weight: video-side hard negatives: the same clip played
             backwards (see the module docstring).
         clip_view: the name of the data's clip view (its first output is the clip, its second, if any, the
@@ -230,8 +237,8 @@ class LongVideoContrastive(SSLMethod):
             if tdim is None:
                 raise VideosslError(f"{type(text_encoder).__name__} declares no feature_dim")
             self.text_encoder = text_encoder
-            if freeze_text:
-                for p in self.text_encoder.parameters():
+            if freeze_text:  # a tower with a new head on a previous stage's tower freezes that tower only
+                for p in getattr(self.text_encoder, "frozen_part", self.text_encoder).parameters():
                     p.requires_grad_(False)
             self.video_proj = nn.Linear(dim, embed_dim)
             self.text_proj = nn.Linear(tdim, embed_dim)
@@ -254,8 +261,11 @@ class LongVideoContrastive(SSLMethod):
     def load_previous_stage(self, source) -> None:
         """Weights of a previous stage (checkpoint path or state dict); the online probe is not carried over."""
 
-        sd = read_state_dict(source)
+        sd = dict(read_state_dict(source))
         own = self.state_dict()
+        adopt = getattr(self.text_encoder, "adopt_base_state", None)
+        if adopt is not None:  # a previous stage's plain text tower under a new head (ClauseSequenceText)
+            adopt(sd, "text_encoder.", own)
         for k in ("encoder.pos_temporal", "encoder.pos_spatial"):
             if k in sd and k in own and sd[k].shape != own[k].shape:
                 if k.endswith("temporal"):
@@ -377,7 +387,7 @@ class LongVideoContrastive(SSLMethod):
             with torch.no_grad():
                 sim = F.normalize(t.float(), dim=-1) @ F.normalize(v.float(), dim=-1).t()
                 logs["t2v_r1_batch"] = (ids[sim.argmax(1)] == ids).float().mean()
-            if self.hard_negatives == "motion_swap":
+            if self.hard_negatives != "none":
                 l_hn, hn_logs = self._hard_negative_loss(v, t, caps, temp, g_cpu)
                 loss = loss + self.hard_negative_weight * l_hn
                 logs.update(hn_logs)
@@ -426,21 +436,31 @@ class LongVideoContrastive(SSLMethod):
 
     def _hard_negative_loss(self, v: torch.Tensor, t: torch.Tensor, caps: list[str], temp: torch.Tensor,
                             generator: torch.Generator | None = None):
+        """Caption-side hard negatives (``motion_swap``: ``m`` per caption; ``order_shuffle``: up to ``m``, the
+        missing ones masked out of the loss)."""
         m = self.hard_negative_count
-        swapped = [motion_swaps(c, m, generator=generator) for c in caps]
+        if self.hard_negatives == "order_shuffle":
+            swapped = [order_shuffles(c, m, generator=generator) for c in caps]
+        else:
+            swapped = [motion_swaps(c, m, generator=generator) for c in caps]
         keep = [i for i, c in enumerate(swapped) if c is not None]
         logs = {"hn_skipped": torch.tensor(float(len(caps) - len(keep)), device=v.device)}
         k_neg = t.new_zeros(t.shape[0], m, t.shape[1])
         valid = torch.zeros(t.shape[0], m, dtype=torch.bool, device=t.device)
         if keep:
             texts = [x for i in keep for x in swapped[i]]
-            k_neg[keep] = self.text_proj(self.text_encoder(texts)).to(t.dtype).view(len(keep), m, -1)
-            valid[keep] = True
+            emb = self.text_proj(self.text_encoder(texts)).to(t.dtype)
+            j = 0
+            for i in keep:
+                n = len(swapped[i])
+                k_neg[i, :n] = emb[j : j + n]
+                valid[i, :n] = True
+                j += n
         l_hn = hard_negative_nce(v.float(), t.float(), k_neg.float(), temp, valid=valid)
         with torch.no_grad():
             vn, tn, nn_ = F.normalize(v.float(), dim=-1), F.normalize(t.float(), dim=-1), F.normalize(k_neg.float(), dim=-1)
             pos, neg = (vn * tn).sum(-1), torch.einsum("bd,bmd->bm", vn, nn_)
-            wins = (pos[:, None] > neg).all(1)[valid.any(1)]  # the own caption beats every negative
+            wins = ((pos[:, None] > neg) | ~valid).all(1)[valid.any(1)]  # the own caption beats every real negative
             logs["hn_acc"] = wins.float().mean() if wins.numel() else v.new_zeros(())
         logs["hn_loss"] = l_hn.detach()
         return l_hn, logs

@@ -54,6 +54,16 @@ def long_caption(events: list[str]) -> str:
     return f"first {events[0]}{middle}, finally {events[-1]}"
 
 
+def long_caption_events(caption: str) -> list[str] | None:
+    """The event captions of a :func:`long_caption` ("first A, then B, finally C" -> [A, B, C]), in order;
+    ``None`` when ``caption`` is not one (no leading "first " or no ", finally ")."""
+    if not caption.startswith("first ") or ", finally " not in caption:
+        return None
+    head, last = caption[len("first "):].rsplit(", finally ", 1)
+    events = [*head.split(", then "), last]
+    return events if all(e.strip() for e in events) else None
+
+
 def plan_events(rng: np.random.Generator, seg: int) -> tuple[list[int], list[int]]:
     """(event classes, gap lengths after each event) with a total of MIN_FRAMES..MAX_FRAMES frames."""
     k = int(rng.integers(EVENTS[0], EVENTS[1] + 1))
@@ -131,4 +141,5 @@ def generate_long(out, num_videos: int = 640, **kw: Any) -> dict[str, Any]:
                     video_frames=None, **kw)
 
 
-__all__ = ["PAIR_CLASSES", "event_caption", "generate_long", "long_caption", "make_long_sample", "plan_events"]
+__all__ = ["PAIR_CLASSES", "event_caption", "generate_long", "long_caption", "long_caption_events", "make_long_sample",
+           "plan_events"]
