@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from videossl.errors import VideosslError
-from videossl.models.tapnext import TAPNext, readout, tapnext_loss
+from videossl.models.tapnext import BlockDiagonal, TAPNext, TemporalBlock, readout, tapnext_loss
 
 
 def _model(**kw):
@@ -94,3 +95,49 @@ def test_loss_uses_visible_points_for_coordinates():
 def test_wrong_frame_size_is_one_line():
     with pytest.raises(VideosslError, match="built for 32x32"):
         _model()(torch.rand(1, 3, 2, 64, 64), torch.zeros(1, 1, 3))
+
+
+def test_block_diagonal_is_one_map_per_head():
+    torch.manual_seed(0)
+    bd = BlockDiagonal(12, 3)
+    x = torch.randn(5, 7, 12)
+    ref = (torch.einsum("...hi,hij->...hj", x.unflatten(-1, (3, 4)), bd.weight) + bd.bias).flatten(-2)
+    assert torch.allclose(bd(x), ref, atol=1e-6)
+    x2 = x.clone()
+    x2[..., :4] += 1.0  # the first head's inputs feed the first head's outputs only
+    assert torch.equal(bd(x2)[..., 4:], bd(x)[..., 4:]) and not torch.allclose(bd(x2)[..., :4], bd(x)[..., :4])
+
+
+def _temporal_reference(tb: TemporalBlock, seq: torch.Tensor) -> torch.Tensor:
+    """The temporal block written per token sequence (N, T, D): nn.Conv1d channels-first with causal zero padding,
+    then the RG-LRU step by step (h_0 = x_0 unscaled, h_t = a_t h_{t-1} + sqrt(1 - a_t^2) x_t)."""
+    z = tb.norm1(seq)
+    y, u = F.gelu(tb.lin_y(z)), tb.lin_x(z)
+    c = tb.conv(F.pad(u.transpose(1, 2), (tb.conv_width - 1, 0))).transpose(1, 2)
+    lru = tb.lru
+    gate = lambda g, v: (torch.einsum("...hi,hij->...hj", v.unflatten(-1, (g.heads, g.d)), g.weight) + g.bias).flatten(-2)  # noqa: E731
+    a = torch.exp(-lru.c * torch.sigmoid(gate(lru.gate_a, c)) * F.softplus(lru.log_lambda))
+    x = torch.sigmoid(gate(lru.gate_x, c)) * c
+    hs, h = [], None
+    for t in range(seq.shape[1]):
+        h = x[:, t] if h is None else a[:, t] * h + torch.sqrt(1 - a[:, t] ** 2) * x[:, t]
+        hs.append(h)
+    out = seq + tb.lin_out(y * torch.stack(hs, 1))
+    z = tb.norm2(out)
+    return out + tb.mlp_out(F.gelu(tb.mlp_gate(z)) * tb.mlp_in(z))
+
+
+def test_temporal_block_on_frame_layout_equals_per_token_sequences():
+    """The block runs on (B, T, L, D) (time on dim 1, no transpose): the same as each of the B*L token sequences
+    through the channels-first conv and the step-by-step RG-LRU; streamed in two chunks with its state, too."""
+    torch.manual_seed(0)
+    tb = TemporalBlock(16, 2)
+    x = torch.randn(2, 7, 5, 16)  # (B, T, L, D)
+    with torch.no_grad():
+        out, state = tb(x, None)
+        ref = _temporal_reference(tb, x.permute(0, 2, 1, 3).reshape(10, 7, 16)).view(2, 5, 7, 16).permute(0, 2, 1, 3)
+        first, st = tb(x[:, :3], None)
+        rest, _ = tb(x[:, 3:], st)
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(torch.cat([first, rest], 1), out, atol=1e-5)
+    assert state["conv"].shape == (2, 3, 5, 16) and state["lru"].shape == (2, 5, 16)

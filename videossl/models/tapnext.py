@@ -53,7 +53,7 @@ class RMSNorm(nn.Module):
 
 
 class BlockDiagonal(nn.Module):
-    """A linear map that is block-diagonal over ``heads`` groups of channels."""
+    """A linear map that is block-diagonal over ``heads`` groups of channels (weight (heads, d, d), bias (heads, d))."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -63,13 +63,19 @@ class BlockDiagonal(nn.Module):
         self.weight = nn.Parameter(torch.randn(heads, self.d, self.d) / math.sqrt(self.d))
         self.bias = nn.Parameter(torch.zeros(heads, self.d))
 
+    def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same map as one (dim, dim) matrix (x @ W + b): the blocks on the diagonal, zeros elsewhere."""
+        return torch.block_diag(*self.weight.unbind(0)), self.bias.flatten()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x.unflatten(-1, (self.heads, self.d))
-        return (torch.einsum("...hi,hij->...hj", y, self.weight) + self.bias).flatten(-2)
+        # one matmul with the block-diagonal matrix: no per-head permute of x (the zeros add nothing)
+        w, b = self.dense()
+        return torch.addmm(b, x.flatten(0, -2), w).view_as(x) if x.ndim > 1 else x @ w + b
 
 
 class RGLRU(nn.Module):
-    """Real-gated linear recurrent unit over (N, T, D); ``state`` (N, D) or None (the first step is unscaled)."""
+    """Real-gated linear recurrent unit over (N, T, ..., D), time on dim 1; ``state`` (N, ..., D) or None (the first
+    step is unscaled)."""
 
     def __init__(self, dim: int, heads: int, c: float = 8.0) -> None:
         super().__init__()
@@ -80,14 +86,18 @@ class RGLRU(nn.Module):
         self.log_lambda = nn.Parameter(torch.log(torch.expm1(-torch.log(a) / c)))
 
     def forward(self, u: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        log_a = -self.c * torch.sigmoid(self.gate_a(u)) * F.softplus(self.log_lambda)  # (N, T, D)
+        # both gates in one matmul over the tokens (each gate block-diagonal per head)
+        (wa, ba), (wx, bx) = self.gate_a.dense(), self.gate_x.dense()
+        gates = torch.addmm(torch.cat([ba, bx]), u.flatten(0, -2), torch.cat([wa, wx], 1)).view(*u.shape[:-1], -1)
+        ga, gx = gates.chunk(2, -1)
+        log_a = -self.c * torch.sigmoid(ga) * F.softplus(self.log_lambda)  # (N, T, ..., D)
         a = log_a.exp()
-        x = torch.sigmoid(self.gate_x(u)) * u
-        scale = torch.sqrt((1 - a * a).clamp_min(1e-12))
+        x = torch.sigmoid(gx) * u
+        bx_all = torch.sqrt((1 - a * a).clamp_min(1e-12)) * x  # the input term of every step, all at once
         h = state
         out = []
         for t in range(u.shape[1]):
-            h = x[:, t] if h is None else a[:, t] * h + scale[:, t] * x[:, t]
+            h = x[:, t] if h is None else a[:, t] * h + bx_all[:, t]
             out.append(h)
         return torch.stack(out, 1), h
 
@@ -104,18 +114,24 @@ class TemporalBlock(nn.Module):
         self.mlp_in, self.mlp_gate, self.mlp_out = nn.Linear(dim, hidden), nn.Linear(dim, hidden), nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, state: dict | None) -> tuple[torch.Tensor, dict]:
-        """x (N, T, D) tokens over time; ``state``: {"conv": (N, width−1, D), "lru": (N, D)} or None."""
+        """x (N, T, ..., D) tokens, time on dim 1 (e.g. (B, T, L, D): every token of every frame, no transpose);
+        ``state``: {"conv": (N, width−1, ..., D), "lru": (N, ..., D)} or None."""
         z = self.norm1(x)
         y = F.gelu(self.lin_y(z))
         u = self.lin_x(z)
-        prev = u.new_zeros(u.shape[0], self.conv_width - 1, u.shape[2]) if state is None else state["conv"]
-        seq = torch.cat([prev, u], 1)  # (N, width−1 + T, D)
-        c = self.conv(seq.transpose(1, 2)).transpose(1, 2)  # (N, T, D)
+        K, T = self.conv_width, x.shape[1]
+        prev = u.new_zeros(u.shape[0], K - 1, *u.shape[2:]) if state is None else state["conv"]
+        seq = torch.cat([prev, u], 1)  # (N, K−1 + T, ..., D)
+        # the causal depthwise conv1d (weight (D, 1, K)) as K shifted products along time: no channels-first copy
+        w = self.conv.weight[:, 0]  # (D, K)
+        c = self.conv.bias + seq[:, :T] * w[:, 0]
+        for k in range(1, K):
+            c = c + seq[:, k:k + T] * w[:, k]
         h, last = self.lru(c, None if state is None else state["lru"])
         x = x + self.lin_out(y * h)
         z = self.norm2(x)
         x = x + self.mlp_out(F.gelu(self.mlp_gate(z)) * self.mlp_in(z))
-        return x, {"conv": seq[:, -(self.conv_width - 1):], "lru": last}
+        return x, {"conv": seq[:, -(K - 1):], "lru": last}
 
 
 class SpatialBlock(nn.Module):
@@ -241,10 +257,9 @@ class TAPNext(nn.Module):
         mask = self._mask(Q, frames.device)
         new_states = []
         for i, (tb, sb) in enumerate(zip(self.temporal, self.spatial, strict=True)):
-            seq = x.permute(0, 2, 1, 3).reshape(B * (P + Q), T, self.width)
-            seq, st = tb(seq, None if states is None else states[i])
+            # (B, T, P+Q, D) throughout: the temporal block runs over dim 1, the spatial block over each frame
+            x, st = tb(x, None if states is None else states[i])
             new_states.append(st)
-            x = seq.view(B, P + Q, T, self.width).permute(0, 2, 1, 3)
             x = sb(x.reshape(B * T, P + Q, self.width), mask).view(B, T, P + Q, self.width)
         z = self.norm(x[:, :, P:])  # (B, T, Q, D)
         logits = self.coord_head(z)
