@@ -1,8 +1,7 @@
 """What the DataLoader workers send to the main process (issue #16 item 7, CPU pipeline cost).
 
-``for_ipc`` sends small tensors by value instead of one shared-memory segment each, and ``collate`` stacks the
-views into shared memory in a worker: the main process must receive exactly the batches a 0-worker loader
-yields (values, dtypes, shapes, and the views' layout).
+``for_ipc`` sends small tensors by value instead of one shared-memory segment each: the main process must
+receive exactly the batches a 0-worker loader yields (values, dtypes, shapes, and the views' layout).
 """
 
 from __future__ import annotations
@@ -12,10 +11,9 @@ import pickle
 from multiprocessing.reduction import ForkingPickler
 
 import torch
-import torch.utils.data._utils.worker as worker_mod
 
 from videossl.data.loader import VideoShardDataset, ViewSpec, make_loader
-from videossl.data.loader.batch import INLINE_BYTES, _Inline, _stack, collate, for_ipc
+from videossl.data.loader.batch import INLINE_BYTES, _Inline, collate, for_ipc
 from videossl.data.loader.transforms import AugmentConfig
 
 VIEWS = [
@@ -73,21 +71,6 @@ def test_for_ipc_sends_small_tensors_by_value_and_they_come_back_equal():
     assert sum(isinstance(x, _Inline) for x in _leaves(packed)) == 5
     _assert_same(_roundtrip(packed), batch)
     assert big.numel() > INLINE_BYTES
-
-
-def test_collate_in_a_worker_stacks_views_into_shared_memory_in_torch_stack_layout():
-    frames = [torch.randint(0, 255, (4, 24, 24, 3), dtype=torch.uint8).permute(0, 3, 1, 2) for _ in range(3)]
-    frames[1] = frames[1].flip(-1)  # a flipped view keeps the channels-last layout
-    ref = torch.stack(frames)
-    worker_mod._worker_info = worker_mod.WorkerInfo(id=0, num_workers=1, seed=0, dataset=None)
-    try:
-        out = _stack(tuple(frames))
-        odd = _stack((frames[0], frames[1].contiguous(), frames[2]))  # mixed layouts: plain torch.stack
-    finally:
-        worker_mod._worker_info = None
-    assert out.is_shared() and torch.equal(out, ref) and out.stride() == ref.stride()
-    assert torch.equal(odd, ref)
-    assert not _stack(tuple(frames)).is_shared()  # in the main process: torch.stack as before
 
 
 def test_worker_batches_equal_main_process_batches(shard_set):

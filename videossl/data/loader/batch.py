@@ -40,25 +40,6 @@ def decode_member(ext: str, data: bytes) -> Any:
     return data
 
 
-def _in_worker() -> bool:
-    return torch.utils.data.get_worker_info() is not None
-
-
-def _stack(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """``torch.stack(tensors)``; in a DataLoader worker written straight into shared memory (as torch's own
-    ``default_collate`` does), in the same layout as ``torch.stack``'s (each sample keeps its strides, e.g. the
-    channels-last frames of the crop), so that sending the batch to the main process is no second copy."""
-    x = tensors[0]
-    dense = x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
-    if (not _in_worker() or x.device.type != "cpu" or not dense
-            or any(t.shape != x.shape or t.dtype != x.dtype or t.stride() != x.stride() for t in tensors)):
-        return torch.stack(tensors)
-    n = x.numel()
-    storage = torch.UntypedStorage._new_shared(n * len(tensors) * x.element_size())
-    out = torch.empty(0, dtype=x.dtype).set_(storage, 0, (len(tensors), *x.shape), (n, *x.stride()))
-    return torch.stack(tensors, out=out)
-
-
 def _from_numpy(array, order: tuple[int, ...] | None) -> torch.Tensor:
     t = torch.from_numpy(array)
     return t if order is None else t.permute(order)
@@ -118,7 +99,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "duplicate": torch.tensor([s["duplicate"] for s in samples], dtype=torch.bool),
         "padded": torch.tensor([s["padded"] for s in samples], dtype=torch.bool),
         "looped": torch.tensor([s["looped"] for s in samples], dtype=torch.bool),
-        "views": [_stack(v) for v in zip(*(s["views"] for s in samples), strict=True)],
+        "views": [torch.stack(v) for v in zip(*(s["views"] for s in samples), strict=True)],
         "view_names": list(samples[0].get("view_names") or []),
         # per output: the photometric parameters still to apply on the device (augment_on: device), else None
         "augment": [None if p[0] is None else {k: torch.stack([q[k] for q in p]) for k in p[0]}

@@ -274,21 +274,20 @@ _NATIVE_UINT8 = _native_uint8_bilinear()
 def resized_crop(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
     """``F.resized_crop(clip, *box, [size, size], antialias=True)`` (bilinear), the same values and layout.
 
-    A channels-last uint8 CPU clip of several frames (the reader's decoded frames) takes torchvision's own
-    path without its Python dispatch: the crop is copied to a channels-last block first (the uint8 kernel's
-    input format: it otherwise unpacks every frame to RGBA itself) and resized by ``interpolate`` exactly
-    as ``resize_image`` calls it (tested bitwise equal, same output layout); anything else goes through
-    torchvision.
+    A uint8 CPU clip of several frames takes torchvision's own path without its Python dispatch: the crop
+    (a view) goes to ``interpolate`` exactly as ``resize_image`` calls it (tested bitwise equal, same output
+    layout). No explicit channels-last copy of the crop: the kernel's own per-frame unpacking stays in
+    cache, a whole-clip copy first was slower on large crops (2.39 vs 2.15 ms per 640x272 clip); anything
+    else goes through torchvision.
     """
     top, left, h, w = box
     native = (_NATIVE_UINT8 and clip.dtype == torch.uint8 and clip.device.type == "cpu" and clip.dim() == 4
-              and clip.shape[1] == 3 and clip.shape[0] > 1 and clip.is_contiguous(memory_format=torch.channels_last))
+              and clip.shape[1] == 3 and clip.shape[0] > 1)
     if not (native and top >= 0 and left >= 0 and top + h <= clip.shape[-2] and left + w <= clip.shape[-1]):
         return F.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
     x = clip[..., top : top + h, left : left + w]
     if (h, w) == (size, size):
         return x
-    x = x.contiguous(memory_format=torch.channels_last)
     return nnf.interpolate(x, size=[size, size], mode="bilinear", align_corners=False, antialias=True)
 
 
