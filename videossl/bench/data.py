@@ -328,7 +328,7 @@ def run_bench(
                 file=sys.stderr, flush=True,
             )
     assert ds is not None and samples is not None
-    auto = "decord" if "decord" in available_backends() else "pyav"
+    auto = (available_backends() or ["none"])[0]  # what `auto` tries first (torchcodec where it loads)
     result["decoder"] = backend if backend != "auto" else f"auto ({auto})"
     result["batch_size"] = ds.batch_size
     items = items_of(samples)

@@ -67,7 +67,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from videossl.data.audio import AudioSpec, NoAudio, as_audio_spec, silence, window_spectrogram
 from videossl.data.decoding import BACKENDS, open_video
 from videossl.data.loader import sampling
-from videossl.data.loader.batch import collate, decode_member
+from videossl.data.loader.batch import collate, decode_member, for_ipc
 from videossl.data.loader.partition import batches_per_rank, plan_worker, resolve_rank, resume_plan
 from videossl.data.loader.shardset import resolve_shards
 from videossl.data.loader.skips import SkipLog, SkipSample
@@ -423,7 +423,9 @@ class VideoShardDataset(IterableDataset):
                         continue
                     out = collate(batch)
                     out["skipped"], batch, skipped = skipped, [], []
-                    yield out
+                    # from a DataLoader worker: small tensors go through the pipe by value (for_ipc), not one
+                    # shared-memory segment each
+                    yield out if info is None else for_ipc(out)
             if produced >= plan.quota:
                 break
         if silent:
