@@ -34,15 +34,16 @@ def last_state(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-def kill_and_resume(fit, tmp_path: Path, data: Path, stop: int, total: int, *common: str) -> dict[str, torch.Tensor]:
+def kill_and_resume(fit, tmp_path: Path, data: Path, stop: int, total: int, *common: str):
     """Run ``total`` steps uninterrupted (``a``), and ``stop`` steps then the same command to ``total`` (``b``,
-    "killed" and resumed); assert that ``b`` resumed and ends with ``a``'s weights (1e-6). Returns ``a``'s state."""
+    "killed" and resumed). Returns (a's state, b's state, the resumed run's stderr)."""
     fit(tmp_path / "a", data, "--trainer.max_steps", str(total), *common)
     fit(tmp_path / "b", data, "--trainer.max_steps", str(stop), *common)
     r = fit(tmp_path / "b", data, "--trainer.max_steps", str(total), *common)
-    assert "resuming from" in r.stderr
-    a, b = last_state(tmp_path / "a"), last_state(tmp_path / "b")
+    return last_state(tmp_path / "a"), last_state(tmp_path / "b"), r.stderr
+
+
+def max_weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest absolute difference between two state dicts with the same keys."""
     assert a.keys() == b.keys()
-    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-    assert diff <= 1e-6, diff
-    return a
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.methods._fit import REPO, kill_and_resume, last_state, run_videossl
+from tests.methods._fit import REPO, kill_and_resume, last_state, max_weight_difference, run_videossl
 from videossl.data.shards.synthetic import generate
 
 NARROW = {"class_path": "videossl.models.Small3D", "init_args": {"width": 8}}
@@ -53,7 +53,9 @@ def fit(run: Path, data: Path, *extra: str):
 
 def test_vaf_logs_four_terms_whose_mean_is_the_loss_and_resumes_exactly(tmp_path, synth):
     common = ["--model.init_args.optim.total", "9", "--trainer.log_every_n_steps", "1"]
-    a = kill_and_resume(fit, tmp_path, synth, 3, 9, *common)  # "killed" after step 3
+    a, b, resumed = kill_and_resume(fit, tmp_path, synth, 3, 9, *common)  # "killed" after step 3
+    assert "resuming from" in resumed
+    assert max_weight_difference(a, b) <= 1e-6
     assert any(k.startswith("broad_encoders.audio.") for k in a) and any(k.startswith("broad_encoders.flow_est.") for k in a)
     rows = [x for x in csv.DictReader(open(tmp_path / "a" / "metrics.csv")) if x.get("train/loss_step")]
     assert len(rows) == 9

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.methods._fit import REPO, kill_and_resume, last_state, run_videossl, tiny_synth
+from tests.methods._fit import REPO, kill_and_resume, last_state, max_weight_difference, run_videossl, tiny_synth
 
 TINY = [
     "--data.batch_size", "8",
@@ -65,7 +65,9 @@ def test_kill_and_resume_reaches_the_same_weights(tmp_path, synth):
     """Stopped mid-epoch (step 3 of 6) and resumed with the same command = an uninterrupted run."""
     common = ["--model.init_args.optim.total", "9", "--data.num_workers", "2", "--model.init_args.broad_modality",
               "randconv"]
-    kill_and_resume(fit, tmp_path, synth, 3, 9, *common)  # "killed" after step 3
+    a, b, resumed = kill_and_resume(fit, tmp_path, synth, 3, 9, *common)  # "killed" after step 3
+    assert "resuming from" in resumed
+    assert max_weight_difference(a, b) <= 1e-6
 
 
 def test_ddp_two_cpu_processes_match_one_process_steps(tmp_path, synth):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.methods._fit import REPO, kill_and_resume, last_state, run_videossl, tiny_synth
+from tests.methods._fit import REPO, kill_and_resume, last_state, max_weight_difference, run_videossl, tiny_synth
 
 TINY = [
     "--data.batch_size", "8",
@@ -67,7 +67,9 @@ def _without_text(args: list[str]) -> list[str]:
 def test_long_video_kill_and_resume_reaches_the_same_weights(tmp_path, synth):
     """Stopped at step 4 (mid-epoch, 6 batches per epoch) and resumed = an uninterrupted 9-step run."""
     common = ["--data.num_workers", "2"]
-    kill_and_resume(fit, tmp_path, synth, 4, 9, *common)  # "killed" after step 4
+    a, b, resumed = kill_and_resume(fit, tmp_path, synth, 4, 9, *common)  # "killed" after step 4
+    assert "resuming from" in resumed
+    assert max_weight_difference(a, b) <= 1e-6
 
 
 def test_stage2_on_the_long_synthetic_set_from_stage1(tmp_path, synth):
