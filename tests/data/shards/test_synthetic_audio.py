@@ -58,7 +58,7 @@ def _measure(seg: np.ndarray, rate: int) -> dict[str, float]:
     p2, p3, p4, p5 = parts
     total = sum(parts)
     return {"pan": 0.5 * np.log(np.mean(R**2) / np.mean(L**2)), "level": 10 * np.log10(np.mean(L**2 + R**2)),
-            "pitch": np.log2(f0), "whistle": np.log2(_peak(freqs, power, 4000, 7600)),
+            "pitch": np.log2(f0), "whistle": np.log2(_peak(freqs, power, 3200, 7600)),
             "c": (p2 - p4) / total, "s": (p3 - p5) / total}
 
 
@@ -163,12 +163,34 @@ def test_pan_and_whistle_follow_x_pitch_follows_y_loudness_follows_size():
         t, f = _tracks(x[:, : round(16 / 12 * RATE)], RATE)
         truth = sample_state(frame_state(p), cfg.fps, RATE, x.shape[1])[(t * RATE).astype(int), dim]
         assert sign * _spearman(f[key], truth) > 0.9, (name, key, _spearman(f[key], truth))
-    # pitch in Hz: the fundamental B * 2 ** (1 - 2 y_n)
+    # pitch in Hz: the fundamental B * 2 ** (0.5 - y_n)
     p = sample_params(cfg, 2, CLASSES.index("translate_down"), seed=1)
     ref, timbre = sample_audio(p, 1, acfg)
     t, f = _tracks(ref, RATE)
     y_n = sample_state(frame_state(p), cfg.fps, RATE, ref.shape[1])[(t * RATE).astype(int), 1]
-    np.testing.assert_allclose(2 ** f["pitch"], timbre.base_hz * 2 ** (1 - 2 * y_n), rtol=0.01)
+    np.testing.assert_allclose(2 ** f["pitch"], timbre.base_hz * 2 ** (0.5 - y_n), rtol=0.01)
+
+
+def test_absolute_sound_says_little_about_the_absolute_state():
+    """Mapping v2's per-video offsets: across videos, one snippet's pan / pitch / level / whistle is only weakly
+    rank-correlated with the object's x / y / size at that instant (v1: pan ~ x was ~1), while within a clip
+    they follow it (the test above), so an audio-visual objective cannot agree on the state alone."""
+    cfg, acfg = make_config(**CFG), AudioConfig()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(96):
+        p = sample_params(cfg, i, i % 8, seed=3)
+        x, _ = sample_audio(p, 3, acfg)
+        n = int(RATE / cfg.fps)
+        j = int(rng.integers(0, x.shape[1] - n + 1))
+        m = _measure(x[:, j : j + n], RATE)
+        x_n, y_n, _, lam = sample_state(frame_state(p), cfg.fps, RATE, x.shape[1])[j + n // 2]
+        rows.append((m["pan"], m["whistle"], x_n, m["pitch"], y_n, m["level"], lam))
+    pan, whistle, x_n, pitch, y_n, level, lam = np.array(rows).T
+    r = {"pan~x": _spearman(pan, x_n), "whistle~x": _spearman(whistle, x_n), "pitch~-y": _spearman(pitch, -y_n),
+         "level~size": _spearman(level, lam)}
+    assert all(abs(v) < 0.6 for v in r.values()), r
+    assert all(v > 0.1 for v in r.values()), r  # still the mapping's sign: the offsets blur it, they do not flip it
 
 
 def test_class_is_heard_over_the_clip_and_reversal_hears_its_pair(av_set):
@@ -264,5 +286,5 @@ def test_long_preset_sounds_each_event_and_holds_it_over_the_gap():
         for frame, y in checks:
             i = int((frame + 0.5) / cfg.fps * RATE) - 400  # a 50 ms window centred on the frame's centre
             f0 = 2 ** _measure(x[:, i : i + 800], RATE)["pitch"]
-            assert f0 == pytest.approx(ev["audio"]["base_hz"] * 2 ** (1 - 2 * y), rel=0.01), (e, frame)
+            assert f0 == pytest.approx(ev["audio"]["base_hz"] * 2 ** (0.5 - y), rel=0.01), (e, frame)
     assert gaps >= 1

@@ -18,7 +18,7 @@ phase) and the noise is white. So a reversed clip of one class sounds like a cli
 Tested in ``tests/data/shards/test_synthetic_audio.py`` (class from the whole clip's sound: far above
 chance; left vs right from one frame-long snippet: chance).
 
-The mapping (version ``MAPPING_VERSION`` = 1), exactly
+The mapping (version ``MAPPING_VERSION`` = 2), exactly
 -----------------------------------------------------
 State per frame ``k`` (``S`` = frame size in px, the object's :class:`~videossl.data.shards.render.Layer`):
 ``x_n = clip(centre_x / (S - 1), 0, 1)``, ``y_n = clip(centre_y / (S - 1), 0, 1)`` (y grows down),
@@ -29,28 +29,37 @@ frame index, so this is the continuous motion), before the first and after the l
 The track has ``round(T / fps * rate)`` samples per channel, sample ``n`` at time ``n / rate``.
 
 Per video (the *timbre*, drawn from the audio RNG stream, see below): base pitch ``B`` log-uniform in
-[200, 400] Hz; whistle base ``W`` log-uniform in [4200, 4500] Hz; modulation depth ``d ~ U(0.7, 0.95)``;
+[130, 440] Hz; whistle base ``W`` log-uniform in [3300, 5000] Hz; modulation depth ``d ~ U(0.7, 0.95)``;
 partial weights ``w_2..w_5`` and whistle weight ``w_w``, each ``10 ** (U(-3, 3) / 20)``; start phases
-``phi_1..phi_5, phi_w ~ U(0, 2 pi)``; noise level ``nu ~ U(-55, -45)`` dBFS.
+``phi_1..phi_5, phi_w ~ U(0, 2 pi)``; noise level ``nu ~ U(-55, -45)`` dBFS; then (version 2) the pan centre
+``c ~ U(0.25, 0.75)`` and a gain offset ``g ~ U(-12, 12)`` dB.
+
+Why per-video offsets (version 2): in version 1 the pan, the pitch and the loudness told the object's
+*absolute* position and size almost exactly, which one frame of the video also shows, so an audio-visual
+objective could agree on the state and never learn the motion (BraVe V/A learned exactly that: BENCHMARKS.md,
+"Session 8: BraVe V/A"). With a random pan centre, a pitch base spread over 1.76 octaves against the 1-octave
+pitch range of y, a whistle base spread over 0.6 octaves against x's 0.5 and a ±12 dB gain, the absolute
+sound says little about the absolute state, while every *change* (the log-frequency slopes, the pan's
+slope, the level's slope in dB) is untouched: offsets in log-frequency, pan and dB do not change slopes.
 
 At each instant:
 
-* **pitch follows y** (up = higher, log-frequency linear in y, two octaves over the frame height):
-  fundamental ``f0 = B * 2 ** (1 - 2 y_n)``; partials ``k = 1..5`` at ``k f0``.
+* **pitch follows y** (up = higher, log-frequency linear in y, one octave over the frame height):
+  fundamental ``f0 = B * 2 ** (0.5 - y_n)``; partials ``k = 1..5`` at ``k f0`` (at most 3.1 kHz).
 * **the angle turns a spectral pattern**: partial 1 has amplitude 1; partial ``k = 2..5`` has amplitude
   ``0.4 w_k sqrt(1 + d cos(theta - (k - 2) pi / 2))``, i.e. power ``proportional to 1 + d cos(theta - (k-2) 90 deg)``.
   With equal weights ``(P2 - P4, P3 - P5) = 0.32 d (cos theta, sin theta)``: a clockwise object turns this
   vector counterclockwise (theta grows), an anticlockwise one clockwise, and (with equal weights) the
   total power of the partials does not depend on theta.
 * **x is heard twice**: the stereo pan (equal power; left gain ``cos(pi/2 p)``, right gain
-  ``sin(pi/2 p)``, ``p = 0.1 + 0.8 x_n``: left of the frame = left channel) and, for mono listeners, a
-  whistle of amplitude ``0.3 w_w`` at ``f_w = W * 2 ** (0.7 x_n)`` (4.2-7.3 kHz, above the partials).
-* **loudness follows log-scale**: everything above is multiplied by ``G = 0.35 exp(lam) = 0.35 s / S``
-  (level in dB = 8.69 lam + const; power proportional to the object's area).
+  ``sin(pi/2 p)``, ``p = c + 0.5 (x_n - 0.5)`` in [0, 1]: left of the frame = left channel) and, for mono
+  listeners, a whistle of amplitude ``0.3 w_w`` at ``f_w = W * 2 ** (0.5 x_n)`` (3.3-7.1 kHz, above the partials).
+* **loudness follows log-scale**: everything above is multiplied by ``G = 0.35 exp(lam) 10 ** (g / 20)``
+  (level in dB = 8.69 lam + g + const; power proportional to the object's area).
 * oscillator ``j`` is ``cos(phi_j + 2 pi * cumsum(f_j) / rate)`` (its phase accumulates its frequency).
 * noise: independent white Gaussian per channel of RMS ``10 ** (nu / 20)`` (not scaled by ``G``).
 
-The highest frequency is below 7.4 kHz, inside the 80-7600 Hz mel range of BraVe's spectrograms
+The highest frequency is below 7.1 kHz, inside the 80-7600 Hz mel range of BraVe's spectrograms
 (deepmind/brave, ``brave/datasets/spectrograms.py``), so ``rate`` >= 16000 (one of ``AAC_RATES``).
 The AAC stream (FFmpeg's native encoder through PyAV, 64 kbit/s: its low-pass at lower bit rates would
 cut the whistle) is muxed into the same mp4 as the H.264 video, which stays stream 0 and unchanged.
@@ -78,7 +87,7 @@ import numpy as np
 from videossl.data.shards.render import AudioTrack, VideoParams
 from videossl.errors import VideosslError
 
-MAPPING_VERSION = 1
+MAPPING_VERSION = 2  # 2: per-video pan centre, gain offset and wider pitch / whistle bases (module docstring)
 AUDIO_STREAM = 15485863  # the audio's RNG stream id (the video's is 7919, the long preset's 104729)
 AAC_RATES = (16000, 22050, 24000, 32000, 44100, 48000)  # AAC sample rates that hold the 7.4 kHz whistle
 CHANNELS = 2
@@ -87,9 +96,10 @@ NUM_PARTIALS = 5
 FADE_S = 0.005  # raised-cosine fades where the long preset cuts from one event's sound to the next
 
 GROUND_TRUTH = (
-    f"mp4 audio stream 1: AAC stereo; mapping v{MAPPING_VERSION} (videossl.data.shards.synthetic_audio): pan and a "
-    "4.2-7.3 kHz whistle follow x, the fundamental B*2**(1-2*y_n) follows y, the powers of partials 2-5 "
-    "(1+d*cos(theta-(k-2)*pi/2)) follow the angle, the loudness 0.35*scale/size follows log-scale"
+    f"mp4 audio stream 1: AAC stereo; mapping v{MAPPING_VERSION} (videossl.data.shards.synthetic_audio): the pan "
+    "c+0.5*(x_n-0.5) and a 3.3-7.1 kHz whistle W*2**(0.5*x_n) follow x, the fundamental B*2**(0.5-y_n) follows y, "
+    "the powers of partials 2-5 (1+d*cos(theta-(k-2)*pi/2)) follow the angle, the loudness "
+    "0.35*scale/size*10**(g/20) follows log-scale; c, B, W, g are random per video"
 )
 
 
@@ -131,10 +141,13 @@ class Timbre:
     whistle_weight: float
     phases: tuple[float, ...]  # partials 1..5, then the whistle
     noise_dbfs: float
+    pan_centre: float
+    gain_db: float
 
     def meta(self) -> dict[str, object]:
         return {"base_hz": round(self.base_hz, 4), "whistle_hz": round(self.whistle_hz, 4),
-                "depth": round(self.depth, 6), "noise_dbfs": round(self.noise_dbfs, 4)}
+                "depth": round(self.depth, 6), "noise_dbfs": round(self.noise_dbfs, 4),
+                "pan_centre": round(self.pan_centre, 6), "gain_db": round(self.gain_db, 4)}
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -142,14 +155,16 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def draw_timbre(rng: np.random.Generator) -> Timbre:
-    base = _log_uniform(rng, 200.0, 400.0)
-    whistle = _log_uniform(rng, 4200.0, 4500.0)
+    base = _log_uniform(rng, 130.0, 440.0)
+    whistle = _log_uniform(rng, 3300.0, 5000.0)
     depth = float(rng.uniform(0.7, 0.95))
     weights = tuple(float(v) for v in 10 ** (rng.uniform(-3, 3, size=NUM_PARTIALS - 1) / 20))
     whistle_weight = float(10 ** (rng.uniform(-3, 3) / 20))
     phases = tuple(float(v) for v in rng.uniform(0, 2 * np.pi, size=NUM_PARTIALS + 1))
     noise = float(rng.uniform(-55.0, -45.0))
-    return Timbre(base, whistle, depth, weights, whistle_weight, phases, noise)
+    pan_centre = float(rng.uniform(0.25, 0.75))
+    gain_db = float(rng.uniform(-12.0, 12.0))
+    return Timbre(base, whistle, depth, weights, whistle_weight, phases, noise, pan_centre, gain_db)
 
 
 def frame_state(p: VideoParams) -> np.ndarray:
@@ -183,7 +198,7 @@ def _cos(phase: np.ndarray) -> np.ndarray:
 def synthesize(state: np.ndarray, timbre: Timbre, fps: float, rate: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """(2, n) float32 stereo sound of the per-frame ``state`` (T, 4) (the module docstring's mapping)."""
     x_n, y_n, theta, lam = _interp(state, fps, rate, n)
-    f0 = timbre.base_hz * np.exp2(1.0 - 2.0 * y_n)
+    f0 = timbre.base_hz * np.exp2(0.5 - y_n)
     turns = 2 * np.pi * np.cumsum(f0) / rate  # the fundamental's accumulated phase; partial k turns k times as fast
     c, s = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
     d = np.float32(timbre.depth)
@@ -191,10 +206,10 @@ def synthesize(state: np.ndarray, timbre: Timbre, fps: float, rate: int, n: int,
     for k, pattern in zip(range(2, NUM_PARTIALS + 1), (c, s, -c, -s), strict=True):  # cos(theta - (k-2) pi/2)
         amp = np.float32(0.4 * timbre.weights[k - 2]) * np.sqrt(1 + d * pattern)
         voice += amp * _cos(timbre.phases[k - 1] + k * turns)
-    whistle = 2 * np.pi * np.cumsum(timbre.whistle_hz * np.exp2(0.7 * x_n)) / rate
+    whistle = 2 * np.pi * np.cumsum(timbre.whistle_hz * np.exp2(0.5 * x_n)) / rate
     voice += np.float32(0.3 * timbre.whistle_weight) * _cos(timbre.phases[-1] + whistle)
-    voice *= (0.35 * np.exp(lam)).astype(np.float32)
-    pan = (np.pi / 2 * (0.1 + 0.8 * x_n)).astype(np.float32)
+    voice *= (0.35 * 10 ** (timbre.gain_db / 20) * np.exp(lam)).astype(np.float32)
+    pan = (np.pi / 2 * (timbre.pan_centre + 0.5 * (x_n - 0.5))).astype(np.float32)
     noise = rng.standard_normal((2, n), dtype=np.float32) * np.float32(10 ** (timbre.noise_dbfs / 20))
     return np.stack([voice * np.cos(pan), voice * np.sin(pan)]) + noise
 
