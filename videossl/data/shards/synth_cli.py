@@ -51,7 +51,7 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crf", type=int, default=None, help="H.264 quality (lower = better; default 18)")
     p.add_argument("--audio", action="store_true",
                    help="also a stereo AAC sound in each mp4 that follows the object's state at every instant: "
-                        "pan + a 3.3-7.1 kHz whistle = x, pitch = y (up = higher), which of partials 2-5 is loudest "
+                        "pan + a 3.5-7.1 kHz whistle = x, pitch = y (up = higher), which of partials 2-5 is loudest "
                         "turns with the angle, loudness = size, each with a random per-video offset so that only "
                         "the changes match the video (videossl.data.shards.synthetic_audio); the video "
                         "frames are unchanged. Any preset")

@@ -29,31 +29,32 @@ frame index, so this is the continuous motion), before the first and after the l
 The track has ``round(T / fps * rate)`` samples per channel, sample ``n`` at time ``n / rate``.
 
 Per video (the *timbre*, drawn from the audio RNG stream, see below): base pitch ``B`` log-uniform in
-[130, 440] Hz; whistle base ``W`` log-uniform in [3300, 5000] Hz; modulation depth ``d ~ U(0.7, 0.95)``;
+[130, 400] Hz; whistle base ``W`` log-uniform in [3500, 5000] Hz; modulation depth ``d ~ U(0.7, 0.95)``;
 partial weights ``w_2..w_5`` and whistle weight ``w_w``, each ``10 ** (U(-3, 3) / 20)``; start phases
 ``phi_1..phi_5, phi_w ~ U(0, 2 pi)``; noise level ``nu ~ U(-55, -45)`` dBFS; then (version 2) the pan centre
-``c ~ U(0.25, 0.75)`` and a gain offset ``g ~ U(-12, 12)`` dB.
+``c ~ U(0.25, 0.75)``, a gain offset ``g ~ U(-12, 12)`` dB and an angle offset ``psi ~ U(0, 2 pi)``.
 
 Why per-video offsets (version 2): in version 1 the pan, the pitch and the loudness told the object's
-*absolute* position and size almost exactly, which one frame of the video also shows, so an audio-visual
+*absolute* position, size and orientation almost exactly, which one frame of the video also shows, so an audio-visual
 objective could agree on the state and never learn the motion (BraVe V/A learned exactly that: BENCHMARKS.md,
-"Session 8: BraVe V/A"). With a random pan centre, a pitch base spread over 1.76 octaves against the 1-octave
-pitch range of y, a whistle base spread over 0.6 octaves against x's 0.5 and a ±12 dB gain, the absolute
-sound says little about the absolute state, while every *change* (the log-frequency slopes, the pan's
-slope, the level's slope in dB) is untouched: offsets in log-frequency, pan and dB do not change slopes.
+"Session 8: BraVe V/A"). With a random pan centre, a pitch base spread over 1.6 octaves against the 1.5-octave
+pitch range of y, a whistle base spread over 0.5 octaves against x's 0.5, a ±12 dB gain and a uniform
+angle offset (which makes the heard orientation independent of the seen one), the absolute sound says
+little about the absolute state, while every *change* (the log-frequency slopes, the pan's slope, the
+level's slope in dB, the pattern's turning) is untouched: offsets do not change slopes.
 
 At each instant:
 
-* **pitch follows y** (up = higher, log-frequency linear in y, one octave over the frame height):
-  fundamental ``f0 = B * 2 ** (0.5 - y_n)``; partials ``k = 1..5`` at ``k f0`` (at most 3.1 kHz).
+* **pitch follows y** (up = higher, log-frequency linear in y, 1.5 octaves over the frame height):
+  fundamental ``f0 = B * 2 ** (0.75 - 1.5 y_n)``; partials ``k = 1..5`` at ``k f0`` (at most 3.4 kHz).
 * **the angle turns a spectral pattern**: partial 1 has amplitude 1; partial ``k = 2..5`` has amplitude
-  ``0.4 w_k sqrt(1 + d cos(theta - (k - 2) pi / 2))``, i.e. power ``proportional to 1 + d cos(theta - (k-2) 90 deg)``.
-  With equal weights ``(P2 - P4, P3 - P5) = 0.32 d (cos theta, sin theta)``: a clockwise object turns this
+  ``0.4 w_k sqrt(1 + d cos(theta + psi - (k - 2) pi / 2))``, i.e. power ``proportional to
+  1 + d cos(theta + psi - (k-2) 90 deg)``. With equal weights ``(P2 - P4, P3 - P5) = 0.32 d (cos, sin)(theta + psi)``: a clockwise object turns this
   vector counterclockwise (theta grows), an anticlockwise one clockwise, and (with equal weights) the
   total power of the partials does not depend on theta.
 * **x is heard twice**: the stereo pan (equal power; left gain ``cos(pi/2 p)``, right gain
   ``sin(pi/2 p)``, ``p = c + 0.5 (x_n - 0.5)`` in [0, 1]: left of the frame = left channel) and, for mono
-  listeners, a whistle of amplitude ``0.3 w_w`` at ``f_w = W * 2 ** (0.5 x_n)`` (3.3-7.1 kHz, above the partials).
+  listeners, a whistle of amplitude ``0.3 w_w`` at ``f_w = W * 2 ** (0.5 x_n)`` (3.5-7.1 kHz, above the partials).
 * **loudness follows log-scale**: everything above is multiplied by ``G = 0.35 exp(lam) 10 ** (g / 20)``
   (level in dB = 8.69 lam + g + const; power proportional to the object's area).
 * oscillator ``j`` is ``cos(phi_j + 2 pi * cumsum(f_j) / rate)`` (its phase accumulates its frequency).
@@ -97,9 +98,9 @@ FADE_S = 0.005  # raised-cosine fades where the long preset cuts from one event'
 
 GROUND_TRUTH = (
     f"mp4 audio stream 1: AAC stereo; mapping v{MAPPING_VERSION} (videossl.data.shards.synthetic_audio): the pan "
-    "c+0.5*(x_n-0.5) and a 3.3-7.1 kHz whistle W*2**(0.5*x_n) follow x, the fundamental B*2**(0.5-y_n) follows y, "
-    "the powers of partials 2-5 (1+d*cos(theta-(k-2)*pi/2)) follow the angle, the loudness "
-    "0.35*scale/size*10**(g/20) follows log-scale; c, B, W, g are random per video"
+    "c+0.5*(x_n-0.5) and a 3.5-7.1 kHz whistle W*2**(0.5*x_n) follow x, the fundamental B*2**(0.75-1.5*y_n) follows "
+    "y, the powers of partials 2-5 (1+d*cos(theta+psi-(k-2)*pi/2)) follow the angle, the loudness "
+    "0.35*scale/size*10**(g/20) follows log-scale; c, B, W, g, psi are random per video"
 )
 
 
@@ -143,11 +144,13 @@ class Timbre:
     noise_dbfs: float
     pan_centre: float
     gain_db: float
+    angle_offset: float
 
     def meta(self) -> dict[str, object]:
         return {"base_hz": round(self.base_hz, 4), "whistle_hz": round(self.whistle_hz, 4),
                 "depth": round(self.depth, 6), "noise_dbfs": round(self.noise_dbfs, 4),
-                "pan_centre": round(self.pan_centre, 6), "gain_db": round(self.gain_db, 4)}
+                "pan_centre": round(self.pan_centre, 6), "gain_db": round(self.gain_db, 4),
+                "angle_offset": round(self.angle_offset, 6)}
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -155,8 +158,8 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def draw_timbre(rng: np.random.Generator) -> Timbre:
-    base = _log_uniform(rng, 130.0, 440.0)
-    whistle = _log_uniform(rng, 3300.0, 5000.0)
+    base = _log_uniform(rng, 130.0, 400.0)
+    whistle = _log_uniform(rng, 3500.0, 5000.0)
     depth = float(rng.uniform(0.7, 0.95))
     weights = tuple(float(v) for v in 10 ** (rng.uniform(-3, 3, size=NUM_PARTIALS - 1) / 20))
     whistle_weight = float(10 ** (rng.uniform(-3, 3) / 20))
@@ -164,7 +167,8 @@ def draw_timbre(rng: np.random.Generator) -> Timbre:
     noise = float(rng.uniform(-55.0, -45.0))
     pan_centre = float(rng.uniform(0.25, 0.75))
     gain_db = float(rng.uniform(-12.0, 12.0))
-    return Timbre(base, whistle, depth, weights, whistle_weight, phases, noise, pan_centre, gain_db)
+    angle_offset = float(rng.uniform(0, 2 * np.pi))
+    return Timbre(base, whistle, depth, weights, whistle_weight, phases, noise, pan_centre, gain_db, angle_offset)
 
 
 def frame_state(p: VideoParams) -> np.ndarray:
@@ -198,9 +202,9 @@ def _cos(phase: np.ndarray) -> np.ndarray:
 def synthesize(state: np.ndarray, timbre: Timbre, fps: float, rate: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """(2, n) float32 stereo sound of the per-frame ``state`` (T, 4) (the module docstring's mapping)."""
     x_n, y_n, theta, lam = _interp(state, fps, rate, n)
-    f0 = timbre.base_hz * np.exp2(0.5 - y_n)
+    f0 = timbre.base_hz * np.exp2(0.75 - 1.5 * y_n)
     turns = 2 * np.pi * np.cumsum(f0) / rate  # the fundamental's accumulated phase; partial k turns k times as fast
-    c, s = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+    c, s = np.cos(theta + timbre.angle_offset).astype(np.float32), np.sin(theta + timbre.angle_offset).astype(np.float32)
     d = np.float32(timbre.depth)
     voice = _cos(timbre.phases[0] + turns)
     for k, pattern in zip(range(2, NUM_PARTIALS + 1), (c, s, -c, -s), strict=True):  # cos(theta - (k-2) pi/2)
