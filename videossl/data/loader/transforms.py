@@ -288,7 +288,9 @@ def resized_crop(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) 
     x = clip[..., top : top + h, left : left + w]
     if (h, w) == (size, size):
         return x
-    return nnf.interpolate(x, size=[size, size], mode="bilinear", align_corners=False, antialias=True)
+    # the op ``nnf.interpolate(x, size=[size, size], mode="bilinear", align_corners=False, antialias=True)`` calls,
+    # with the arguments it passes (output size, no scale factors), without its Python checks (tested bitwise equal)
+    return torch._C._nn._upsample_bilinear2d_aa(x, [size, size], False, None)
 
 
 class VideoAugment:
@@ -305,7 +307,13 @@ class VideoAugment:
         ``source_hw`` when the frames were decoded smaller than the source (decode-side downscaling): the
         draws are then those of the full-size frames and the crop box is scaled to ``clip``'s frames."""
         _check_clip(clip)
-        hw = tuple(clip.shape[-2:])
+        return self.draw_for(tuple(clip.shape[-2:]), generator, source_hw)
+
+    def draw_for(self, hw: tuple[int, int], generator: torch.Generator | None = None,
+                 source_hw: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`draw` for a clip whose frames are ``hw`` (height, width), before they exist (the reader
+        draws a sample's parameters before its decode: :meth:`VideoShardDataset.process`)."""
+        hw = (int(hw[0]), int(hw[1]))
         src = hw if source_hw is None else tuple(int(v) for v in source_hw)
         prm = {k: v[0] for k, v in draw_params(self.cfg, 1, src[0], src[1], generator).items()}
         if src != hw:
@@ -323,8 +331,9 @@ class VideoAugment:
             raise VideosslError(f"crop_flip takes uint8 clips, got {clip.dtype}")
         x = resized_crop(clip, tuple(prm["box"].tolist()), self.size)
         # left in the channels-last layout the resize produced: collate's stack writes the batch once;
-        # a .contiguous() here was a second full copy (~2.5 ms of a 31 ms clip at 16x112x112)
-        return F.horizontal_flip(x) if prm["flip"] else x
+        # a .contiguous() here was a second full copy (~2.5 ms of a 31 ms clip at 16x112x112).
+        # x.flip(-1) is torchvision's horizontal_flip kernel for a plain tensor, without its dispatch
+        return x.flip(-1) if prm["flip"] else x
 
     def apply(self, clip: torch.Tensor, prm: dict[str, torch.Tensor]) -> torch.Tensor:
         """Apply given parameters (one row of :func:`draw_params`) to ``clip``."""
