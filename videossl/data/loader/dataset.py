@@ -90,11 +90,6 @@ def _source_hw(meta: dict[str, Any]) -> tuple[int, int] | None:
     return (int(h), int(w)) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
 
 
-def _oriented(src_hw: tuple[int, int], hw: Sequence[int]) -> tuple[int, int]:
-    """The source size (coded orientation) in the orientation of decoded frames of size ``hw`` (rotation applied)."""
-    return src_hw if (src_hw[0] >= src_hw[1]) == (hw[0] >= hw[1]) else src_hw[::-1]
-
-
 def _is_identity(pos: np.ndarray, n: int) -> bool:
     return pos.shape[0] == n and (n == 0 or (int(pos[0]) == 0 and int(pos[-1]) == n - 1 and bool((np.diff(pos) == 1).all())))
 
@@ -104,10 +99,6 @@ class VideoShardDataset(IterableDataset):
 
     ``len(dataset)`` is the number of batches every rank yields per epoch.
     """
-
-    #: draw a sample's augmentation parameters before its decode where the decoder knows the frame size
-    #: (torchcodec): the same draws as after it, on warm caches (:meth:`process`); False: always after
-    draw_before_decode = True
 
     def __init__(
         self,
@@ -307,29 +298,13 @@ class VideoShardDataset(IterableDataset):
                     clips = [(vi, sampling.retime(c, times, fps) if self.views[vi].target_fps else c) for vi, c in clips]
                 union, positions = sampling.union_indices([c for _, c in clips])
                 sound = self.sound(data, reader.num_frames, fps, clips, raw["__key__"]) if self.audio is not None else None
-                # The augmentation parameters are drawn *before* the decode when the decoder knows the frame size
-                # from the metadata: the same generator calls in the same order, on Python code that the decode
-                # has not yet pushed out of the CPU caches (~0.4 ms per clip less after a decode). The
-                # generator is put back when the decode fails (a skipped sample draws nothing) and the draws are
-                # taken again, after the decode, if the frames come out at another size.
-                hw = reader.output_hw() if self.draw_before_decode and reader.backend == "torchcodec" else None
-                state = gen.get_state() if hw is not None else None
-                drawn = self._draw_before_decode(clips, hw, src_hw, scale, gen) if hw is not None else None
-                try:
-                    frames = reader.get_frames(union)  # (U, H, W, 3) uint8, contiguous
-                except VideosslError:
-                    if state is not None:
-                        gen.set_state(state)
-                    raise
+                frames = reader.get_frames(union)  # (U, H, W, 3) uint8, contiguous
         except VideosslError as e:
             raise SkipSample(f"decode error: {str(e)[:200]}") from None
-        if drawn is not None and tuple(frames.shape[1:3]) != tuple(hw):  # not the metadata's size: draw afresh
-            gen.set_state(state)
-            drawn = None
         if scale is not None:  # the sample's random crops are drawn on the full-size frames, then scaled
-            src_hw = _oriented(src_hw, frames.shape[1:3])
+            src_hw = src_hw if (src_hw[0] >= src_hw[1]) == (frames.shape[1] >= frames.shape[2]) else src_hw[::-1]
         views, names, valid, indices, padded, looped, augment = [], [], [], [], [], [], []
-        for k, ((vi, clip), pos) in enumerate(zip(clips, positions, strict=True)):
+        for (vi, clip), pos in zip(clips, positions, strict=True):
             # Cut the view on the contiguous (U, H, W, 3) frames (a row gather; no copy when the view
             # is the whole union), then hand the transform a (T, 3, H, W) channels-last *view*:
             # indexing the permuted tensor instead made a full-resolution NCHW copy (~25 ms for
@@ -339,11 +314,11 @@ class VideoShardDataset(IterableDataset):
             full_hw = src_hw if scale is not None else None
             if self.augment_on == "device" and isinstance(tf, VideoAugment):
                 # the same draws as the all-in-workers path; the photometric part waits for the device
-                prm = drawn[k] if drawn is not None else tf.draw(clip_in, gen, full_hw)
+                prm = tf.draw(clip_in, gen, full_hw)
                 out = tf.crop_flip(clip_in, prm)
-                prm = {p: prm[p] for p in PHOTOMETRIC_PARAMS} | {"view": torch.tensor(vi)}
+                prm = {k: prm[k] for k in PHOTOMETRIC_PARAMS} | {"view": torch.tensor(vi)}
             elif isinstance(tf, VideoAugment):
-                out = tf.apply(clip_in, drawn[k]) if drawn is not None else tf(clip_in, gen, full_hw)
+                out = tf(clip_in, gen, full_hw)
             else:
                 out = tf(clip_in, gen)
             outs = out if isinstance(out, list) else [out]
@@ -372,18 +347,6 @@ class VideoShardDataset(IterableDataset):
         }
         if sound is not None:
             out["spectrogram"], out["has_audio"] = sound
-        return out
-
-    def _draw_before_decode(self, clips: list[tuple[int, sampling.Clip]], hw: tuple[int, int],
-                            src_hw: tuple[int, int] | None, scale: float | None,
-                            gen: torch.Generator) -> list[dict[str, torch.Tensor] | None]:
-        """Per clip, the parameters :meth:`process`'s view loop would draw for frames of size ``hw`` (None for a
-        transform that draws nothing): the same calls on ``gen``, in the same order."""
-        full_hw = _oriented(src_hw, hw) if scale is not None else None
-        out: list[dict[str, torch.Tensor] | None] = []
-        for vi, _ in clips:
-            tf = self.transforms[vi]
-            out.append(tf.draw_for(hw, gen, full_hw) if isinstance(tf, VideoAugment) else None)
         return out
 
     def audio_window(self, fps: float, clips: list[tuple[int, sampling.Clip]]) -> tuple[float, float]:

@@ -307,13 +307,7 @@ class VideoAugment:
         ``source_hw`` when the frames were decoded smaller than the source (decode-side downscaling): the
         draws are then those of the full-size frames and the crop box is scaled to ``clip``'s frames."""
         _check_clip(clip)
-        return self.draw_for(tuple(clip.shape[-2:]), generator, source_hw)
-
-    def draw_for(self, hw: tuple[int, int], generator: torch.Generator | None = None,
-                 source_hw: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
-        """:meth:`draw` for a clip whose frames are ``hw`` (height, width), before they exist (the reader
-        draws a sample's parameters before its decode: :meth:`VideoShardDataset.process`)."""
-        hw = (int(hw[0]), int(hw[1]))
+        hw = tuple(clip.shape[-2:])
         src = hw if source_hw is None else tuple(int(v) for v in source_hw)
         prm = {k: v[0] for k, v in draw_params(self.cfg, 1, src[0], src[1], generator).items()}
         if src != hw:
