@@ -275,10 +275,10 @@ def resized_crop(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) 
     """``F.resized_crop(clip, *box, [size, size], antialias=True)`` (bilinear), the same values and layout.
 
     A uint8 CPU clip of several frames takes torchvision's own path without its Python dispatch: the crop
-    (a view) goes to ``interpolate`` exactly as ``resize_image`` calls it (tested bitwise equal, same output
-    layout). No explicit channels-last copy of the crop: the kernel's own per-frame unpacking stays in
-    cache, a whole-clip copy first was slower on large crops (2.39 vs 2.15 ms per 640x272 clip); anything
-    else goes through torchvision.
+    (a view) goes to the op ``interpolate`` calls, with its arguments (tested bitwise equal, same output
+    layout). The kernel itself copies a crop that is not contiguous into one channels-last block (the whole
+    clip's crop, ~1.2 ms of the ~2 ms per 16-frame 602x256 clip; BENCHMARKS.md, session 9), then resizes it
+    frame by frame; copying it here first only moves that copy. Anything else goes through torchvision.
     """
     top, left, h, w = box
     native = (_NATIVE_UINT8 and clip.dtype == torch.uint8 and clip.device.type == "cpu" and clip.dim() == 4
