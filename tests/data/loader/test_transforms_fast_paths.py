@@ -114,3 +114,19 @@ def test_crop_flip_and_apply_use_it():
     ref = F.resized_crop(clip, top, left, h, w, [32, 32], antialias=True)
     ref = F.horizontal_flip(ref) if prm["flip"] else ref
     assert torch.equal(aug.crop_flip(clip, prm), ref)
+
+
+def test_crop_flip_equals_torchvision_bitwise_with_the_same_layout_flipped_or_not():
+    g = torch.Generator().manual_seed(2)
+    aug = VideoAugment(112, AugmentConfig(output="uint8"))
+    flips = set()
+    for i in range(40):
+        clip = torch.randint(0, 256, ((1, 16)[i % 2], 256, 602, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)
+        prm = aug.draw(clip, g)
+        top, left, h, w = (int(v) for v in prm["box"])
+        ref = F.resized_crop(clip, top, left, h, w, [112, 112], antialias=True)
+        ref = F.horizontal_flip(ref) if prm["flip"] else ref
+        got = aug.crop_flip(clip, prm)
+        assert torch.equal(got, ref) and got.stride() == ref.stride(), i
+        flips.add(bool(prm["flip"]))
+    assert flips == {True, False}

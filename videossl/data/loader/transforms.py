@@ -275,10 +275,10 @@ def resized_crop(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) 
     """``F.resized_crop(clip, *box, [size, size], antialias=True)`` (bilinear), the same values and layout.
 
     A uint8 CPU clip of several frames takes torchvision's own path without its Python dispatch: the crop
-    (a view) goes to ``interpolate`` exactly as ``resize_image`` calls it (tested bitwise equal, same output
-    layout). No explicit channels-last copy of the crop: the kernel's own per-frame unpacking stays in
-    cache, a whole-clip copy first was slower on large crops (2.39 vs 2.15 ms per 640x272 clip); anything
-    else goes through torchvision.
+    (a view) goes to the op ``interpolate`` calls, with its arguments (tested bitwise equal, same output
+    layout). The kernel itself copies a crop that is not contiguous into one channels-last block (the whole
+    clip's crop, ~1.2 ms of the ~2 ms per 16-frame 602x256 clip; BENCHMARKS.md, session 9), then resizes it
+    frame by frame; copying it here first only moves that copy. Anything else goes through torchvision.
     """
     top, left, h, w = box
     native = (_NATIVE_UINT8 and clip.dtype == torch.uint8 and clip.device.type == "cpu" and clip.dim() == 4
@@ -288,7 +288,9 @@ def resized_crop(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) 
     x = clip[..., top : top + h, left : left + w]
     if (h, w) == (size, size):
         return x
-    return nnf.interpolate(x, size=[size, size], mode="bilinear", align_corners=False, antialias=True)
+    # the op ``nnf.interpolate(x, size=[size, size], mode="bilinear", align_corners=False, antialias=True)`` calls,
+    # with the arguments it passes (output size, no scale factors), without its Python checks (tested bitwise equal)
+    return torch._C._nn._upsample_bilinear2d_aa(x, [size, size], False, None)
 
 
 class VideoAugment:
@@ -323,8 +325,9 @@ class VideoAugment:
             raise VideosslError(f"crop_flip takes uint8 clips, got {clip.dtype}")
         x = resized_crop(clip, tuple(prm["box"].tolist()), self.size)
         # left in the channels-last layout the resize produced: collate's stack writes the batch once;
-        # a .contiguous() here was a second full copy (~2.5 ms of a 31 ms clip at 16x112x112)
-        return F.horizontal_flip(x) if prm["flip"] else x
+        # a .contiguous() here was a second full copy (~2.5 ms of a 31 ms clip at 16x112x112).
+        # x.flip(-1) is torchvision's horizontal_flip kernel for a plain tensor, without its dispatch
+        return x.flip(-1) if prm["flip"] else x
 
     def apply(self, clip: torch.Tensor, prm: dict[str, torch.Tensor]) -> torch.Tensor:
         """Apply given parameters (one row of :func:`draw_params`) to ``clip``."""
