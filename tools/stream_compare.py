@@ -3,12 +3,17 @@ clip-model baseline, on the synthetic motion set, with every model built by the 
 
     python tools/stream_compare.py --data data/synth --recipes bp sideways skip_sideways --seeds 0 1 --epochs 4
 
+``--threads`` (default 1: the CPU is shared), ``--cache clips.pt`` (the cached clips, written once and read by
+later invocations, so one recipe list per process sees the same clips), ``--lr`` (overrides the recipe's LR);
+rows are appended to ``--out``.
+
 Protocol (our own figures; no published numbers were retrieved for arXiv 2001.06232 / 2106.08318 / 1806.03863):
 the recipes' data module is read once (one augmented pass over train, the eval view of val) and cached, so
 every run sees the same clips; each run trains ``--epochs`` passes in a seeded order with AdamW at the
 recipe's LR (constant; the recipe's cosine schedule is what `videossl fit` uses), through
 ``StreamingClassifier.train_clip``; val is scored with ``StreamingClassifier.online_accuracy`` (every tick
-once the pipe is full) and on the translate-left vs translate-right pair (argmax over those two logits).
+once the pipe is full; for the sequential clip model the clip's mean logit) and on the translate-left vs
+translate-right pair (argmax over those two logits, at every scored tick, for every model).
 """
 
 from __future__ import annotations
