@@ -46,3 +46,12 @@ def test_bad_configs():
         _model(mode="bp", update="per_tick")
     with pytest.raises(VideosslError, match="mode"):
         _model(mode="nope")
+
+
+def test_diff_scale_multiplies_the_frame_difference_only():
+    clip = torch.rand(2, 3, 5, 8, 8)
+    m = _model(mode="sequential", frame_input="rgb_diff", diff_scale=8.0)
+    x = m.clip_inputs({"views": [clip.permute(0, 2, 1, 3, 4)], "view_names": ["stream"]})
+    assert torch.equal(x[:, :3], clip)
+    assert torch.allclose(x[:, 3:, 1:], 8.0 * (clip[:, :, 1:] - clip[:, :, :-1]))
+    assert torch.equal(x[:, 3:, 0], torch.zeros_like(x[:, 3:, 0]))

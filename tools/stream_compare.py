@@ -3,12 +3,17 @@ clip-model baseline, on the synthetic motion set, with every model built by the 
 
     python tools/stream_compare.py --data data/synth --recipes bp sideways skip_sideways --seeds 0 1 --epochs 4
 
+``--threads`` (default 1: the CPU is shared), ``--cache clips.pt`` (the cached clips, written once and read by
+later invocations, so one recipe list per process sees the same clips), ``--lr`` (overrides the recipe's LR);
+rows are appended to ``--out``.
+
 Protocol (our own figures; no published numbers were retrieved for arXiv 2001.06232 / 2106.08318 / 1806.03863):
 the recipes' data module is read once (one augmented pass over train, the eval view of val) and cached, so
 every run sees the same clips; each run trains ``--epochs`` passes in a seeded order with AdamW at the
 recipe's LR (constant; the recipe's cosine schedule is what `videossl fit` uses), through
 ``StreamingClassifier.train_clip``; val is scored with ``StreamingClassifier.online_accuracy`` (every tick
-once the pipe is full) and on the translate-left vs translate-right pair (argmax over those two logits).
+once the pipe is full; for the sequential clip model the clip's mean logit) and on the translate-left vs
+translate-right pair (argmax over those two logits, at every scored tick, for every model).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from videossl.core.checkpoint import read_file
 from videossl.lightning_cli import VideosslCLI
 from videossl.train import compose_configs
 
@@ -51,20 +57,32 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--out", default="runs/stream-compare/results.json")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: a shared CPU)")
+    ap.add_argument("--lr", type=float, default=None, help="override the recipe's LR")
+    ap.add_argument("--cache", default=None,
+                    help="a .pt file holding the cached clips: read if it exists, else written (same clips across "
+                         "invocations: one recipe per process)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    _, dm = build(args.recipes[0], args.data)
+    torch.set_num_threads(args.threads)
     t0 = time.time()
-    train, val = cache(dm, "train"), cache(dm, "val")
+    if args.cache and Path(args.cache).exists():
+        train, val = read_file(args.cache)
+    else:
+        _, dm = build(args.recipes[0], args.data)
+        train, val = cache(dm, "train"), cache(dm, "val")
+        if args.cache:
+            Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
+            torch.save((train, val), args.cache)
     print(f"cached {sum(len(y) for _, y in train)} train / {sum(len(y) for _, y in val)} val clips "
           f"in {time.time() - t0:.0f} s", flush=True)
-    rows = []
+    rows = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else []
     for recipe in args.recipes:
         for seed in args.seeds:
             torch.manual_seed(seed)
             model, _ = build(recipe, args.data)
             model.train()
-            opt = torch.optim.AdamW(model.parameters(), lr=model.optim.lr, weight_decay=model.optim.weight_decay)
+            lr = model.optim.lr if args.lr is None else args.lr
+            opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=model.optim.weight_decay)
             g = torch.Generator().manual_seed(seed)
             t1, cos = time.time(), []
             for _ in range(args.epochs):
@@ -97,7 +115,7 @@ def main() -> None:
                             pair_n += int(m.sum())
             mean_cos = {k: sum(c[k] for c in cos) / len(cos) for k in cos[0]} if cos else {}
             row = {"recipe": recipe, "seed": seed, "epochs": args.epochs, "mode": model.mode, "clocks": model.encoder.clocks,
-                   "skips": model.encoder.skips, "frame_input": model.frame_input, "online_acc": acc / n,
+                   "skips": model.encoder.skips, "frame_input": model.frame_input, "lr": lr, "online_acc": acc / n,
                    "last_tick_acc": last / n, "left_right_acc": pair_ok / max(pair_n, 1),
                    "per_frame_acc": [round(float(a) / n, 4) for a in per_frame], "train_s": round(train_s, 1),
                    "mean_grad_cos": mean_cos}

@@ -10,6 +10,8 @@
 * ``sequential``: the per-frame model without pipelining, per-frame logits averaged over the clip, BP; the
   clip-model baseline the pipelined model is compared with.
 
+``frame_input``: ``rgb`` or ``rgb_diff`` (frame and causal frame difference, the latter times ``diff_scale``).
+
 ``update``: ``per_clip`` (one optimiser step per clip, gradients summed over its scored ticks) or
 ``per_tick`` (Sideways modes: a step after every tick). Every ``cosine_every`` steps a Sideways run also
 computes BP on the same clip and logs the per-stage cosine between the two weight gradients
@@ -46,7 +48,7 @@ class StreamingClassifier(SSLMethod):
 
     def __init__(self, backbone: nn.Module, stages: list[int] | None = None, clocks: list[int] | None = None,
                  skips: list[list[int]] | None = None, skip_op: str = "add", mode: str = "bp",
-                 update: str = "per_clip", frame_input: str = "rgb", view_name: str = "stream",
+                 update: str = "per_clip", frame_input: str = "rgb", diff_scale: float = 1.0, view_name: str = "stream",
                  warmup_ticks: int | None = None, cosine_every: int = 0, optim: OptimConfig | None = None,
                  num_classes: int = 0, probe_lr: float = 1e-2, seed: int = 0) -> None:
         super().__init__(optim=optim, num_classes=0, probe_lr=probe_lr, seed=seed)
@@ -64,6 +66,7 @@ class StreamingClassifier(SSLMethod):
         if update == "per_tick" and mode not in ("sideways", "skip_sideways"):
             raise VideosslError(f"update per_tick is a Sideways schedule; mode {mode} updates per clip")
         self.mode, self.update, self.frame_input, self.view_name = mode, update, frame_input, view_name
+        self.diff_scale = float(diff_scale)
         self.encoder = PipelinedEncoder.from_sequential(backbone, stages=stages, clocks=clocks, skips=skips,
                                                         skip_op=skip_op)
         dim = getattr(backbone, "feature_dim", None)
@@ -81,7 +84,7 @@ class StreamingClassifier(SSLMethod):
     def clip_inputs(self, batch: dict[str, Any]) -> torch.Tensor:
         names = batch.get("view_names") or []
         clip = to_clip(view(batch, self.view_name) if self.view_name in names else batch["views"][0])
-        return frame_inputs(clip, self.frame_input)
+        return frame_inputs(clip, self.frame_input, self.diff_scale)
 
     def first_scored_tick(self) -> int:
         """Ticks before this are not scored: by default until the pipe is full (``L - 1``)."""
