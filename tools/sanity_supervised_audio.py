@@ -7,7 +7,8 @@ learn the classes with labels in a budget, BraVe's V/A cannot make it learn them
 them on the training split only, the set is too small for the sound (the network memorises each video's
 timbre: BENCHMARKS.md, "Session 9: BraVe V/A").
 
-    python tools/sanity_supervised_audio.py --recipe recipes/brave/synthetic_va.yaml --steps 630 -- --data.data_dir data/synth-audio-9600
+    python tools/sanity_supervised_audio.py --recipe recipes/brave/synthetic_va.yaml --steps 630 \
+        -- --data.data_dir data/synth-audio-9600
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ Each mp4 then also holds a stereo AAC stream whose sound at every instant is a f
 object's state (pan and a whistle: x; pitch: y; a pattern over the partials that turns with the angle;
 loudness: the size; each with a random per-video offset, so that the absolute sound says little about
 the absolute state and only its changes match the video's), with the same time-reversal argument as
-above: the class is in how the sound changes, not in one snippet of it. The exact mapping, its random streams (separate from the video's:
+above: the class is in how the sound changes, not in one snippet of it. The exact mapping, its random
+streams (separate from the video's:
 the frames and all the ground truth above are the same with and without sound) and its tests:
 :mod:`videossl.data.shards.synthetic_audio`. The json's ``audio`` and the manifest's ``audio`` hold the
 rate, channels, codec and mapping version.

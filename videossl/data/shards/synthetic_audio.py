@@ -49,7 +49,8 @@ At each instant:
   fundamental ``f0 = B * 2 ** (0.75 - 1.5 y_n)``; partials ``k = 1..5`` at ``k f0`` (at most 3.4 kHz).
 * **the angle turns a spectral pattern**: partial 1 has amplitude 1; partial ``k = 2..5`` has amplitude
   ``0.4 w_k sqrt(1 + d cos(theta + psi - (k - 2) pi / 2))``, i.e. power ``proportional to
-  1 + d cos(theta + psi - (k-2) 90 deg)``. With equal weights ``(P2 - P4, P3 - P5) = 0.32 d (cos, sin)(theta + psi)``: a clockwise object turns this
+  1 + d cos(theta + psi - (k-2) 90 deg)``. With equal weights
+  ``(P2 - P4, P3 - P5) = 0.32 d (cos, sin)(theta + psi)``: a clockwise object turns this
   vector counterclockwise (theta grows), an anticlockwise one clockwise, and (with equal weights) the
   total power of the partials does not depend on theta.
 * **x is heard twice**: the stereo pan (equal power; left gain ``cos(pi/2 p)``, right gain
