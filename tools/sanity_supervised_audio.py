@@ -50,7 +50,7 @@ def main() -> None:
         raise SystemExit(f"{args.recipe} has no broad branch {args.modality!r}: it has "
                          f"{[b.modality for b in model.branches()]}")
     encoder = copy.deepcopy(branch.encoder)  # the recipe's backbone as built: random init
-    classes = len(dm.build("fit", dm.splits["fit"]).source.classes)
+    classes = len(dm.classes)
     head = torch.nn.Linear(encoder.feature_dim, classes)
     opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], args.lr)
     step, start = 0, time.time()

@@ -275,7 +275,7 @@ def resized_crop(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) 
     """``F.resized_crop(clip, *box, [size, size], antialias=True)`` (bilinear), the same values and layout.
 
     A uint8 CPU clip of several frames takes torchvision's own path without its Python dispatch: the crop
-    (a view) goes to the op ``interpolate`` calls, with its arguments (tested bitwise equal, same output
+    (a view) goes to ``interpolate`` exactly as ``resize_image`` calls it (tested bitwise equal, same output
     layout). The kernel itself copies a crop that is not contiguous into one channels-last block (the whole
     clip's crop, ~1.2 ms of the ~2 ms per 16-frame 602x256 clip; BENCHMARKS.md, session 9), then resizes it
     frame by frame; copying it here first only moves that copy. Anything else goes through torchvision.
@@ -288,9 +288,7 @@ def resized_crop(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) 
     x = clip[..., top : top + h, left : left + w]
     if (h, w) == (size, size):
         return x
-    # the op ``nnf.interpolate(x, size=[size, size], mode="bilinear", align_corners=False, antialias=True)`` calls,
-    # with the arguments it passes (output size, no scale factors), without its Python checks (tested bitwise equal)
-    return torch._C._nn._upsample_bilinear2d_aa(x, [size, size], False, None)
+    return nnf.interpolate(x, size=[size, size], mode="bilinear", align_corners=False, antialias=True)
 
 
 class VideoAugment:

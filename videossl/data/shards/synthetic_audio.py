@@ -35,13 +35,14 @@ partial weights ``w_2..w_5`` and whistle weight ``w_w``, each ``10 ** (U(-3, 3) 
 ``c ~ U(0.25, 0.75)``, a gain offset ``g ~ U(-12, 12)`` dB and an angle offset ``psi ~ U(0, 2 pi)``.
 
 Why per-video offsets (version 2): in version 1 the pan, the pitch and the loudness told the object's
-*absolute* position, size and orientation almost exactly, which one frame of the video also shows, so an audio-visual
-objective could agree on the state and never learn the motion (BraVe V/A learned exactly that: BENCHMARKS.md,
-"Session 8: BraVe V/A"). With a random pan centre, a pitch base spread over 1.6 octaves against the 1.5-octave
-pitch range of y, a whistle base spread over 0.5 octaves against x's 0.5, a ±12 dB gain and a uniform
-angle offset (which makes the heard orientation independent of the seen one), the absolute sound says
-little about the absolute state, while every *change* (the log-frequency slopes, the pan's slope, the
-level's slope in dB, the pattern's turning) is untouched: offsets do not change slopes.
+*absolute* position, size and orientation almost exactly, which one frame of the video also shows, so an
+audio-visual objective could agree on the state instead of the motion. (This was session 8's explanation
+of BraVe V/A's failure; session 9 found another cause, memorisation of the training pairs: BENCHMARKS.md,
+"Session 9: BraVe V/A".) With a random pan centre, a pitch base spread over 1.6 octaves against the
+1.5-octave pitch range of y, a whistle base spread over 0.5 octaves against x's 0.5, a ±12 dB gain and a
+uniform angle offset (which makes the heard orientation independent of the seen one), the absolute sound
+says little about the absolute state, while every *change* (the log-frequency slopes, the pan's slope,
+the level's slope in dB, the pattern's turning) is untouched: offsets do not change slopes.
 
 At each instant:
 
