@@ -12,6 +12,9 @@ shuffled 0.99 on train, 1.07 vs 1.01 on test; BENCHMARKS.md, "Session 9: BraVe V
     python tools/pairing_check.py --run runs/brave-synthetic-va --recipe recipes/brave/synthetic_va.yaml --split test
     python tools/pairing_check.py --run runs/brave-synthetic --recipe recipes/brave/synthetic.yaml --split train
 
+During ``videossl fit``, ``--data.val_pairs true`` computes the held-out figures at every validation
+(``val/ssl_loss``, ``val/ssl_loss_shuffled``, ``val/pair_gap`` in ``metrics.csv``, one line at the end of fit).
+
 Extra arguments after ``--`` go to the recipe (e.g. ``-- --data.data_dir data/synth-audio``).
 """
 
@@ -23,23 +26,8 @@ import tempfile
 import torch
 
 from videossl.core.checkpoint import read_file
-from videossl.data.loader.batch import view_indices
 from videossl.lightning_cli import VideosslCLI
 from videossl.train import compose_configs
-
-
-def shuffled_broad(batch: dict, perm: torch.Tensor) -> dict:
-    """The batch with its broad side permuted across samples (the narrow side untouched)."""
-    out = dict(batch)
-    if "spectrogram" in batch:
-        out["spectrogram"] = batch["spectrogram"][perm]
-        if "has_audio" in batch:
-            out["has_audio"] = batch["has_audio"][perm]
-    broad = set(view_indices(batch, "broad"))
-    out["views"] = [v[perm] if i in broad else v for i, v in enumerate(batch["views"])]
-    if "flow" in batch:  # the ground-truth-flow broad view reads it
-        out["flow"] = {k: v[perm] for k, v in batch["flow"].items()}
-    return out
 
 
 def main() -> None:
@@ -70,7 +58,7 @@ def main() -> None:
             if i == args.batches:
                 break
             true += float(model.ssl_step(batch)[0])
-            shuffled += float(model.ssl_step(shuffled_broad(batch, torch.randperm(len(batch["label"]))))[0])
+            shuffled += float(model.ssl_step(model.shuffle_pairs(batch, torch.randperm(len(batch["label"]))))[0])
             n += 1
     print(f"{args.run} on split {args.split!r} ({n} batches of the recipe's training views, eval mode): "
           f"SSL loss true pairs {true / n:.3f}, broad side shuffled {shuffled / n:.3f} "

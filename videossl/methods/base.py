@@ -227,8 +227,10 @@ class SSLMethod(pl.LightningModule):
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
         bs = labels.shape[0]
-        self.log(f"{stage}/probe_loss", loss, on_step=stage == "train", on_epoch=True, batch_size=bs, sync_dist=stage != "train")
-        self.log(f"{stage}/probe_acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log(f"{stage}/probe_loss", loss, on_step=stage == "train", on_epoch=True, batch_size=bs, sync_dist=stage != "train",
+                 add_dataloader_idx=False)
+        self.log(f"{stage}/probe_acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True,
+                 add_dataloader_idx=False)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -242,12 +244,51 @@ class SSLMethod(pl.LightningModule):
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False, prog_bar=False)
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def shuffle_pairs(self, batch: dict[str, Any], perm: torch.Tensor) -> dict[str, Any] | None:
+        """The batch with one side of every training pair permuted across samples by ``perm`` (the other side
+        untouched), for the pairing check; None: the method has no pairs to shuffle (the check logs only the loss)."""
+        return None
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 1:  # ``data.val_pairs``: the val split through the training views
+            self._pairing_check(batch)
+            return
         if self.online_probe is None:
             return
         keep = ~batch["duplicate"] if "duplicate" in batch else slice(None)
         feats = self.eval_features(batch)
         self._probe_loss(feats[keep], batch["label"][keep], "val")
+
+    def _pairing_check(self, batch: dict[str, Any]) -> None:
+        """The SSL loss on held-out videos with the true pairs, and with one side shifted by one sample.
+
+        ``val/pair_gap`` = shuffled − true. A gap that is large on the training split but ~0 here means the
+        views' agreement does not generalise: the encoders identify their training videos instead of learning
+        what the views share (the failure session 9 found in BraVe V/A; ``tools/pairing_check.py`` is the
+        offline twin). The shift (sample i paired with i − 1) is a derangement, unlike a random permutation.
+        """
+        bs = int(batch["label"].shape[0])
+        log = {"on_step": False, "on_epoch": True, "batch_size": bs, "sync_dist": True, "add_dataloader_idx": False}
+        loss = self.ssl_step(batch)[0]
+        self.log("val/ssl_loss", loss, **log)
+        shuffled = self.shuffle_pairs(batch, torch.roll(torch.arange(bs), 1)) if bs > 1 else None
+        if shuffled is None:
+            return
+        loss_shuffled = self.ssl_step(shuffled)[0]
+        self.log("val/ssl_loss_shuffled", loss_shuffled, **log)
+        self.log("val/pair_gap", loss_shuffled - loss, prog_bar=True, **log)
+
+    def on_fit_end(self) -> None:
+        """One line on the pairing check's last figures (``data.val_pairs``), with what they mean."""
+        m = self.trainer.callback_metrics if self._trainer is not None else {}
+        if "val/pair_gap" not in m or not self.trainer.is_global_zero:
+            return
+        gap, true = float(m["val/pair_gap"]), float(m["val/ssl_loss"])
+        verdict = ("held-out pairs agree: what the views share generalises" if gap > 0.05 * max(abs(true), 1e-8) else
+                   "held-out pairs agree no better than shuffled ones: the agreement does not generalise "
+                   "(memorised training pairs, or nothing shared learnt)")
+        print(f"pairing check (val split, last validation): SSL loss true pairs {true:.3f}, shuffled "
+              f"{true + gap:.3f}, gap {gap:.3f}: {verdict}", flush=True)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def encoder_state_dict(self, wrapped: nn.Module | None = None) -> dict[str, torch.Tensor]:

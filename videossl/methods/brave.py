@@ -164,6 +164,22 @@ class BraVe(SSLMethod):
         """The broad view's clip turned into a broad modality (:data:`BROAD_INPUTS`; default: the first)."""
         return BROAD_INPUTS[modality or self.broad_modalities[0]](self, clip, batch)
 
+    def shuffle_pairs(self, batch: dict[str, Any], perm: torch.Tensor) -> dict[str, Any]:
+        """The batch with its broad side (the broad clip; the spectrogram for audio; the ground-truth flow the
+        flow view reads) permuted across samples by ``perm``, the narrow side untouched."""
+        out = dict(batch)
+        if "spectrogram" in batch:
+            out["spectrogram"] = batch["spectrogram"][perm]
+            if "has_audio" in batch:
+                out["has_audio"] = batch["has_audio"][perm]
+        broad = set(view_indices(batch, "broad"))
+        out["views"] = [v[perm] if i in broad else v for i, v in enumerate(batch["views"])]
+        if isinstance(batch.get("valid"), list | tuple):
+            out["valid"] = [m[perm] if i in broad and m is not None else m for i, m in enumerate(batch["valid"])]
+        if "flow" in batch:
+            out["flow"] = {k: v[perm] for k, v in batch["flow"].items()}
+        return out
+
     def ssl_step(self, batch: dict[str, Any]):
         narrow, broad = view(batch, "narrow"), view(batch, "broad")
         f_n = self.encoder(to_clip(narrow))

@@ -25,6 +25,11 @@ BraVe V/A (broad audio): the sound under the broad window, 48 kHz mono, 80-band 
 
 ``audio`` applies to every stage whose views hold a view named ``audio.view`` (or to all with
 ``audio.seconds``); an evaluation stage without that view gets no audio (one printed line says so).
+
+``val_pairs: true`` adds a second validation loader: the val split through the *training* views (the same clips
+every time), on which a two-view method (BraVe: ``shuffle_pairs``) logs its SSL loss with true and with shuffled
+pairs (``val/ssl_loss``, ``val/ssl_loss_shuffled``, ``val/pair_gap``): a gap near 0 on held-out videos means the
+views' agreement does not generalise (memorised training pairs). For methods without pairs only the loss is logged.
 """
 
 from __future__ import annotations
@@ -92,8 +97,12 @@ class VideoDataModule(pl.LightningDataModule):
         augment_on: str = "auto",
         decode_downscale: bool = False,
         audio: AudioSpec | dict | None = None,
+        val_pairs: bool = False,
     ):
         super().__init__()
+        #: validation also reads the val split through the *training* views (a second val loader): the method
+        #: scores its SSL loss there with true and with shuffled pairs (``SSLMethod.shuffle_pairs``)
+        self.val_pairs = bool(val_pairs)
         self.audio = as_audio_spec(audio)
         if augment_on not in ("auto", *AUGMENT_ON):
             raise VideosslError(f"augment_on must be auto, {' or '.join(AUGMENT_ON)}, got {augment_on!r}")
@@ -200,7 +209,7 @@ class VideoDataModule(pl.LightningDataModule):
         return v.frames / v.target_fps if v.target_fps else v.frames * v.stride / 25.0
 
     def build(self, stage: str, split: str | None) -> VideoShardDataset:
-        train = stage == "fit"
+        train = stage in ("fit", "pairs")  # "pairs": the training views on the val split (``val_pairs``)
         rank, world = self._rank()
         views = self.train_views if train else self.eval_views
         audio = self._audio_for(views, stage, rank)
@@ -212,24 +221,24 @@ class VideoDataModule(pl.LightningDataModule):
             train=train,
             placement=self.placement,
             decoder=self.decoder,
-            shuffle_buffer=self.shuffle_buffer if train else 0,
+            shuffle_buffer=self.shuffle_buffer if stage == "fit" else 0,
             seed=self.seed,
             rank=rank,
             world_size=world,
             num_classes=self.num_classes,
             extras=self.extras,
-            skip_log_dir=self._skip_dir(split or stage),
+            skip_log_dir=self._skip_dir((split or stage) + ("-pairs" if stage == "pairs" else "")),
             decoder_threads=self.decoder_threads,
-            augment_on=self.resolved_augment_on() if train else "workers",
+            augment_on=self.resolved_augment_on() if stage == "fit" else "workers",
             decode_downscale=self.decode_downscale,
             audio=audio,
         )
-        if train and rank in (None, 0):
+        if stage == "fit" and rank in (None, 0):
             where = "the workers" if ds.augment_on == "workers" else "the workers (crop + flip) and on the device (photometric)"
             print(f"data[{split or stage}]: augmentation in {where} (data.augment_on)", flush=True)
         est = ram_estimate(
             ds.views, ds.batch_size, self.num_workers, self.prefetch_factor,
-            ds.shuffle_buffer if train else 0, ds.source.avg_sample_bytes, self._source_hw(),
+            ds.shuffle_buffer if stage == "fit" else 0, ds.source.avg_sample_bytes, self._source_hw(),
             audio_bytes=audio.out_bytes(self._audio_seconds(ds.views, audio)) if audio is not None else 0.0,
         )
         msg = check_ram(est, self.ram_fraction, what=f"data[{split or stage}]")
@@ -247,6 +256,8 @@ class VideoDataModule(pl.LightningDataModule):
             if split is None or st in self.datasets:
                 continue
             self.datasets[st] = self.build(st, split)
+        if "validate" in self.datasets and self.val_pairs and "pairs" not in self.datasets:
+            self.datasets["pairs"] = self.build("pairs", self.splits["validate"])
 
     def _loader(self, stage: str) -> EpochDataLoader:
         if stage not in self.datasets:
@@ -256,6 +267,8 @@ class VideoDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         fitting = trainer is not None and stage == "fit"
         epoch_fn = (lambda: trainer.current_epoch) if fitting else None
+        if stage == "pairs":  # the same clips and crops at every validation: the pairing figures compare across epochs
+            epoch_fn = lambda: 0  # noqa: E731
         # batches already trained on in this epoch: > 0 only when resuming mid-epoch from a checkpoint
         skip_fn = (lambda: int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)) if fitting else None
         return make_loader(
@@ -271,8 +284,12 @@ class VideoDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> EpochDataLoader:
         return self._loader("fit")
 
-    def val_dataloader(self) -> EpochDataLoader:
-        return self._loader("validate")
+    def val_dataloader(self) -> EpochDataLoader | list[EpochDataLoader]:
+        """The val split's eval views (the online probe); with ``val_pairs`` also a second loader of the same
+        videos through the training views (always the same clips: epoch 0's draws), for the pairing check."""
+        if not self.val_pairs:
+            return self._loader("validate")
+        return [self._loader("validate"), self._loader("pairs")]
 
     def test_dataloader(self) -> EpochDataLoader:
         return self._loader("test")
