@@ -241,7 +241,7 @@ class VideoDataModule(pl.LightningDataModule):
             ds.shuffle_buffer if stage == "fit" else 0, ds.source.avg_sample_bytes, self._source_hw(),
             audio_bytes=audio.out_bytes(self._audio_seconds(ds.views, audio)) if audio is not None else 0.0,
         )
-        msg = check_ram(est, self.ram_fraction, what=f"data[{split or stage}]")
+        msg = check_ram(est, self.ram_fraction, what=f"data[{split or stage}{', training views' if stage == 'pairs' else ''}]")
         log.info(msg)
         if rank in (None, 0):
             print(msg, flush=True)
