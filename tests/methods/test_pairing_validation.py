@@ -97,3 +97,22 @@ def test_fit_logs_the_pairing_figures_per_validation_and_a_verdict(tmp_path, syn
     assert any(x.get("val/probe_acc") for x in rows)  # the probe's loader still runs beside the pairs loader
     out = r.stdout + r.stderr
     assert "pairing check (val split, last validation): SSL loss true pairs" in out
+
+
+def test_a_method_with_its_own_validation_step_refuses_val_pairs():
+    from types import SimpleNamespace
+
+    from videossl.errors import VideosslError
+
+    class OwnValidation(_Agree):
+        def validation_step(self, batch, batch_idx):
+            return None
+
+    fake = SimpleNamespace(datamodule=SimpleNamespace(val_pairs=True))
+    ok, own = _Agree(), OwnValidation()
+    ok._trainer = own._trainer = fake
+    ok.setup("fit")  # SSLMethod's validation_step reads both loaders
+    with pytest.raises(VideosslError, match="OwnValidation has its own validation_step"):
+        own.setup("fit")
+    fake.datamodule.val_pairs = False
+    own.setup("fit")  # without val_pairs nothing to refuse

@@ -259,6 +259,12 @@ class SSLMethod(pl.LightningModule):
         feats = self.eval_features(batch)
         self._probe_loss(feats[keep], batch["label"][keep], "val")
 
+    def setup(self, stage: str) -> None:
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if getattr(dm, "val_pairs", False) and type(self).validation_step is not SSLMethod.validation_step:
+            raise VideosslError(f"data.val_pairs: {type(self).__name__} has its own validation_step, which reads one "
+                                "val loader only; the pairing check is for two-view methods on SSLMethod's (e.g. BraVe)")
+
     def _pairing_check(self, batch: dict[str, Any]) -> None:
         """The SSL loss on held-out videos with the true pairs, and with one side shifted by one sample.
 
