@@ -265,3 +265,24 @@ def test_unrequested_members_not_read_and_a_vanished_sample_is_reported(tmp_path
     recs = ds.skip_log.records()
     assert len(recs) == 1 and recs[0]["shard"] == "train-000000.tar", recs
     assert recs[0]["reason"].startswith("shard ended early: 1 sample(s) missing")
+
+
+@pytest.mark.parametrize(("world", "expected"), [(1, 4), (2, 4), (4, 2), (6, None)])
+def test_val_pairs_batch_fits_a_small_val_split_or_turns_the_check_off(shard_set, tmp_path, capsys, world, expected):
+    """10 val videos: the pairs loader keeps the training batch (4) while each rank holds >= 4, shrinks to what a
+    rank holds below that, and is dropped (said once) when a rank holds under 2 (no pair to shuffle)."""
+    dm = VideoDataModule(
+        str(shard_set), batch_size=4, num_workers=0, test_split=None, val_pairs=True,
+        train_views=[{"name": "a", "frames": 2, "stride": 1, "size": 16}, {"name": "b", "frames": 2, "stride": 1, "size": 16}],
+        eval_views=EVAL, skip_log_dir=str(tmp_path / "skips"), rank=0, world_size=world,
+    )
+    dm.setup("fit")
+    out = capsys.readouterr().out
+    loaders = dm.val_dataloader()
+    if expected is None:
+        assert "pairs" not in dm.datasets and not isinstance(loaders, list)
+        assert "data.val_pairs: off for this run" in out
+        return
+    assert dm.datasets["pairs"].batch_size == expected and len(loaders) == 2
+    assert len(loaders[1]) == (10 // world) // expected >= 1
+    assert ("data.val_pairs: batch" in out) == (expected < 4)

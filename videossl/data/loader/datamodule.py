@@ -30,6 +30,8 @@ BraVe V/A (broad audio): the sound under the broad window, 48 kHz mono, 80-band 
 every time), on which a two-view method (BraVe: ``shuffle_pairs``) logs its SSL loss with true and with shuffled
 pairs (``val/ssl_loss``, ``val/ssl_loss_shuffled``, ``val/pair_gap``): a gap near 0 on held-out videos means the
 views' agreement does not generalise (memorised training pairs). For methods without pairs only the loss is logged.
+Its batch is the training batch, or what one rank's share of the val split holds when that is smaller; under 2 per
+rank the check is off for the run (a printed line says so).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import pytorch_lightning as pl
 from videossl.data.audio import AudioSpec, as_audio_spec
 from videossl.data.loader.dataset import AUGMENT_ON, EpochDataLoader, VideoShardDataset, make_loader
 from videossl.data.loader.resources import check_ram, ram_estimate
+from videossl.data.loader.shardset import resolve_shards
 from videossl.data.loader.skips import SkipLog
 from videossl.data.loader.transforms import AugmentConfig, DevicePhotometric
 from videossl.data.loader.views import ViewSpec
@@ -103,6 +106,7 @@ class VideoDataModule(pl.LightningDataModule):
         #: validation also reads the val split through the *training* views (a second val loader): the method
         #: scores its SSL loss there with true and with shuffled pairs (``SSLMethod.shuffle_pairs``)
         self.val_pairs = bool(val_pairs)
+        self._pairs_off = False  # set when the val split is too small for a pair per rank
         self.audio = as_audio_spec(audio)
         if augment_on not in ("auto", *AUGMENT_ON):
             raise VideosslError(f"augment_on must be auto, {' or '.join(AUGMENT_ON)}, got {augment_on!r}")
@@ -208,7 +212,13 @@ class VideoDataModule(pl.LightningDataModule):
         v = next(v for v in views if v.name == audio.view)
         return v.frames / v.target_fps if v.target_fps else v.frames * v.stride / 25.0
 
-    def build(self, stage: str, split: str | None) -> VideoShardDataset:
+    def _pairs_batch(self, split: str, world: int) -> int:
+        """The pairing check's batch: the training batch, or fewer when the val split holds fewer per rank
+        (its loader drops partial batches like the training one). 0 or 1: no pair to shuffle."""
+        per_rank = resolve_shards(self.data_dir, split, self.num_classes).total // max(world or 1, 1)
+        return min(self.batch_size, per_rank)
+
+    def build(self, stage: str, split: str | None, batch_size: int | None = None) -> VideoShardDataset:
         train = stage in ("fit", "pairs")  # "pairs": the training views on the val split (``val_pairs``)
         rank, world = self._rank()
         views = self.train_views if train else self.eval_views
@@ -217,7 +227,7 @@ class VideoDataModule(pl.LightningDataModule):
             self.data_dir,
             views,
             split=split,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=batch_size or (self.batch_size if train else self.eval_batch_size),
             train=train,
             placement=self.placement,
             decoder=self.decoder,
@@ -256,8 +266,20 @@ class VideoDataModule(pl.LightningDataModule):
             if split is None or st in self.datasets:
                 continue
             self.datasets[st] = self.build(st, split)
-        if "validate" in self.datasets and self.val_pairs and "pairs" not in self.datasets:
-            self.datasets["pairs"] = self.build("pairs", self.splits["validate"])
+        if "validate" in self.datasets and self.val_pairs and "pairs" not in self.datasets and not self._pairs_off:
+            rank, world = self._rank()
+            world = world or 1
+            bs = self._pairs_batch(self.splits["validate"], world)
+            if bs < 2:
+                self._pairs_off = True
+                if rank in (None, 0):
+                    print(f"data.val_pairs: off for this run: the {self.splits['validate']!r} split holds under 2 "
+                          f"samples per rank over {world} rank(s), no pair to shuffle", flush=True)
+                return
+            if bs < self.batch_size and rank in (None, 0):
+                print(f"data.val_pairs: batch {bs} (the {self.splits['validate']!r} split holds "
+                      f"{bs} per rank over {world} rank(s); training batch {self.batch_size})", flush=True)
+            self.datasets["pairs"] = self.build("pairs", self.splits["validate"], batch_size=bs)
 
     def _loader(self, stage: str) -> EpochDataLoader:
         if stage not in self.datasets:
@@ -287,7 +309,7 @@ class VideoDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> EpochDataLoader | list[EpochDataLoader]:
         """The val split's eval views (the online probe); with ``val_pairs`` also a second loader of the same
         videos through the training views (always the same clips: epoch 0's draws), for the pairing check."""
-        if not self.val_pairs:
+        if not self.val_pairs or self._pairs_off:
             return self._loader("validate")
         return [self._loader("validate"), self._loader("pairs")]
 
