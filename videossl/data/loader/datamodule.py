@@ -44,7 +44,6 @@ import pytorch_lightning as pl
 from videossl.data.audio import AudioSpec, as_audio_spec
 from videossl.data.loader.dataset import AUGMENT_ON, EpochDataLoader, VideoShardDataset, make_loader
 from videossl.data.loader.resources import check_ram, ram_estimate
-from videossl.data.loader.shardset import resolve_shards
 from videossl.data.loader.skips import SkipLog
 from videossl.data.loader.transforms import AugmentConfig, DevicePhotometric
 from videossl.data.loader.views import ViewSpec
@@ -212,12 +211,6 @@ class VideoDataModule(pl.LightningDataModule):
         v = next(v for v in views if v.name == audio.view)
         return v.frames / v.target_fps if v.target_fps else v.frames * v.stride / 25.0
 
-    def _pairs_batch(self, split: str, world: int) -> int:
-        """The pairing check's batch: the training batch, or fewer when the val split holds fewer per rank
-        (its loader drops partial batches like the training one). 0 or 1: no pair to shuffle."""
-        per_rank = resolve_shards(self.data_dir, split, self.num_classes).total // max(world or 1, 1)
-        return min(self.batch_size, per_rank)
-
     def build(self, stage: str, split: str | None, batch_size: int | None = None) -> VideoShardDataset:
         train = stage in ("fit", "pairs")  # "pairs": the training views on the val split (``val_pairs``)
         rank, world = self._rank()
@@ -267,19 +260,25 @@ class VideoDataModule(pl.LightningDataModule):
                 continue
             self.datasets[st] = self.build(st, split)
         if "validate" in self.datasets and self.val_pairs and "pairs" not in self.datasets and not self._pairs_off:
-            rank, world = self._rank()
-            world = world or 1
-            bs = self._pairs_batch(self.splits["validate"], world)
-            if bs < 2:
-                self._pairs_off = True
-                if rank in (None, 0):
-                    print(f"data.val_pairs: off for this run: the {self.splits['validate']!r} split holds under 2 "
-                          f"samples per rank over {world} rank(s), no pair to shuffle", flush=True)
-                return
-            if bs < self.batch_size and rank in (None, 0):
-                print(f"data.val_pairs: batch {bs} (the {self.splits['validate']!r} split holds "
-                      f"{bs} per rank over {world} rank(s); training batch {self.batch_size})", flush=True)
-            self.datasets["pairs"] = self.build("pairs", self.splits["validate"], batch_size=bs)
+            self._setup_pairs(self.datasets["validate"])
+
+    def _setup_pairs(self, val: VideoShardDataset) -> None:
+        """The pairing check's dataset: the val split through the training views, at the training batch or at one
+        rank's share of the split when that is smaller (it drops partial batches like the training loader); off
+        for the run under 2 per rank (no pair to shuffle)."""
+        split, per_rank = self.splits["validate"], val.source.total // val.world_size
+        bs = min(self.batch_size, per_rank)
+        say = val.rank in (None, 0)
+        if bs < 2:
+            self._pairs_off = True
+            if say:
+                print(f"data.val_pairs: off for this run: the {split!r} split holds under 2 samples per rank over "
+                      f"{val.world_size} rank(s), no pair to shuffle", flush=True)
+            return
+        if bs < self.batch_size and say:
+            print(f"data.val_pairs: batch {bs} (the {split!r} split holds {per_rank} per rank over {val.world_size} "
+                  f"rank(s); training batch {self.batch_size})", flush=True)
+        self.datasets["pairs"] = self.build("pairs", split, batch_size=bs)
 
     def _loader(self, stage: str) -> EpochDataLoader:
         if stage not in self.datasets:
