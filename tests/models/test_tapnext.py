@@ -141,3 +141,44 @@ def test_temporal_block_on_frame_layout_equals_per_token_sequences():
     assert torch.allclose(out, ref, atol=1e-5)
     assert torch.allclose(torch.cat([first, rest], 1), out, atol=1e-5)
     assert state["conv"].shape == (2, 3, 5, 16) and state["lru"].shape == (2, 5, 16)
+
+
+def test_relative_bins_are_offsets_from_the_query_point():
+    m = _model(relative=True, max_offset=10)
+    assert m.num_bins == 21 and m.coord_head[-1].out_features == 42
+    v, q = _inputs()
+    with torch.no_grad():
+        # a head that puts all mass on the centre bin (offset 0) tracks the query point on every frame
+        m.coord_head[-1].weight.zero_()
+        m.coord_head[-1].bias.fill_(-30.0)
+        m.coord_head[-1].bias[[10, 21 + 10]] = 30.0
+        out = m(v, q)
+    expect = q[:, None, :, [2, 1]].expand_as(out.tracks)
+    assert torch.allclose(out.tracks, expect, atol=1e-4)
+    assert torch.equal(out.bin_origin, q[:, None, :, [2, 1]] - 10)
+    # the loss's bin targets are offsets: a target 3 px right and 2 px up of the query is bins (13, 8)
+    target = expect + torch.tensor([3.0, -2.0])
+    vis = torch.ones(target.shape[:3], dtype=torch.bool)
+    ce = tapnext_loss(out, target, vis)["ce"]
+    lx, ly = out.logits_x.flatten(0, 2), out.logits_y.flatten(0, 2)
+    ref = (F.cross_entropy(lx, torch.full((lx.shape[0],), 13)) + F.cross_entropy(ly, torch.full((ly.shape[0],), 8)))
+    assert ce.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_relative_head_is_causal_and_streams_like_the_whole_clip():
+    m = _model(relative=True, isolate_queries=True)
+    v, q = _inputs()
+    with torch.no_grad():
+        whole = m(v, q)
+        state, steps = m.init_state(q), []
+        for t in range(v.shape[2]):
+            out, state = m.step(v[:, :, t], state)
+            steps.append(out.tracks)
+    assert torch.allclose(torch.cat(steps, 1), whole.tracks, atol=1e-4)
+
+
+def test_max_offset_needs_the_relative_head():
+    with pytest.raises(VideosslError, match="relative: true"):
+        TAPNext(img_size=32, patch=8, width=64, depth=1, heads=2, max_offset=8)
+    with pytest.raises(VideosslError, match="max_offset must be"):
+        TAPNext(img_size=32, patch=8, width=64, depth=1, heads=2, relative=True, max_offset=0)

@@ -20,6 +20,14 @@ argmax, renormalised, expectation (+0.5 in the frame-edge convention; here pixel
 the expectation itself). Visibility is one logit; certainty the probability mass within 8 px of the
 prediction (product of the two marginals).
 
+``relative=True`` (a deviation for short CPU training, off by default): the coordinate bins are offsets from the
+query point, ``-max_offset … +max_offset`` px per axis (``max_offset`` = half the frame by default), instead of
+absolute positions; the read-out, the loss and the certainty are the same functions on those bins, and the track
+is the query point plus the read-out offset. The absolute head first has to learn to read its own query position
+out of the sin-cos embedding to the pixel, which a few thousand CPU steps do not teach (BENCHMARKS.md, "Session 8:
+TAPNext trained on the synthetic tracks"); with offsets, "stay at the query point" is one bin and only the motion
+is left to learn.
+
 Deviations: the RG-LRU runs as a sequential scan in training too (the paper uses a parallel scan; the same
 function), the model is small (width 192, depth 4, patch 8 by default; the paper's S/B are 56M/194M
 parameters) and no auxiliary per-layer loss. ``isolate_queries=True`` adds an attention mask so that a query
@@ -170,13 +178,16 @@ def sincos_2d(xy: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
 @dataclass
 class TAPNextOutput:
     """``tracks`` (B, T, Q, 2) (x, y) px, pixel centres at integers; ``visible_logit`` (B, T, Q); ``certainty``
-    (B, T, Q); ``logits_x`` / ``logits_y`` (B, T, Q, bins)."""
+    (B, T, Q); ``logits_x`` / ``logits_y`` (B, T, Q, bins); ``bin_origin`` (B, 1, Q, 2) or a scalar: the (x, y)
+    in px of bin 0 (0 for absolute bins, the query point − ``max_offset`` for query-relative ones), so that bin
+    i of an axis sits at ``bin_origin + i``."""
 
     tracks: torch.Tensor
     visible_logit: torch.Tensor
     certainty: torch.Tensor
     logits_x: torch.Tensor
     logits_y: torch.Tensor
+    bin_origin: torch.Tensor | float = 0.0
 
 
 def readout(logits: torch.Tensor, window: int = 20, temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,14 +208,22 @@ class TAPNext(nn.Module):
     per frame; the outputs equal the whole-clip ones (everything is causal in time)."""
 
     def __init__(self, img_size: int = 64, patch: int = 8, width: int = 192, depth: int = 4, heads: int = 3,
-                 mlp_ratio: float = 4.0, isolate_queries: bool = False, window: int = 20, certainty_px: float = 8.0):
+                 mlp_ratio: float = 4.0, isolate_queries: bool = False, window: int = 20, certainty_px: float = 8.0,
+                 relative: bool = False, max_offset: int | None = None):
         super().__init__()
         if img_size % patch:
             raise VideosslError(f"img_size {img_size} is not divisible by the patch size {patch}")
         self.img_size, self.patch, self.width, self.depth = int(img_size), int(patch), int(width), int(depth)
         self.isolate_queries, self.window, self.certainty_px = bool(isolate_queries), int(window), float(certainty_px)
         self.grid = self.img_size // self.patch
-        self.num_bins = self.img_size
+        self.relative = bool(relative)
+        if max_offset is not None and not self.relative:
+            raise VideosslError("max_offset is the range of query-relative bins: set relative: true, or drop max_offset")
+        self.max_offset = (self.img_size // 2 if max_offset is None else int(max_offset)) if self.relative else 0
+        if self.relative and self.max_offset < 1:
+            raise VideosslError(f"max_offset must be >= 1 px, got {max_offset}")
+        # one bin per pixel: of the frame (absolute), or of the offsets -max_offset … +max_offset (relative)
+        self.num_bins = 2 * self.max_offset + 1 if self.relative else self.img_size
         self.patch_embed = nn.Conv2d(3, width, patch, stride=patch)
         self.pos_embed = nn.Parameter(torch.randn(self.grid * self.grid, width) * 0.02)
         self.query_token = nn.Parameter(torch.randn(width) * 0.02)
@@ -270,7 +289,12 @@ class TAPNext(nn.Module):
         near_x = ((idx - ex[..., None]).abs() <= self.certainty_px).to(px.dtype)
         near_y = ((idx - ey[..., None]).abs() <= self.certainty_px).to(py.dtype)
         cert = (px * near_x).sum(-1) * (py * near_y).sum(-1)
-        out = TAPNextOutput(torch.stack([ex, ey], -1), self.vis_head(z)[..., 0], cert, lx, ly)
+        tracks = torch.stack([ex, ey], -1)
+        origin: torch.Tensor | float = 0.0
+        if self.relative:  # bin i of an axis is the offset i − max_offset from the query point
+            origin = (queries[:, None, :, [2, 1]] - self.max_offset).to(tracks.dtype)  # (B, 1, Q, 2)
+            tracks = tracks + origin
+        out = TAPNextOutput(tracks, self.vis_head(z)[..., 0], cert, lx, ly, origin)
         return out, new_states
 
     def forward(self, video: torch.Tensor, queries: torch.Tensor) -> TAPNextOutput:
@@ -294,13 +318,15 @@ class TAPNext(nn.Module):
 def tapnext_loss(out: TAPNextOutput, target: torch.Tensor, visible: torch.Tensor, scored: torch.Tensor | None = None,
                  huber_weight: float = 0.1, ce_weight: float = 1.0, vis_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """arXiv:2504.05579 §3.4: 0.1·Huber(δ = 1 px) + 1.0·bin cross-entropy on visible points, + BCE of visibility.
-    ``target`` (B, T, Q, 2) px, ``visible`` (B, T, Q) bool; ``scored`` (B, T, Q) bool limits every term."""
+    ``target`` (B, T, Q, 2) px, ``visible`` (B, T, Q) bool; ``scored`` (B, T, Q) bool limits every term. The bin
+    targets are the target's bins in the output's own bins (``target − out.bin_origin``: the pixel for absolute
+    bins, the offset from the query for relative ones), clamped to the range."""
     scored = torch.ones_like(visible) if scored is None else scored
     vis = visible & scored
     nb = out.logits_x.shape[-1]
     n_vis = vis.sum().clamp_min(1)
     hub = F.huber_loss(out.tracks, target, delta=1.0, reduction="none").sum(-1)
-    bins = target.round().long().clamp(0, nb - 1)
+    bins = (target - out.bin_origin).round().long().clamp(0, nb - 1)
     ce = (F.cross_entropy(out.logits_x.flatten(0, 2), bins[..., 0].flatten(), reduction="none")
           + F.cross_entropy(out.logits_y.flatten(0, 2), bins[..., 1].flatten(), reduction="none")).view_as(hub)
     bce = F.binary_cross_entropy_with_logits(out.visible_logit, visible.float(), reduction="none")
