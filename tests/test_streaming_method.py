@@ -55,3 +55,62 @@ def test_diff_scale_multiplies_the_frame_difference_only():
     assert torch.equal(x[:, :3], clip)
     assert torch.allclose(x[:, 3:, 1:], 8.0 * (clip[:, :, 1:] - clip[:, :, :-1]))
     assert torch.equal(x[:, 3:, 0], torch.zeros_like(x[:, 3:, 0]))
+
+
+PAIRS = [1, 0, 3, 2]  # classes 0 <-> 1 and 2 <-> 3 are each other played backwards
+
+
+def test_time_reversal_augmentation_flips_clips_and_maps_labels():
+    m = _model(mode="bp", reverse_p=0.5, reversed_class=PAIRS)
+    clip = torch.rand(64, 3, 5, 4, 4)
+    y = torch.randint(0, 4, (64,))
+    out, y2 = m.reverse_in_time(clip, y, torch.Generator().manual_seed(0))
+    flipped = torch.tensor([torch.equal(o, c.flip(1)) for o, c in zip(out, clip, strict=True)])
+    same = torch.tensor([torch.equal(o, c) for o, c in zip(out, clip, strict=True)])
+    assert bool((flipped ^ same).all()) and 16 < int(flipped.sum()) < 48  # each clip either way, about half flipped
+    assert torch.equal(y2[flipped], torch.tensor(PAIRS)[y[flipped]]) and torch.equal(y2[same], y[same])
+    # the frame input is computed after the reversal: a reversed clip's differences are its own
+    m2 = _model(mode="sequential", frame_input="rgb_diff", reverse_p=1.0, reversed_class=PAIRS)
+    x, _ = m2.train_inputs({"views": [clip.permute(0, 2, 1, 3, 4)], "view_names": ["stream"], "label": y})
+    assert torch.allclose(x[:, 3:, 1], clip[:, :, 3] - clip[:, :, 4])
+    assert m.reverse_in_time(clip, y)[0] is not None and _model(mode="bp").reverse_in_time(clip, y)[0] is clip
+
+
+def test_reversal_config_errors():
+    with pytest.raises(VideosslError, match="needs reversed_class"):
+        _model(mode="bp", reverse_p=0.5)
+    with pytest.raises(VideosslError, match="its own inverse"):
+        _model(mode="bp", reverse_p=0.5, reversed_class=[1, 2, 3, 0])
+    with pytest.raises(VideosslError, match="reverse_p"):
+        _model(mode="bp", reverse_p=1.5, reversed_class=PAIRS)
+
+
+@pytest.mark.parametrize("kw", [{"mode": "sideways"}, {"mode": "bp"}])
+def test_reversal_pair_probe_gives_a_single_frame_model_exactly_one_half(kw):
+    # without skips and on RGB frames the top output at tick t depends on one frame only: the probe nulls it
+    m = _model(**kw).eval()
+    torch.manual_seed(3)
+    clip, y = torch.rand(6, 3, 16, 16, 16), torch.tensor([0, 1, 0, 1, 2, 3])
+    correct, scored = m.reversal_pair_accuracy(clip, y, (0, 1))
+    assert scored == 2 * 4 * 10 and 2 * correct == scored  # 4 clips of the pair x both ways x frames 3 ... 12
+
+
+def test_reversal_pair_probe_scores_nothing_where_no_frame_has_its_mirror():
+    # clocks 1 1 2 4 hold the top output for 4 ticks: newest frames 0, 4, 8 of 16, none mirrored (15, 11, 7)
+    m = _model(mode="bp", clocks=[1, 1, 2, 4]).eval()
+    assert m.reversal_pair_accuracy(torch.rand(2, 3, 16, 16, 16), torch.tensor([0, 1]), (0, 1)) == (0, 0)
+
+
+def test_reversal_pair_probe_sees_the_order_of_frames():
+    # a delay-0 model that reads the sign of the frame difference (class 0: brightening) tells a clip from its
+    # reversal at every mirrored tick: the probe gives it 1, not 1/2
+    m = _model(mode="sequential", frame_input="rgb_diff", warmup_ticks=1).eval()
+
+    def online_logits(x):
+        d = [x[:, 3:, t].mean((1, 2, 3)) for t in range(x.shape[2])]
+        return [torch.stack([v, -v, 0 * v, 0 * v], 1) for v in d], [0] * x.shape[2]
+
+    m.online_logits = online_logits
+    clip = torch.rand(3, 3, 8, 4, 4) * 0.1 + torch.linspace(0, 0.8, 8)[None, None, :, None, None]
+    correct, scored = m.reversal_pair_accuracy(clip, torch.tensor([0, 0, 3]), (0, 1))
+    assert scored == 2 * 2 * 6 and correct == scored  # 2 clips of the pair, both ways, ticks 1 ... 6 (mirrors 6 ... 1)

@@ -13,7 +13,11 @@ every run sees the same clips; each run trains ``--epochs`` passes in a seeded o
 recipe's LR (constant; the recipe's cosine schedule is what `videossl fit` uses), through
 ``StreamingClassifier.train_clip``; val is scored with ``StreamingClassifier.online_accuracy`` (every tick
 once the pipe is full; for the sequential clip model the clip's mean logit) and on the translate-left vs
-translate-right pair (argmax over those two logits, at every scored tick, for every model).
+translate-right pair (argmax over those two logits, at every scored tick, for every model), and on the same
+pair with the position cue removed (``left_right_rev_acc``: every left / right clip forwards and backwards,
+:meth:`StreamingClassifier.reversal_pair_accuracy`; a model that sees one frame at a time scores exactly 50 %).
+``--reverse-p P`` trains with the time-reversal augmentation (each clip backwards with probability P, its label
+the reversed class), overriding the recipe's ``reverse_p``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 import torch
 
 from videossl.core.checkpoint import read_file
+from videossl.data.loader.batch import to_clip
 from videossl.lightning_cli import VideosslCLI
 from videossl.train import compose_configs
 
@@ -59,6 +64,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/stream-compare/results.json")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: a shared CPU)")
     ap.add_argument("--lr", type=float, default=None, help="override the recipe's LR")
+    ap.add_argument("--reverse-p", type=float, default=None,
+                    help="time-reversal augmentation probability (overrides the recipe's model.init_args.reverse_p)")
     ap.add_argument("--cache", default=None,
                     help="a .pt file holding the cached clips: read if it exists, else written (same clips across "
                          "invocations: one recipe per process)")
@@ -80,22 +87,25 @@ def main() -> None:
         for seed in args.seeds:
             torch.manual_seed(seed)
             model, _ = build(recipe, args.data)
+            if args.reverse_p is not None:
+                model.reverse_p = args.reverse_p
             model.train()
             lr = model.optim.lr if args.lr is None else args.lr
             opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=model.optim.weight_decay)
             g = torch.Generator().manual_seed(seed)
+            g_rev = torch.Generator().manual_seed(1000 + seed)
             t1, cos = time.time(), []
             for _ in range(args.epochs):
                 for i in torch.randperm(len(train), generator=g).tolist():
                     v, y = train[i]
-                    x = model.clip_inputs({"views": [v], "view_names": ["stream"]})
+                    x, y = model.train_inputs({"views": [v], "view_names": ["stream"], "label": y}, g_rev)
                     opt.zero_grad(set_to_none=True)
                     _, _, logs = model.train_clip(x, y, opt)
                     if logs:
                         cos.append(logs)
             train_s = time.time() - t1
             model.eval()
-            n, acc, last, pair_ok, pair_n = 0, 0.0, 0.0, 0, 0
+            n, acc, last, pair_ok, pair_n, rev_ok, rev_n = 0, 0.0, 0.0, 0, 0, 0, 0
             per_frame = torch.zeros(16)
             for v, y in val:
                 x = model.clip_inputs({"views": [v], "view_names": ["stream"]})
@@ -104,6 +114,8 @@ def main() -> None:
                 last += float(r["acc_last_tick"]) * len(y)
                 per_frame += torch.nan_to_num(r["per_frame"][:16]) * len(y)
                 n += len(y)
+                c, s_ = model.reversal_pair_accuracy(to_clip(v), y, (0, 1))
+                rev_ok, rev_n = rev_ok + c, rev_n + s_
                 m = y < 2  # translate_left (0) vs translate_right (1)
                 if m.any():
                     with torch.no_grad():
@@ -117,6 +129,8 @@ def main() -> None:
             row = {"recipe": recipe, "seed": seed, "epochs": args.epochs, "mode": model.mode, "clocks": model.encoder.clocks,
                    "skips": model.encoder.skips, "frame_input": model.frame_input, "lr": lr, "online_acc": acc / n,
                    "last_tick_acc": last / n, "left_right_acc": pair_ok / max(pair_n, 1),
+                   "left_right_rev_acc": rev_ok / max(rev_n, 1), "left_right_rev_n": rev_n,
+                   "reverse_p": model.reverse_p,
                    "per_frame_acc": [round(float(a) / n, 4) for a in per_frame], "train_s": round(train_s, 1),
                    "mean_grad_cos": mean_cos}
             rows.append(row)

@@ -12,6 +12,13 @@
 
 ``frame_input``: ``rgb`` or ``rgb_diff`` (frame and causal frame difference, the latter times ``diff_scale``).
 
+``reverse_p`` with ``reversed_class``: time-reversal augmentation for label sets closed under reversal (the
+synthetic set's eight motion classes are four reversal pairs: left / right, up / down, cw / ccw, in / out):
+with probability ``reverse_p`` a training clip is played backwards and its label becomes ``reversed_class[y]``.
+A class that no single frame decides stays so under it: a frame that sits early in a left-moving clip sits late
+in a right-moving one, so where an object is in one frame stops telling the direction (our own addition, not in
+the papers). :meth:`StreamingClassifier.reversal_pair_accuracy` is the matching evaluation.
+
 ``update``: ``per_clip`` (one optimiser step per clip, gradients summed over its scored ticks) or
 ``per_tick`` (Sideways modes: a step after every tick). Every ``cosine_every`` steps a Sideways run also
 computes BP on the same clip and logs the per-stage cosine between the two weight gradients
@@ -49,7 +56,8 @@ class StreamingClassifier(SSLMethod):
     def __init__(self, backbone: nn.Module, stages: list[int] | None = None, clocks: list[int] | None = None,
                  skips: list[list[int]] | None = None, skip_op: str = "add", mode: str = "bp",
                  update: str = "per_clip", frame_input: str = "rgb", diff_scale: float = 1.0, view_name: str = "stream",
-                 warmup_ticks: int | None = None, cosine_every: int = 0, optim: OptimConfig | None = None,
+                 warmup_ticks: int | None = None, cosine_every: int = 0, reverse_p: float = 0.0,
+                 reversed_class: list[int] | None = None, optim: OptimConfig | None = None,
                  num_classes: int = 0, probe_lr: float = 1e-2, seed: int = 0) -> None:
         super().__init__(optim=optim, num_classes=0, probe_lr=probe_lr, seed=seed)
         if mode not in MODES:
@@ -76,15 +84,76 @@ class StreamingClassifier(SSLMethod):
         if self.classes < 1:
             raise VideosslError("StreamingClassifier is supervised: num_classes must be > 0 (fit sets it from the data)")
         self.head = nn.Linear(int(dim), self.classes)
+        self.reverse_p = float(reverse_p)
+        if not 0.0 <= self.reverse_p <= 1.0:
+            raise VideosslError(f"reverse_p must be in [0, 1], got {reverse_p}")
+        self.reversed_class = None if reversed_class is None else [int(c) for c in reversed_class]
+        rc = self.reversed_class
+        if rc is not None and (sorted(rc) != list(range(self.classes)) or any(rc[c] != i for i, c in enumerate(rc))):
+            raise VideosslError(f"reversed_class {rc} must pair up the {self.classes} classes (a permutation that is "
+                                "its own inverse: reversed_class[reversed_class[y]] == y)")
+        if self.reverse_p > 0 and rc is None:
+            raise VideosslError("reverse_p > 0 needs reversed_class: the label of each class played backwards")
         self.warmup_ticks = warmup_ticks
         self.cosine_every = int(cosine_every)
         self.automatic_optimization = False
 
     # -- pieces ---------------------------------------------------------------------------------
-    def clip_inputs(self, batch: dict[str, Any]) -> torch.Tensor:
+    def view_clip(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's streamed view as a float clip (B, C, T, H, W), before the frame input."""
         names = batch.get("view_names") or []
-        clip = to_clip(view(batch, self.view_name) if self.view_name in names else batch["views"][0])
-        return frame_inputs(clip, self.frame_input, self.diff_scale)
+        return to_clip(view(batch, self.view_name) if self.view_name in names else batch["views"][0])
+
+    def clip_inputs(self, batch: dict[str, Any]) -> torch.Tensor:
+        return frame_inputs(self.view_clip(batch), self.frame_input, self.diff_scale)
+
+    def reverse_in_time(self, clip: torch.Tensor, y: torch.Tensor,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The time-reversal augmentation on a float clip batch (B, C, T, H, W): each clip backwards with
+        probability ``reverse_p``, its label mapped through ``reversed_class``; (clip, labels)."""
+        if self.reverse_p <= 0:
+            return clip, y
+        flip = torch.rand(clip.shape[0], generator=generator) < self.reverse_p
+        if not bool(flip.any()):
+            return clip, y
+        flip = flip.to(clip.device)
+        mapped = torch.as_tensor(self.reversed_class, device=y.device)[y]
+        clip = torch.where(flip[:, None, None, None, None], clip.flip(2), clip)
+        return clip, torch.where(flip, mapped, y)
+
+    def train_inputs(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prepared clip, labels) for a training step: the view, time-reversed per ``reverse_p``, then the
+        frame input (so a reversed clip's frame differences are those of the reversed clip)."""
+        clip, y = self.reverse_in_time(self.view_clip(batch), batch["label"], generator)
+        return frame_inputs(clip, self.frame_input, self.diff_scale), y
+
+    @torch.no_grad()
+    def reversal_pair_accuracy(self, clip: torch.Tensor, y: torch.Tensor, pair: tuple[int, int]) -> tuple[int, int]:
+        """Two-way accuracy on a reversal pair of classes (e.g. translate left / right) with the position cue
+        removed: every clip of ``pair`` is scored forwards (label y) and backwards (the other label), argmax
+        over the pair's two logits, at the scored ticks whose newest input frame f has its mirror T−1−f among
+        them. Each frame then counts once under each label, so a model whose output depends on one frame only
+        scores exactly 1/2 (tested); above it, the model used the order of frames. ``clip`` is a float clip batch
+        (B, C, T, H, W) before the frame input; returns (correct, scored), (0, 0) where no scored frame has its
+        mirror (multi-rate clocks that hold the top output for several ticks, e.g. 1 1 2 4 over 16 frames)."""
+        a, b = pair
+        keep = (y == a) | (y == b)
+        if not bool(keep.any()):
+            return 0, 0
+        clip, y = clip[keep], y[keep]
+        other = torch.where(y == a, torch.full_like(y, b), torch.full_like(y, a))
+        T, first = clip.shape[2], self.first_scored_tick()
+        correct = scored = 0
+        for c, labels in ((clip, y), (clip.flip(2), other)):
+            logits, delays = self.online_logits(frame_inputs(c, self.frame_input, self.diff_scale))
+            ticks = [t for t, lg in enumerate(logits) if lg is not None and t >= first]
+            frames = {t - int(delays[t]) for t in ticks}
+            for t in ticks:
+                if T - 1 - (t - int(delays[t])) in frames:
+                    two = logits[t][:, [a, b]].argmax(1)
+                    correct += int((torch.where(two == 0, a, b) == labels).sum())
+                    scored += int(labels.numel())
+        return correct, scored
 
     def first_scored_tick(self) -> int:
         """Ticks before this are not scored: by default until the pipe is full (``L - 1``)."""
@@ -171,7 +240,7 @@ class StreamingClassifier(SSLMethod):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         opt, sched = self.optimizers(), self.lr_schedulers()
-        x, y = self.clip_inputs(batch), batch["label"]
+        x, y = self.train_inputs(batch, self.step_generator() if self.reverse_p > 0 else None)
         loss, acc, logs = self.train_clip(x, y, opt)
         if sched is not None:
             sched.step()

@@ -8,6 +8,9 @@ sequential per-frame model measured in the same run.
 The model is built from a recipe (``--config``) or a run folder's ``config.yaml`` (``--run``); ``--weights`` is a
 Lightning checkpoint or state dict of the whole module (default with ``--run``: its last checkpoint); without
 weights the model is its random initialisation (say so). ``--clocks`` overrides the clocks for evaluation.
+``--reversal-pair A B`` (default the synthetic set's ``translate_left translate_right``, where the data has both)
+also scores that pair of classes with the position cue removed: every clip of the pair forwards and backwards
+(``StreamingClassifier.reversal_pair_accuracy``; a model that sees one frame at a time scores exactly 0.5).
 Writes ``results.json`` (and prints it) under ``--out``.
 """
 
@@ -40,6 +43,9 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--clocks", type=int, nargs="+", default=None, help="override the stages' clocks")
     p.add_argument("--max-batches", type=int, default=0, help="score only this many batches (0: all)")
+    p.add_argument("--reversal-pair", nargs=2, default=None, metavar=("A", "B"),
+                   help="two classes that are each other played backwards, scored forwards and backwards (default: "
+                        "translate_left translate_right when the data has them; 'none' 'none' to skip)")
     p.add_argument("--out", default="runs/eval-online", help="folder for results.json")
 
 
@@ -56,7 +62,17 @@ def run_cli(args: argparse.Namespace) -> int:
     dm = VideoDataModule(**data_cfg)
     from videossl.data.shards.format import load_manifest
 
-    num_classes = len(load_manifest(data_cfg["data_dir"])["classes"])
+    classes = list(load_manifest(data_cfg["data_dir"])["classes"])
+    num_classes = len(classes)
+    pair_names = args.reversal_pair or (["translate_left", "translate_right"]
+                                        if {"translate_left", "translate_right"} <= set(classes) else None)
+    if pair_names and pair_names != ["none", "none"]:
+        missing = [c for c in pair_names if c not in classes]
+        if missing:
+            raise VideosslError(f"--reversal-pair: {missing} not among the data's classes {classes}")
+        pair = (classes.index(pair_names[0]), classes.index(pair_names[1]))
+    else:
+        pair = None
     model = build_method(cfg, init_overrides={"num_classes": num_classes})
     if not hasattr(model, "online_logits"):
         raise VideosslError(f"{type(model).__name__} is not a streaming model (no online_logits)")
@@ -73,6 +89,7 @@ def run_cli(args: argparse.Namespace) -> int:
     loader = dm.val_dataloader() if args.split == "val" else dm.test_dataloader()
     loader = loader[0] if isinstance(loader, list) else loader
     correct, n, delays = None, 0, None
+    pair_ok = pair_n = 0
     frame = None
     for i, batch in enumerate(loader):
         if args.max_batches and i >= args.max_batches:
@@ -80,6 +97,9 @@ def run_cli(args: argparse.Namespace) -> int:
         keep = ~batch["duplicate"]
         x, y = model.clip_inputs(batch)[keep], batch["label"][keep]
         r = online_predictions(model, x, y)
+        if pair is not None:
+            c, s = model.reversal_pair_accuracy(model.view_clip(batch)[keep], y, pair)
+            pair_ok, pair_n = pair_ok + c, pair_n + s
         correct = r["correct"] if correct is None else correct + r["correct"]
         n, delays, frame = n + r["n"], r["delays"], x[:1, :, 0]
     if not n:
@@ -93,6 +113,8 @@ def run_cli(args: argparse.Namespace) -> int:
            "weights": weights or "random init", "split": args.split, "clips": n, "online_acc": online,
            "acc_per_frame_index": per_frame, "delay_per_tick": delays, "first_scored_tick": first,
            "flops_per_frame": flops, "timing_one_process": times}
+    if pair is not None:
+        res["reversal_pair"] = {"classes": pair_names, "acc": pair_ok / pair_n if pair_n else None, "scored": pair_n}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1))
