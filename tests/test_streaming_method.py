@@ -114,3 +114,57 @@ def test_reversal_pair_probe_sees_the_order_of_frames():
     clip = torch.rand(3, 3, 8, 4, 4) * 0.1 + torch.linspace(0, 0.8, 8)[None, None, :, None, None]
     correct, scored = m.reversal_pair_accuracy(clip, torch.tensor([0, 0, 3]), (0, 1))
     assert scored == 2 * 2 * 6 and correct == scored  # 2 clips of the pair, both ways, ticks 1 ... 6 (mirrors 6 ... 1)
+
+
+def _left_and_right(seed: int, n: int = 8, frames: int = 12, size: int = 16, speed: int = 2):
+    """n clips of a smooth random texture moving left ``speed`` px/frame (class 0), and the same clips played
+    backwards (class 1: moving right)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, size // 4, (size + speed * frames) // 4, generator=g)
+    canvas = torch.nn.functional.interpolate(coarse, size=(size, size + speed * frames), mode="bilinear")
+    left = torch.stack([canvas[..., speed * t: speed * t + size] for t in range(frames)], dim=2)
+    return torch.cat([left, left.flip(2)]), torch.tensor([0] * n + [1] * n)
+
+
+def test_reversal_grad_cosines_needs_the_reversal_map():
+    m = _model(mode="sideways")
+    with pytest.raises(VideosslError, match="needs reversed_class"):
+        m.reversal_grad_cosines(torch.rand(2, 3, 8, 16, 16), torch.tensor([0, 1]))
+
+
+def test_reversal_grad_cosines_are_logged_with_the_whole_gradients_cosine():
+    m = _model(mode="skip_sideways", skips=[[0, 2], [1, 3]], cosine_every=1, reversed_class=PAIRS)
+    x = m.clip_inputs({"views": [torch.rand(2, 8, 3, 16, 16)], "view_names": ["stream"]})
+    _, _, logs = m.train_clip(x, torch.tensor([0, 3]), torch.optim.SGD(m.parameters(), lr=0.1))
+    rev = {k for k in logs if k.startswith("cos_rev/")}
+    assert rev == {f"cos_rev/{k.split('/', 1)[1]}" for k in logs if k.startswith("cos/")} and rev
+    assert all(-1 - 1e-6 <= logs[k] <= 1 + 1e-6 for k in rev)
+
+
+def _stage_means(seed: int, speed: int) -> tuple[float, float]:
+    """Skip-Sideways at init: mean over stages 0-2 of the whole gradient's cosine to BP, and of the order
+    signal's."""
+    from videossl.models.sideways import bp_clip_grads, grad_cosines, sideways_clip_grads
+
+    x, y = _left_and_right(seed, speed=speed)
+    if speed == 0:  # a still clip is its own reversal: give class 1 other clips (inverted colours)
+        x = torch.cat([x[: len(x) // 2], 1 - x[len(x) // 2:]])
+    torch.manual_seed(seed)
+    m = StreamingClassifier(FrameCNN(width=8, depth=4), num_classes=2, mode="skip_sideways",
+                            skips=[[0, 2], [1, 3]], reversed_class=[1, 0])
+    head, n = list(m.head.parameters()), x.shape[2] - m.first_scored_tick()
+    whole = grad_cosines(sideways_clip_grads(m.encoder, x, m._loss_fn(y, n, []), head)[0],
+                         bp_clip_grads(m.encoder, x, m._loss_fn(y, n, []), head)[0])
+    rev = m.reversal_grad_cosines(x, y)
+    return (sum(whole[f"stages.{k}"] for k in range(3)) / 3, sum(rev[f"stages.{k}"] for k in range(3)) / 3)
+
+
+def test_sideways_keeps_the_whole_gradient_but_loses_the_order_signal_on_moving_clips():
+    # still clips: Sideways is all but exact (the skips' fill-in ticks), both cosines near 1; moving left / right:
+    # the whole gradient stays close to BP's while the part that separates left from right does not (mean over 3
+    # random networks)
+    still = _stage_means(0, speed=0)
+    assert still == pytest.approx((1.0, 1.0), abs=0.01)
+    moving = [_stage_means(s, speed=2) for s in range(3)]
+    whole, order = (sum(v) / len(v) for v in zip(*moving, strict=True))
+    assert whole > 0.85 and order < 0.5, moving

@@ -22,7 +22,10 @@ the papers). :meth:`StreamingClassifier.reversal_pair_accuracy` is the matching 
 ``update``: ``per_clip`` (one optimiser step per clip, gradients summed over its scored ticks) or
 ``per_tick`` (Sideways modes: a step after every tick). Every ``cosine_every`` steps a Sideways run also
 computes BP on the same clip and logs the per-stage cosine between the two weight gradients
-(``train/cos/stages.<l>``).
+(``train/cos/stages.<l>``); with ``reversed_class`` set it also logs ``train/cos_rev/stages.<l>``, the same
+cosine for the gradient that separates each clip's class from its time-reversed class, G(x, y) − G(x,
+reversed_class[y]): the part that teaches the order of frames. It can be far lower than the whole gradient's
+(Skip-Sideways on left / right at init: 0.96–1.0 for the whole, −0.17–0.39 for this part; BENCHMARKS.md).
 
 It subclasses :class:`~videossl.methods.base.SSLMethod` (optimiser / schedule from config, ``module.encoder``
 saved under ``encoder.``) so ``videossl fit`` runs it, with manual optimisation (``automatic_optimization =
@@ -221,6 +224,8 @@ class StreamingClassifier(SSLMethod):
                 exact, _ = bp_clip_grads(self.encoder, x, self._loss_fn(y, n_scored, []), head)
                 approx, _ = sideways_clip_grads(self.encoder, x, self._loss_fn(y, n_scored, []), head)
                 logs = {f"cos/{k}": v for k, v in grad_cosines(approx, exact).items()}
+                if self.reversed_class is not None:
+                    logs.update({f"cos_rev/{k}": v for k, v in self.reversal_grad_cosines(x, y).items()})
             if self.update == "per_clip":
                 grads, losses = sideways_clip_grads(self.encoder, x, loss_fn, head)
                 self._set_grads(grads)
@@ -237,6 +242,22 @@ class StreamingClassifier(SSLMethod):
             loss = torch.stack(losses).sum() if losses else torch.zeros(())
         self._steps = getattr(self, "_steps", 0) + 1
         return loss.detach(), (torch.stack(acc).mean() if acc else torch.zeros(())), logs
+
+    def reversal_grad_cosines(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Per-stage cosine between this mode's approximate and BP's exact weight gradient of the order signal
+        G(x, y) − G(x, reversed_class[y]) (BP: backprop through the unrolled pipeline; the loss of every scored
+        tick). Needs ``reversed_class``."""
+        if self.reversed_class is None:
+            raise VideosslError("reversal_grad_cosines needs reversed_class")
+        T, head = x.shape[2], list(self.head.parameters())
+        n_scored = max(T - self.first_scored_tick(), 1)
+        y_rev = torch.as_tensor(self.reversed_class, device=y.device)[y]
+        diffs = []
+        for fn in (sideways_clip_grads, bp_clip_grads):
+            g, _ = fn(self.encoder, x, self._loss_fn(y, n_scored, []), head)
+            g_rev, _ = fn(self.encoder, x, self._loss_fn(y_rev, n_scored, []), head)
+            diffs.append({n: g[n] - g_rev[n] for n in g if n in g_rev})
+        return grad_cosines(diffs[0], diffs[1])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         opt, sched = self.optimizers(), self.lr_schedulers()
