@@ -154,3 +154,50 @@ def test_resnet_skips_get_adapters_and_forward_pools():
     with torch.no_grad():
         y = pipe(torch.rand(2, 3, 6, 32, 32))
     assert y.shape == (2, 512) and pipe.structural_delay() == 3
+
+
+def _lagged_pipe(lag=4, seed=0):
+    torch.manual_seed(seed)
+    return PipelinedEncoder.from_sequential(FrameCNN(width=8, depth=4, concat_skips=[0, 0, 0, 1]),
+                                            skips=[(2, 3, lag)], skip_op="concat").eval()
+
+
+def test_lagged_skip_brings_an_older_frame_to_the_top():
+    """Top stage (index 3) at tick t reads stage 2 from tick t-1 (frame t-3) and, through the lag-4 delay
+    line, from tick t-5 (frame t-7): its output depends on exactly those two frames."""
+    pipe = _lagged_pipe(lag=4)
+    torch.manual_seed(2)
+    clip = torch.rand(1, 3, 14, 16, 16)
+    t, base = 12, _stage_outputs(pipe, clip)[12][3]
+    depends = []
+    for f in range(t + 1):
+        other = clip.clone()
+        other[:, :, f] = torch.rand(1, 3, 16, 16)
+        depends.append(not torch.equal(base, _stage_outputs(pipe, other)[t][3]))
+    assert [f for f, d in enumerate(depends) if d] == [t - 7, t - 3]
+    assert pipe.structural_delay() == 3 and pipe.fill_ticks() == 7  # the top waits for its delay line
+    outs, delays = pipe.stream(clip)
+    assert delays[:7] == [None] * 7 and delays[7:] == [3] * 7 and outs[6] is None and outs[7] is not None
+
+
+def test_lagged_skip_on_a_constant_video_equals_the_sequential_model():
+    pipe = _lagged_pipe(lag=2)
+    frame = torch.rand(2, 3, 16, 16)
+    outs, _ = pipe.stream(_constant(frame, 10))
+    torch.testing.assert_close(outs[-1], pipe.sequential(frame), rtol=1e-5, atol=1e-6)
+    assert outs[4] is None and outs[5] is not None  # tick 4: the delay line is still empty
+
+
+def test_lagged_skips_validate():
+    with pytest.raises(VideosslError, match="lag must be >= 0"):
+        PipelinedEncoder.from_sequential(FrameCNN(depth=4), skips=[(2, 3, -1)])
+    with pytest.raises(VideosslError, match=r"need 0 <= src <= dst - 1"):
+        PipelinedEncoder.from_sequential(FrameCNN(depth=4), skips=[(3, 3, 1)])
+    with pytest.raises(VideosslError, match="jumps over"):  # lag 0 is a plain skip: (2, 3) is the main path
+        PipelinedEncoder.from_sequential(FrameCNN(depth=4), skips=[(2, 3, 0)])
+    with pytest.raises(VideosslError, match=r"\[src, dst\] or \[src, dst, lag\]"):
+        PipelinedEncoder.from_sequential(FrameCNN(depth=4), skips=[(1,)])
+    with pytest.raises(VideosslError, match="concat_skips"):
+        FrameCNN(depth=4, concat_skips=[1, 0, 0, 0])
+    with pytest.raises(VideosslError, match="every clock at 1"):
+        PipelinedEncoder.from_sequential(FrameCNN(depth=4), skips=[(2, 3, 2)], clocks=[1, 1, 1, 2])

@@ -168,3 +168,17 @@ def test_sideways_keeps_the_whole_gradient_but_loses_the_order_signal_on_moving_
     moving = [_stage_means(s, speed=2) for s in range(3)]
     whole, order = (sum(v) / len(v) for v in zip(*moving, strict=True))
     assert whole > 0.85 and order < 0.5, moving
+
+
+def test_lagged_skip_model_scores_once_its_delay_line_is_full_and_checks_the_concat_widths():
+    m = StreamingClassifier(FrameCNN(width=8, depth=4, concat_skips=[0, 0, 0, 1]), num_classes=4,
+                            mode="skip_sideways", skips=[[2, 3, 2]], skip_op="concat")
+    assert m.first_scored_tick() == 5  # stage 2 first writes at tick 2; two ticks of delay line; then the top
+    x = m.clip_inputs({"views": [torch.rand(2, 8, 3, 16, 16)], "view_names": ["stream"]})
+    loss, _, _ = m.train_clip(x, torch.tensor([0, 3]), torch.optim.SGD(m.parameters(), lr=0.1))
+    assert torch.isfinite(loss)
+    logits, _ = m.online_logits(x)
+    assert [lg is None for lg in logits] == [True] * 5 + [False] * 3
+    with pytest.raises(VideosslError, match="concat_skips"):
+        StreamingClassifier(FrameCNN(width=8, depth=4), num_classes=4, mode="skip_sideways", skips=[[2, 3, 2]],
+                            skip_op="concat")

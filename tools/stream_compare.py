@@ -184,7 +184,8 @@ def main() -> None:
                             pair_n += int(m.sum())
             mean_cos = {k: sum(c[k] for c in cos) / len(cos) for k in cos[0]} if cos else {}
             row = {"recipe": recipe, "seed": seed, "epochs": args.epochs, "mode": model.mode, "clocks": model.encoder.clocks,
-                   "skips": model.encoder.skips, "frame_input": model.frame_input, "lr": lr, "online_acc": acc / n,
+                   "skips": model.encoder.skips, "lagged_skips": model.encoder.lagged, "frame_input": model.frame_input,
+                   "lr": lr, "online_acc": acc / n,
                    "last_tick_acc": last / n, "left_right_acc": pair_ok / max(pair_n, 1),
                    "left_right_rev_acc": rev_ok / max(rev_n, 1), "left_right_rev_n": rev_n,
                    "reverse_p": model.reverse_p, "classes": classes, "batch": args.batch,

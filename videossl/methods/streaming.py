@@ -6,7 +6,10 @@
   depth-parallel networks this way, causally, scored at every tick once the pipe is full).
 * ``sideways``: each stage its own graph on detached inputs, the stored delta moves one stage per tick
   (arXiv 2001.06232 §3); ``skip_sideways``: the same on a pipeline with skips, deltas summed over a stage's
-  consumers (arXiv 2106.08318 §3). The rules themselves are :mod:`videossl.models.sideways`.
+  consumers (arXiv 2106.08318 §3). The rules themselves are :mod:`videossl.models.sideways`. ``skips`` entries
+  are ``[src, dst]`` or lagged ``[src, dst, lag]`` (:class:`~videossl.models.pipelined.PipelinedEncoder`); with
+  ``skip_op: concat`` a :class:`~videossl.models.pipelined.FrameCNN` backbone's ``concat_skips`` must count the
+  skips into each stage (checked).
 * ``sequential``: the per-frame model without pipelining, per-frame logits averaged over the clip, BP; the
   clip-model baseline the pipelined model is compared with.
 
@@ -80,6 +83,15 @@ class StreamingClassifier(SSLMethod):
         self.diff_scale = float(diff_scale)
         self.encoder = PipelinedEncoder.from_sequential(backbone, stages=stages, clocks=clocks, skips=skips,
                                                         skip_op=skip_op)
+        wide = getattr(backbone, "concat_skips", None)
+        if wide is not None and stages is None:  # one layer per stage: the widths must fit the concatenated skips
+            into = [0] * self.encoder.num_stages
+            if skip_op == "concat":
+                for d in [d for _, d in self.encoder.skips] + [d for _, d, _ in self.encoder.lagged]:
+                    into[d] += 1
+            if list(wide) != into:
+                raise VideosslError(f"backbone concat_skips {list(wide)} != the skips concatenated into each stage "
+                                    f"{into} (skips {skips}, skip_op {skip_op})")
         dim = getattr(backbone, "feature_dim", None)
         if dim is None:
             raise VideosslError(f"{type(backbone).__name__} declares no feature_dim: the classifier needs it")
@@ -159,8 +171,9 @@ class StreamingClassifier(SSLMethod):
         return correct, scored
 
     def first_scored_tick(self) -> int:
-        """Ticks before this are not scored: by default until the pipe is full (``L - 1``)."""
-        return self.encoder.num_stages - 1 if self.warmup_ticks is None else int(self.warmup_ticks)
+        """Ticks before this are not scored: by default until the pipe is full (``L - 1``, later with lagged
+        skips: :meth:`~videossl.models.pipelined.PipelinedEncoder.fill_ticks`)."""
+        return self.encoder.fill_ticks() if self.warmup_ticks is None else int(self.warmup_ticks)
 
     def logits(self, out: torch.Tensor) -> torch.Tensor:
         return self.head(PipelinedEncoder.pool(out))

@@ -37,7 +37,7 @@ def split_groups(num_stages: int, world: int) -> list[list[int]]:
 def stage_shapes(pipe: PipelinedEncoder, frame: torch.Tensor) -> list[tuple[int, ...]]:
     outs: list[torch.Tensor] = []
     for l, stage in enumerate(pipe.stages):  # noqa: E741
-        x = frame if l == 0 else pipe.combine(l, [outs[s] for s in pipe.inputs_of(l)])
+        x = frame if l == 0 else pipe.combine(l, [outs[pipe.source(s)] for s in pipe.inputs_of(l)])
         outs.append(stage(x))
     return [tuple(o.shape) for o in outs]
 
@@ -52,6 +52,9 @@ class StageGroup:
         self.world = dist.get_world_size() if world is None else world
         self.groups = [list(g) for g in (groups or split_groups(pipe.num_stages, self.world))]
         self.owned = self.groups[self.rank]
+        if pipe.lagged:
+            raise VideosslError(f"lagged skips {pipe.lagged} are single-process only (their delay lines are not sent "
+                                "between ranks)")
         for s, d in pipe.skips:
             if (s in self.owned) != (d in self.owned) and (s in self.owned or d in self.owned):
                 raise VideosslError(f"skip ({s}, {d}) crosses stage groups {self.groups}: keep skips inside a group")

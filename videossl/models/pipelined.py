@@ -7,7 +7,11 @@ slower clock: it updates only on ticks ``t % r_s == 0`` and holds its output oth
 frame is ``sum_s cost_s / r_s`` (arXiv 1806.03863 §3.2, "multi-rate clocks"). Temporal skip edges
 ``(src, dst)`` feed ``dst`` the output ``src`` wrote at the previous tick as well, which brings a newer
 frame to ``dst`` (Skip-Sideways, Malinowski et al., CVPR 2021, arXiv 2106.08318, §3 and Fig. 1): the
-output lags fewer ticks.
+output lags fewer ticks. A *lagged* skip ``(src, dst, lag)`` (our addition; ``src`` may be ``dst - 1``) feeds
+``dst`` the output ``src`` wrote ``lag`` ticks before that, from a delay line kept in the state: ``dst`` then
+sees two frames ``lag`` apart (or more), so it can compare them. Plain Sideways gradients lose the part that
+tells the order of nearby frames apart below the top stage (BENCHMARKS.md, "Streaming", session 13); a lagged
+skip into the top stage, whose gradient is exact, compares frames far enough apart to learn it.
 
 Conventions (all tested in ``tests/test_pipelined.py``):
 
@@ -140,19 +144,28 @@ class _TimmHead(nn.Module):
 class FrameCNN(nn.Module):
     """A small per-frame 2-D CNN (conv-ReLU layers of constant width after a strided stem), the default
     backbone of the streaming recipes. ``layers[i]`` are the units a pipeline cuts into stages; every layer
-    after the stem keeps the shape, so skips between any two of them add without adapters."""
+    after the stem keeps the shape, so skips between any two of them add without adapters.
+
+    ``concat_skips``: per layer, how many skip outputs a pipeline concatenates onto its input (``skip_op:
+    concat``); layer ``i`` then reads ``(1 + concat_skips[i]) * width`` channels. Default none."""
 
     def __init__(self, width: int = 32, depth: int = 4, in_channels: int = 3, stem_stride: int = 2,
-                 norm: bool = False) -> None:
+                 norm: bool = False, concat_skips: Sequence[int] | None = None) -> None:
         super().__init__()
         self.feature_dim = int(width)
+        extra = [0] * depth if concat_skips is None else [int(c) for c in concat_skips]
+        if len(extra) != depth or min(extra) < 0 or extra[0] != 0:
+            raise VideosslError(f"concat_skips {list(extra)}: need {depth} counts >= 0, the first 0 (the stem reads the "
+                                "frame)")
+        self.concat_skips = extra
         def block(cin: int, stride: int) -> nn.Module:
             parts: list[nn.Module] = [nn.Conv2d(cin, width, 3, stride=stride, padding=1)]
             if norm:
                 parts.append(nn.GroupNorm(1, width))
             parts.append(nn.ReLU())
             return nn.Sequential(*parts)
-        self.layers = nn.ModuleList([block(in_channels, stem_stride)] + [block(width, 1) for _ in range(depth - 1)])
+        self.layers = nn.ModuleList([block(in_channels, stem_stride)]
+                                    + [block(width * (1 + extra[i]), 1) for i in range(1, depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
@@ -160,15 +173,25 @@ class FrameCNN(nn.Module):
         return x
 
 
-def _check_skips(skips: Iterable[Sequence[int]], n: int) -> list[tuple[int, int]]:
-    out = []
+def _check_skips(skips: Iterable[Sequence[int]], n: int) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
+    """Split ``skips`` into plain ``(src, dst)`` edges and lagged ``(src, dst, lag)`` ones (``lag`` >= 1)."""
+    plain, lagged = [], []
     for s in skips:
-        src, dst = int(s[0]), int(s[1])
-        if not 0 <= src < dst - 1 < n - 1:
-            raise VideosslError(f"skip ({src}, {dst}): need 0 <= src < dst - 1 < {n - 1} (stage dst already reads "
-                                f"stage dst-1; a skip jumps over at least one stage)")
-        out.append((src, dst))
-    return sorted(set(out))
+        if len(s) not in (2, 3):
+            raise VideosslError(f"skip {list(s)}: expected [src, dst] or [src, dst, lag]")
+        src, dst, lag = int(s[0]), int(s[1]), int(s[2]) if len(s) == 3 else 0
+        if lag < 0:
+            raise VideosslError(f"skip {list(s)}: lag must be >= 0 (ticks older than the previous tick's output)")
+        if lag == 0:
+            if not 0 <= src < dst - 1 < n - 1:
+                raise VideosslError(f"skip ({src}, {dst}): need 0 <= src < dst - 1 < {n - 1} (stage dst already "
+                                    f"reads stage dst-1; a skip jumps over at least one stage)")
+            plain.append((src, dst))
+        else:
+            if not 0 <= src <= dst - 1 < n - 1:
+                raise VideosslError(f"skip ({src}, {dst}, lag {lag}): need 0 <= src <= dst - 1 < {n - 1}")
+            lagged.append((src, dst, lag))
+    return sorted(set(plain)), sorted(set(lagged))
 
 
 class PipelinedEncoder(nn.Module):
@@ -192,7 +215,13 @@ class PipelinedEncoder(nn.Module):
         self.clocks = [1] * n if clocks is None else [int(c) for c in clocks]
         if len(self.clocks) != n or min(self.clocks) < 1:
             raise VideosslError(f"clocks {list(self.clocks)}: need one integer >= 1 per stage ({n} stages)")
-        self.skips = _check_skips(skips, n)
+        self.skips, self.lagged = _check_skips(skips, n)
+        if self.lagged and any(c != 1 for c in self.clocks):
+            raise VideosslError(f"lagged skips {self.lagged} need every clock at 1 (got {self.clocks})")
+        # delay lines of lagged skips: buffer slot n + i holds stage src's output from j ticks before the last
+        self._slots = {key: n + i for i, key in enumerate(sorted({(s, j) for s, _, lag in self.lagged
+                                                                   for j in range(1, lag + 1)}))}
+        self._slot_src = {i: s for (s, _), i in self._slots.items()}
         if skip_op not in ("add", "concat"):
             raise VideosslError(f"skip_op {skip_op!r}: expected 'add' or 'concat'")
         self.skip_op = skip_op
@@ -231,9 +260,9 @@ class PipelinedEncoder(nn.Module):
             if enc.feature_dim is None:
                 enc.feature_dim = int(shapes[-1][0])
             if skip_op == "add":
-                for src, dst in enc.skips:
+                for src, dst, lag in [(a, b, 0) for a, b in enc.skips] + enc.lagged:
                     if shapes[src] != shapes[dst - 1]:
-                        enc.adapters[f"{src}_{dst}"] = SkipAdapter(shapes[src], shapes[dst - 1])
+                        enc.adapters[enc.skip_key(src, dst, lag)] = SkipAdapter(shapes[src], shapes[dst - 1])
         return enc
 
     # -- structure ----------------------------------------------------------------------------
@@ -241,21 +270,54 @@ class PipelinedEncoder(nn.Module):
     def num_stages(self) -> int:
         return len(self.stages)
 
+    @property
+    def num_buffers(self) -> int:
+        """Stage outputs plus the delay-line slots of lagged skips."""
+        return self.num_stages + len(self._slots)
+
+    @staticmethod
+    def skip_key(src: int, dst: int, lag: int = 0) -> str:
+        """The adapter name of a skip (its consumer ``dst`` second, as :func:`stage_params` reads it)."""
+        return f"{src}_{dst}" if lag == 0 else f"{src}_{dst}_lag{lag}"
+
+    def source(self, i: int) -> int:
+        """The stage whose output buffer ``i`` holds (a delay-line slot holds an older output of its stage)."""
+        return self._slot_src.get(i, i)
+
     def inputs_of(self, dst: int) -> list[int]:
-        """The producers stage ``dst`` reads (previous stage first, then skip sources); stage 0 reads the frame."""
+        """The buffers stage ``dst`` reads: the previous stage first, then skip sources, then the delay-line
+        slots of lagged skips (see :meth:`source`); stage 0 reads the frame."""
         if dst == 0:
             return []
-        return [dst - 1] + [s for s, d in self.skips if d == dst]
+        return ([dst - 1] + [s for s, d in self.skips if d == dst]
+                + [self._slots[(s, lag)] for s, d, lag in self.lagged if d == dst])
 
     def consumers_of(self, src: int) -> list[int]:
-        return ([src + 1] if src + 1 < self.num_stages else []) + [d for s, d in self.skips if s == src]
+        return (([src + 1] if src + 1 < self.num_stages else []) + [d for s, d in self.skips if s == src]
+                + [d for s, d, _ in self.lagged if s == src])
+
+    def shift_delay_lines(self, old: Sequence, new: list) -> None:
+        """Move every delay line one tick on (``old`` -> ``new``, for buffers or their newest-frame indices)."""
+        for (s, j), i in self._slots.items():
+            new[i] = old[s] if j == 1 else old[self._slots[(s, j - 1)]]
+
+    def fill_ticks(self) -> int:
+        """The first tick with a top output (all clocks 1): ``L - 1``, later when a lagged skip's delay line
+        fills after the main path."""
+        f = [0] * self.num_stages
+        for l in range(1, self.num_stages):  # noqa: E741
+            f[l] = max([f[l - 1] + 1] + [f[s] + lag + 1 for s, d, lag in self.lagged if d == l])
+        return f[-1]
 
     def structural_delay(self) -> int:
         """Ticks between a frame and the first top output that depends on it (all clocks 1)."""
-        d = [0] * self.num_stages
+        d = [0] * self.num_buffers
         for l in range(1, self.num_stages):  # noqa: E741
+            for (s, j), i in self._slots.items():
+                if s < l:
+                    d[i] = d[s] + j
             d[l] = 1 + min(d[s] for s in self.inputs_of(l))
-        return d[-1]
+        return d[self.num_stages - 1]
 
     def combine(self, dst: int, inputs: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
         """Stage ``dst``'s input from its producers' outputs (ordered as :meth:`inputs_of`); ``None`` while
@@ -265,12 +327,15 @@ class PipelinedEncoder(nn.Module):
         main = inputs[0]
         if main is None:
             return None
-        srcs = self.inputs_of(dst)[1:]
+        n_lagged = sum(1 for _, d, _ in self.lagged if d == dst)
+        if n_lagged and any(x is None for x in inputs[len(inputs) - n_lagged:]):
+            return None  # a delay line still filling: the stage waits for it (nothing partial goes up)
+        keys = [self.skip_key(s, dst) for s, d in self.skips if d == dst]
+        keys += [self.skip_key(s, dst, lag) for s, d, lag in self.lagged if d == dst]
         extra = []
-        for s, x in zip(srcs, inputs[1:], strict=True):
+        for key, x in zip(keys, inputs[1:], strict=True):
             if x is None:
                 continue
-            key = f"{s}_{dst}"
             extra.append(self.adapters[key](x) if key in self.adapters else x)
         if not extra:
             return main
@@ -288,7 +353,7 @@ class PipelinedEncoder(nn.Module):
 
     # -- streaming ----------------------------------------------------------------------------
     def init_state(self) -> StreamState:
-        n = self.num_stages
+        n = self.num_buffers
         return StreamState(t=0, buffers=[None] * n, newest=[None] * n)
 
     def reset(self) -> None:
@@ -320,9 +385,11 @@ class PipelinedEncoder(nn.Module):
                 continue
             new[l] = stage(x)
             new_newest[l] = max(old_new[s] for s in srcs if old_new[s] is not None)
+        self.shift_delay_lines(old, new)
+        self.shift_delay_lines(old_new, new_newest)
         state.buffers, state.newest, state.t = new, new_newest, t + 1
-        top = new_newest[-1]
-        return new[-1], (None if top is None else t - top)
+        top = new_newest[self.num_stages - 1]
+        return new[self.num_stages - 1], (None if top is None else t - top)
 
     def stream(self, clip: torch.Tensor, state: StreamState | None = None) -> tuple[list[torch.Tensor | None], list]:
         """Step through a clip (B, C, T, H, W): per-tick outputs and delays."""
@@ -338,7 +405,7 @@ class PipelinedEncoder(nn.Module):
         """The per-frame model: all stages on one frame, skips taken from the same frame."""
         outs: list[torch.Tensor] = []
         for l, stage in enumerate(self.stages):  # noqa: E741
-            x = frame if l == 0 else self.combine(l, [outs[s] for s in self.inputs_of(l)])
+            x = frame if l == 0 else self.combine(l, [outs[self.source(s)] for s in self.inputs_of(l)])
             outs.append(stage(x))
         return outs[-1]
 
@@ -366,7 +433,7 @@ class PipelinedEncoder(nn.Module):
         with torch.no_grad():
             for l, stage in enumerate(self.stages):  # noqa: E741
                 with FlopCounterMode(display=False) as fc:
-                    x = frame if l == 0 else self.combine(l, [outs[s] for s in self.inputs_of(l)])
+                    x = frame if l == 0 else self.combine(l, [outs[self.source(s)] for s in self.inputs_of(l)])
                     outs.append(stage(x))
                 costs.append(float(fc.get_total_flops()))
         return costs

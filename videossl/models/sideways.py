@@ -10,6 +10,8 @@
   reaching stage ``l`` (1-indexed) belongs to a frame ``2(L - l)`` ticks older than its input.
 * **Skip-Sideways** (Malinowski et al., CVPR 2021, arXiv 2106.08318, §3): the same rule on a pipeline with
   skip edges; a stage's incoming delta is the sum of the deltas its consumers produced at the previous tick.
+  A lagged skip's delta (the consumer read an older output of the stage, from a delay line) goes to that
+  stage like any other: against its current input, as Sideways does with every delta.
 
 :func:`sideways_tick` is one tick of both (the pipeline's skips decide which); :func:`per_frame_bp_grads` is
 backprop through the per-frame (sequential) model, which Sideways equals on a constant video once the pipe
@@ -94,10 +96,15 @@ def sideways_tick(pipe: PipelinedEncoder, frame: torch.Tensor | None, state: Sid
         if old[srcs[0]] is None:
             continue
         inputs = [None if old[s] is None else old[s].detach().requires_grad_(True) for s in srcs]
-        out = stage(pipe.combine(l, inputs))
+        x = pipe.combine(l, inputs)
+        if x is None:  # a lagged skip's delay line is still filling
+            continue
+        out = stage(x)
         graphs[l] = ([x for x in inputs if x is not None], out)
         new[l] = out.detach()
         newest[l] = max(st.newest[s] for s in srcs if st.newest[s] is not None)
+    pipe.shift_delay_lines(old, new)
+    pipe.shift_delay_lines(st.newest, newest)
     st.buffers, st.newest, st.t = new, newest, t + 1
 
     grads: Grads = {}
@@ -123,8 +130,9 @@ def sideways_tick(pipe: PipelinedEncoder, frame: torch.Tensor | None, state: Sid
         gs = torch.autograd.grad(out, [*inputs, *(p for _, p in named)], grad_outputs=delta, allow_unused=True)
         srcs = [s for s in pipe.inputs_of(l) if old[s] is not None]
         for s, g in zip(srcs, gs[: len(inputs)], strict=True):
+            k = pipe.source(s)  # a delay-line slot's delta goes to the stage whose older output it held
             if g is not None:  # summed over a producer's consumers (Skip-Sideways)
-                received[s] = g if received[s] is None else received[s] + g
+                received[k] = g if received[k] is None else received[k] + g
         for (n, _), g in zip(named, gs[len(inputs):], strict=True):
             _add(grads, n, g)
     state.deltas = received  # overwritten: next tick each stage uses what it received now

@@ -110,6 +110,7 @@ def run_cli(args: argparse.Namespace) -> int:
     flops = flops_per_frame(model.encoder, frame)
     times = timing(model.encoder, frame)
     res = {"model": type(model).__name__, "mode": model.mode, "clocks": model.encoder.clocks, "skips": model.encoder.skips,
+           "lagged_skips": model.encoder.lagged,
            "weights": weights or "random init", "split": args.split, "clips": n, "online_acc": online,
            "acc_per_frame_index": per_frame, "delay_per_tick": delays, "first_scored_tick": first,
            "flops_per_frame": flops, "timing_one_process": times}
