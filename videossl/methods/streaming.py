@@ -27,8 +27,11 @@ the papers). :meth:`StreamingClassifier.reversal_pair_accuracy` is the matching 
 computes BP on the same clip and logs the per-stage cosine between the two weight gradients
 (``train/cos/stages.<l>``); with ``reversed_class`` set it also logs ``train/cos_rev/stages.<l>``, the same
 cosine for the gradient that separates each clip's class from its time-reversed class, G(x, y) − G(x,
-reversed_class[y]): the part that teaches the order of frames. It can be far lower than the whole gradient's
-(Skip-Sideways on left / right at init: 0.96–1.0 for the whole, −0.17–0.39 for this part; BENCHMARKS.md).
+reversed_class[y]). On a batch that holds every clip together with its reversal, the parts that do not depend on
+the order of frames cancel, and this is the part that teaches the order. It can be far lower than the whole
+gradient's (Skip-Sideways on left / right at init: 0.96–1.0 for the whole, −0.17–0.39 for this part;
+BENCHMARKS.md). On training batches, whose clips come without their reversals, it is the label-dependent part,
+which also holds any single-frame cue.
 
 It subclasses :class:`~videossl.methods.base.SSLMethod` (optimiser / schedule from config, ``module.encoder``
 saved under ``encoder.``) so ``videossl fit`` runs it, with manual optimisation (``automatic_optimization =
@@ -257,9 +260,10 @@ class StreamingClassifier(SSLMethod):
         return loss.detach(), (torch.stack(acc).mean() if acc else torch.zeros(())), logs
 
     def reversal_grad_cosines(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """Per-stage cosine between this mode's approximate and BP's exact weight gradient of the order signal
-        G(x, y) − G(x, reversed_class[y]) (BP: backprop through the unrolled pipeline; the loss of every scored
-        tick). Needs ``reversed_class``."""
+        """Per-stage cosine between this mode's approximate and BP's exact weight gradient of G(x, y) − G(x,
+        reversed_class[y]) (BP: backprop through the unrolled pipeline; the loss of every scored tick): the order
+        signal when ``x`` holds each clip with its reversal, the label-dependent part otherwise. Needs
+        ``reversed_class``."""
         if self.reversed_class is None:
             raise VideosslError("reversal_grad_cosines needs reversed_class")
         T, head = x.shape[2], list(self.head.parameters())
