@@ -110,11 +110,15 @@ def _lagged_setup(seed=0, lag=3):
 
 def test_constant_video_with_a_lagged_skip_sideways_equals_per_frame_bp():
     """Once the delay line is full (tick L - 1 + lag) and the deltas have reached stage 0, Sideways with a
-    lagged skip is exact on a constant video: its delay-line delta reaches the stage that wrote the output."""
+    lagged skip is exact on a constant video for the network whose delay line passes no gradient (Sideways
+    drops that delta); with it, the stages below the skip get more."""
     lag = 3
     pipe, head, loss_fn = _lagged_setup(lag=lag)
     L, frame, extra = pipe.num_stages, torch.rand(2, 3, 16, 16), list(head.parameters())
-    ref = per_frame_bp_grads(pipe, frame, loss_fn, extra)
+    ref = per_frame_bp_grads(pipe, frame, loss_fn, extra, lagged_grad=False)
+    full = per_frame_bp_grads(pipe, frame, loss_fn, extra)
+    assert not torch.allclose(full["stages.2.0.0.weight"], ref["stages.2.0.0.weight"])
+    torch.testing.assert_close(full["stages.3.0.0.weight"], ref["stages.3.0.0.weight"])
     state = init_sideways(pipe)
     for t in range(2 * L + lag + 3):
         r = sideways_tick(pipe, frame, state, loss_fn, extra)

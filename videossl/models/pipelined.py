@@ -11,7 +11,8 @@ output lags fewer ticks. A *lagged* skip ``(src, dst, lag)`` (our addition; ``sr
 ``dst`` the output ``src`` wrote ``lag`` ticks before that, from a delay line kept in the state: ``dst`` then
 sees two frames ``lag`` apart (or more), so it can compare them. Plain Sideways gradients lose the part that
 tells the order of nearby frames apart below the top stage (BENCHMARKS.md, "Streaming", session 13); a lagged
-skip into the top stage, whose gradient is exact, compares frames far enough apart to learn it.
+skip into the top stage, whose gradient is exact, compares frames far enough apart to learn it (Sideways drops
+the delay line's delta: :mod:`videossl.models.sideways`).
 
 Conventions (all tested in ``tests/test_pipelined.py``):
 
@@ -401,11 +402,16 @@ class PipelinedEncoder(nn.Module):
             delays.append(d)
         return outs, delays
 
-    def sequential(self, frame: torch.Tensor) -> torch.Tensor:
-        """The per-frame model: all stages on one frame, skips taken from the same frame."""
+    def sequential(self, frame: torch.Tensor, lagged_grad: bool = True) -> torch.Tensor:
+        """The per-frame model: all stages on one frame, skips taken from the same frame (lagged ones detached
+        without ``lagged_grad``: the function Sideways' gradient is exact for on a constant video)."""
         outs: list[torch.Tensor] = []
+
+        def read(s: int) -> torch.Tensor:
+            x = outs[self.source(s)]
+            return x if lagged_grad or s < self.num_stages else x.detach()
         for l, stage in enumerate(self.stages):  # noqa: E741
-            x = frame if l == 0 else self.combine(l, [outs[self.source(s)] for s in self.inputs_of(l)])
+            x = frame if l == 0 else self.combine(l, [read(s) for s in self.inputs_of(l)])
             outs.append(stage(x))
         return outs[-1]
 

@@ -10,8 +10,12 @@
   reaching stage ``l`` (1-indexed) belongs to a frame ``2(L - l)`` ticks older than its input.
 * **Skip-Sideways** (Malinowski et al., CVPR 2021, arXiv 2106.08318, §3): the same rule on a pipeline with
   skip edges; a stage's incoming delta is the sum of the deltas its consumers produced at the previous tick.
-  A lagged skip's delta (the consumer read an older output of the stage, from a delay line) goes to that
-  stage like any other: against its current input, as Sideways does with every delta.
+  A lagged skip's delta is dropped: it belongs to an output its source wrote ``lag`` ticks before the one the
+  main path read, and Sideways keeps no old activations to apply it to. Applied to the source's current input
+  instead (frames ``2 + lag`` or more apart), it stopped the lagged network from learning translate left vs
+  right at all (exactly 50 % on the reversal pair, with a 10x lower LR below the top too); dropped, it learns
+  it to 99-100 % like BP (BENCHMARKS.md, "Streaming", session 13). Sideways therefore equals per-frame BP
+  with the delay lines' reads detached (``per_frame_bp_grads(..., lagged_grad=False)``).
 
 :func:`sideways_tick` is one tick of both (the pipeline's skips decide which); :func:`per_frame_bp_grads` is
 backprop through the per-frame (sequential) model, which Sideways equals on a constant video once the pipe
@@ -130,9 +134,10 @@ def sideways_tick(pipe: PipelinedEncoder, frame: torch.Tensor | None, state: Sid
         gs = torch.autograd.grad(out, [*inputs, *(p for _, p in named)], grad_outputs=delta, allow_unused=True)
         srcs = [s for s in pipe.inputs_of(l) if old[s] is not None]
         for s, g in zip(srcs, gs[: len(inputs)], strict=True):
-            k = pipe.source(s)  # a delay-line slot's delta goes to the stage whose older output it held
+            if s >= len(pipe.stages):  # a delay line's delta is dropped (module docstring)
+                continue
             if g is not None:  # summed over a producer's consumers (Skip-Sideways)
-                received[k] = g if received[k] is None else received[k] + g
+                received[s] = g if received[s] is None else received[s] + g
         for (n, _), g in zip(named, gs[len(inputs):], strict=True):
             _add(grads, n, g)
     state.deltas = received  # overwritten: next tick each stage uses what it received now
@@ -175,9 +180,10 @@ def bp_clip_grads(pipe: PipelinedEncoder, clip: torch.Tensor, loss_fn: LossFn, e
 
 
 def per_frame_bp_grads(pipe: PipelinedEncoder, frame: torch.Tensor, loss_fn: LossFn,
-                       extra: Sequence[nn.Parameter] = ()) -> Grads:
-    """Backprop through the per-frame model (:meth:`PipelinedEncoder.sequential`) on one frame."""
-    loss = loss_fn(pipe.sequential(frame), 0)
+                       extra: Sequence[nn.Parameter] = (), lagged_grad: bool = True) -> Grads:
+    """Backprop through the per-frame model (:meth:`PipelinedEncoder.sequential`) on one frame; without
+    ``lagged_grad`` no gradient flows through lagged skips (what Sideways computes)."""
+    loss = loss_fn(pipe.sequential(frame, lagged_grad=lagged_grad), 0)
     named = _named_trainable(pipe, extra)
     gs = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
     return {n: g for (n, _), g in zip(named, gs, strict=True) if g is not None}
