@@ -241,7 +241,8 @@ class StreamingClassifier(SSLMethod):
                 approx, _ = sideways_clip_grads(self.encoder, x, self._loss_fn(y, n_scored, []), head)
                 logs = {f"cos/{k}": v for k, v in grad_cosines(approx, exact).items()}
                 if self.reversed_class is not None:
-                    logs.update({f"cos_rev/{k}": v for k, v in self.reversal_grad_cosines(x, y).items()})
+                    rev = self.reversal_grad_cosines(x, y, (approx, exact))
+                    logs.update({f"cos_rev/{k}": v for k, v in rev.items()})
             if self.update == "per_clip":
                 grads, losses = sideways_clip_grads(self.encoder, x, loss_fn, head)
                 self._set_grads(grads)
@@ -259,19 +260,20 @@ class StreamingClassifier(SSLMethod):
         self._steps = getattr(self, "_steps", 0) + 1
         return loss.detach(), (torch.stack(acc).mean() if acc else torch.zeros(())), logs
 
-    def reversal_grad_cosines(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def reversal_grad_cosines(self, x: torch.Tensor, y: torch.Tensor,
+                              grads_y: tuple[dict, dict] | None = None) -> dict[str, float]:
         """Per-stage cosine between this mode's approximate and BP's exact weight gradient of G(x, y) − G(x,
         reversed_class[y]) (BP: backprop through the unrolled pipeline; the loss of every scored tick): the order
-        signal when ``x`` holds each clip with its reversal, the label-dependent part otherwise. Needs
-        ``reversed_class``."""
+        signal when ``x`` holds each clip with its reversal, the label-dependent part otherwise. ``grads_y``:
+        the (approximate, exact) G(x, y) when the caller has them already. Needs ``reversed_class``."""
         if self.reversed_class is None:
             raise VideosslError("reversal_grad_cosines needs reversed_class")
         T, head = x.shape[2], list(self.head.parameters())
         n_scored = max(T - self.first_scored_tick(), 1)
         y_rev = torch.as_tensor(self.reversed_class, device=y.device)[y]
         diffs = []
-        for fn in (sideways_clip_grads, bp_clip_grads):
-            g, _ = fn(self.encoder, x, self._loss_fn(y, n_scored, []), head)
+        for i, fn in enumerate((sideways_clip_grads, bp_clip_grads)):
+            g = grads_y[i] if grads_y is not None else fn(self.encoder, x, self._loss_fn(y, n_scored, []), head)[0]
             g_rev, _ = fn(self.encoder, x, self._loss_fn(y_rev, n_scored, []), head)
             diffs.append({n: g[n] - g_rev[n] for n in g if n in g_rev})
         return grad_cosines(diffs[0], diffs[1])

@@ -35,11 +35,7 @@ def split_groups(num_stages: int, world: int) -> list[list[int]]:
 
 @torch.no_grad()
 def stage_shapes(pipe: PipelinedEncoder, frame: torch.Tensor) -> list[tuple[int, ...]]:
-    outs: list[torch.Tensor] = []
-    for l, stage in enumerate(pipe.stages):  # noqa: E741
-        x = frame if l == 0 else pipe.combine(l, [outs[pipe.source(s)] for s in pipe.inputs_of(l)])
-        outs.append(stage(x))
-    return [tuple(o.shape) for o in outs]
+    return [tuple(o.shape) for o in pipe.sequential_outputs(frame)]
 
 
 class StageGroup:

@@ -223,6 +223,13 @@ class PipelinedEncoder(nn.Module):
         self._slots = {key: n + i for i, key in enumerate(sorted({(s, j) for s, _, lag in self.lagged
                                                                    for j in range(1, lag + 1)}))}
         self._slot_src = {i: s for (s, _), i in self._slots.items()}
+        self._slot_lag = {i: j for (_, j), i in self._slots.items()}
+        # what each stage reads, derived once (combine / step run them every tick)
+        self._inputs = [[] if d == 0 else [d - 1] + [s for s, e in self.skips if e == d]
+                        + [self._slots[(s, lag)] for s, e, lag in self.lagged if e == d] for d in range(n)]
+        self._keys = [[self.skip_key(s, d) for s, e in self.skips if e == d]
+                      + [self.skip_key(s, d, lag) for s, e, lag in self.lagged if e == d] for d in range(n)]
+        self._n_lagged = [sum(1 for _, e, _ in self.lagged if e == d) for d in range(n)]
         if skip_op not in ("add", "concat"):
             raise VideosslError(f"skip_op {skip_op!r}: expected 'add' or 'concat'")
         self.skip_op = skip_op
@@ -288,10 +295,7 @@ class PipelinedEncoder(nn.Module):
     def inputs_of(self, dst: int) -> list[int]:
         """The buffers stage ``dst`` reads: the previous stage first, then skip sources, then the delay-line
         slots of lagged skips (see :meth:`source`); stage 0 reads the frame."""
-        if dst == 0:
-            return []
-        return ([dst - 1] + [s for s, d in self.skips if d == dst]
-                + [self._slots[(s, lag)] for s, d, lag in self.lagged if d == dst])
+        return list(self._inputs[dst])
 
     def consumers_of(self, src: int) -> list[int]:
         return (([src + 1] if src + 1 < self.num_stages else []) + [d for s, d in self.skips if s == src]
@@ -312,13 +316,10 @@ class PipelinedEncoder(nn.Module):
 
     def structural_delay(self) -> int:
         """Ticks between a frame and the first top output that depends on it (all clocks 1)."""
-        d = [0] * self.num_buffers
+        d = [0] * self.num_stages
         for l in range(1, self.num_stages):  # noqa: E741
-            for (s, j), i in self._slots.items():
-                if s < l:
-                    d[i] = d[s] + j
-            d[l] = 1 + min(d[s] for s in self.inputs_of(l))
-        return d[self.num_stages - 1]
+            d[l] = 1 + min(d[self.source(s)] + self._slot_lag.get(s, 0) for s in self.inputs_of(l))
+        return d[-1]
 
     def combine(self, dst: int, inputs: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
         """Stage ``dst``'s input from its producers' outputs (ordered as :meth:`inputs_of`); ``None`` while
@@ -328,13 +329,11 @@ class PipelinedEncoder(nn.Module):
         main = inputs[0]
         if main is None:
             return None
-        n_lagged = sum(1 for _, d, _ in self.lagged if d == dst)
+        n_lagged = self._n_lagged[dst]
         if n_lagged and any(x is None for x in inputs[len(inputs) - n_lagged:]):
             return None  # a delay line still filling: the stage waits for it (nothing partial goes up)
-        keys = [self.skip_key(s, dst) for s, d in self.skips if d == dst]
-        keys += [self.skip_key(s, dst, lag) for s, d, lag in self.lagged if d == dst]
         extra = []
-        for key, x in zip(keys, inputs[1:], strict=True):
+        for key, x in zip(self._keys[dst], inputs[1:], strict=True):
             if x is None:
                 continue
             extra.append(self.adapters[key](x) if key in self.adapters else x)
@@ -405,6 +404,10 @@ class PipelinedEncoder(nn.Module):
     def sequential(self, frame: torch.Tensor, lagged_grad: bool = True) -> torch.Tensor:
         """The per-frame model: all stages on one frame, skips taken from the same frame (lagged ones detached
         without ``lagged_grad``: the function Sideways' gradient is exact for on a constant video)."""
+        return self.sequential_outputs(frame, lagged_grad)[-1]
+
+    def sequential_outputs(self, frame: torch.Tensor, lagged_grad: bool = True) -> list[torch.Tensor]:
+        """Every stage's output of the per-frame model on one frame (see :meth:`sequential`)."""
         outs: list[torch.Tensor] = []
 
         def read(s: int) -> torch.Tensor:
@@ -413,7 +416,7 @@ class PipelinedEncoder(nn.Module):
         for l, stage in enumerate(self.stages):  # noqa: E741
             x = frame if l == 0 else self.combine(l, [read(s) for s in self.inputs_of(l)])
             outs.append(stage(x))
-        return outs[-1]
+        return outs
 
     @staticmethod
     def pool(x: torch.Tensor) -> torch.Tensor:
