@@ -182,3 +182,104 @@ def test_max_offset_needs_the_relative_head():
         TAPNext(img_size=32, patch=8, width=64, depth=1, heads=2, max_offset=8)
     with pytest.raises(VideosslError, match="max_offset must be"):
         TAPNext(img_size=32, patch=8, width=64, depth=1, heads=2, relative=True, max_offset=0)
+
+
+def test_motion_input_streams_like_the_whole_clip_and_stays_causal():
+    m = _model(relative=True, isolate_queries=True, motion_input=True)
+    v, q = _inputs()
+    v2 = v.clone()
+    v2[:, :, 4:] = torch.rand_like(v2[:, :, 4:])
+    with torch.no_grad():
+        whole, changed = m(v, q), m(v2, q)
+        state, steps = m.init_state(q), []
+        for t in range(v.shape[2]):
+            out, state = m.step(v[:, :, t], state)
+            steps.append(out.logits_x)
+    assert torch.allclose(torch.cat(steps, 1), whole.logits_x, atol=1e-4)
+    assert torch.equal(whole.logits_x[:, :4], changed.logits_x[:, :4])
+
+
+def test_motion_input_is_the_frame_and_its_difference_to_the_previous_frame():
+    m = _model(motion_input=True)
+    assert m.patch_embed.in_channels == 6
+    v, _ = _inputs(T=3)
+    frames = v.transpose(1, 2)
+    x = m._embed_input(frames, None)
+    assert torch.equal(x[:, :, :3], frames)
+    assert torch.equal(x[:, 0, 3:], torch.zeros_like(frames[:, 0]))  # frame 0: no previous frame, zero difference
+    assert torch.allclose(x[:, 2, 3:], frames[:, 2] - frames[:, 1])
+    # a still video gives zero difference channels; a moving one does not, and the output changes with it
+    still = v[:, :, :1].expand_as(v).contiguous()
+    q = torch.tensor([[[0.0, 5.0, 7.0]], [[0.0, 3.0, 3.0]]])
+    with torch.no_grad():
+        base = TAPNext(img_size=32, patch=8, width=64, depth=2, heads=2, motion_input=True).eval()
+        base.patch_embed.weight[:, 3:].zero_()  # blind to the difference channels
+        a = base(v, q).logits_x
+        base.patch_embed.weight[:, 3:].normal_()
+        b = base(v, q).logits_x
+        c1 = base(still, q).logits_x
+        base.patch_embed.weight[:, 3:].zero_()
+        c0 = base(still, q).logits_x
+    assert not torch.allclose(a, b)
+    assert torch.allclose(c0, c1, atol=1e-6)
+
+
+def test_integrated_head_sums_displacements_after_the_query_frame_and_streams():
+    m = _model(relative=True, max_offset=4, integrate=True, isolate_queries=True, motion_input=True)
+    v, q = _inputs()
+    with torch.no_grad():
+        whole = m(v, q)
+        state, steps = m.init_state(q), []
+        for t in range(v.shape[2]):
+            out, state = m.step(v[:, :, t], state)
+            steps.append(out.tracks)
+    assert torch.allclose(torch.cat(steps, 1), whole.tracks, atol=1e-4)
+    tq = q[..., 0].long()  # (B, Q)
+    xy = q[..., [2, 1]]
+    for b in range(2):
+        for i in range(2):
+            t0 = int(tq[b, i])
+            # up to and including the query frame the track is the query point; then the running sum of increments
+            assert torch.allclose(whole.tracks[b, : t0 + 1, i], xy[b, i].expand(t0 + 1, 2), atol=1e-5)
+            ref = xy[b, i] + whole.increments[b, t0 + 1:, i].cumsum(0)
+            assert torch.allclose(whole.tracks[b, t0 + 1:, i], ref, atol=1e-4)
+    assert whole.increments.abs().max() <= 4 + 1e-5
+
+
+def test_integrated_head_is_trained_on_displacements():
+    m = _model(relative=True, max_offset=4, integrate=True)
+    v, q = _inputs(T=3)
+    with torch.no_grad():
+        out = m(v, q)
+    target = torch.zeros(2, 3, 2, 2)
+    target[:, 1] = torch.tensor([2.0, -1.0])  # moves +2, -1 then back
+    vis = torch.ones(2, 3, 2, dtype=torch.bool)
+    vis[:, 0] = False  # frame 0 hidden: frame 1 has no displacement target
+    ce = tapnext_loss(out, target, vis)["ce"]
+    # only frame 2 is scored: displacement (-2, +1) -> bins 2 and 5 of 9
+    lx, ly = out.logits_x[:, 2].flatten(0, 1), out.logits_y[:, 2].flatten(0, 1)
+    ref = F.cross_entropy(lx, torch.full((lx.shape[0],), 2)) + F.cross_entropy(ly, torch.full((ly.shape[0],), 5))
+    assert ce.item() == pytest.approx(ref.item(), rel=1e-5)
+    with pytest.raises(VideosslError, match="relative: true"):
+        TAPNext(img_size=32, patch=8, width=64, depth=1, heads=2, integrate=True)
+
+
+def test_soft_bin_targets_split_between_the_two_nearest_bins():
+    from videossl.models.tapnext import _bin_ce
+    logits = torch.randn(5, 9)
+    pos = torch.tensor([0.0, 2.25, 3.5, 8.0, 7.9])
+    got = _bin_ce(logits, pos, 9, soft=True)
+    logp = logits.log_softmax(-1)
+    ref = torch.stack([-logp[0, 0], -(0.75 * logp[1, 2] + 0.25 * logp[1, 3]), -(0.5 * logp[2, 3] + 0.5 * logp[2, 4]),
+                       -logp[3, 8], -(0.1 * logp[4, 7] + 0.9 * logp[4, 8])])
+    assert torch.allclose(got, ref, atol=1e-5)
+    hard = _bin_ce(logits, pos, 9, soft=False)
+    assert torch.allclose(hard, F.cross_entropy(logits, pos.round().long(), reduction="none"))
+    # the minimiser of the soft loss puts the expectation at the target (the hard one at the nearest bin)
+    z = torch.zeros(1, 9, requires_grad=True)
+    opt = torch.optim.Adam([z], lr=0.1)
+    for _ in range(500):
+        opt.zero_grad()
+        _bin_ce(z, torch.tensor([2.3]), 9, soft=True).sum().backward()
+        opt.step()
+    assert (z.softmax(-1) * torch.arange(9.0)).sum().item() == pytest.approx(2.3, abs=0.02)

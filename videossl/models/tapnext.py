@@ -180,7 +180,9 @@ class TAPNextOutput:
     """``tracks`` (B, T, Q, 2) (x, y) px, pixel centres at integers; ``visible_logit`` (B, T, Q); ``certainty``
     (B, T, Q); ``logits_x`` / ``logits_y`` (B, T, Q, bins); ``bin_origin`` (B, 1, Q, 2) or a scalar: the (x, y)
     in px of bin 0 (0 for absolute bins, the query point − ``max_offset`` for query-relative ones), so that bin
-    i of an axis sits at ``bin_origin + i``."""
+    i of an axis sits at ``bin_origin + i``; with ``integrate``, ``increments`` (B, T, Q, 2) is each frame's read-out
+    displacement since the previous frame (bin i = ``bin_origin + i`` px, ``bin_origin`` = −``max_offset``) and
+    ``tracks`` their sum after the query frame."""
 
     tracks: torch.Tensor
     visible_logit: torch.Tensor
@@ -188,6 +190,8 @@ class TAPNextOutput:
     logits_x: torch.Tensor
     logits_y: torch.Tensor
     bin_origin: torch.Tensor | float = 0.0
+    increments: torch.Tensor | None = None
+    soft_bins: bool = False
 
 
 def readout(logits: torch.Tensor, window: int = 20, temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,7 +213,8 @@ class TAPNext(nn.Module):
 
     def __init__(self, img_size: int = 64, patch: int = 8, width: int = 192, depth: int = 4, heads: int = 3,
                  mlp_ratio: float = 4.0, isolate_queries: bool = False, window: int = 20, certainty_px: float = 8.0,
-                 relative: bool = False, max_offset: int | None = None):
+                 relative: bool = False, max_offset: int | None = None, motion_input: bool = False,
+                 integrate: bool = False, readout_temperature: float = 0.5, soft_bins: bool = False):
         super().__init__()
         if img_size % patch:
             raise VideosslError(f"img_size {img_size} is not divisible by the patch size {patch}")
@@ -222,9 +227,18 @@ class TAPNext(nn.Module):
         self.max_offset = (self.img_size // 2 if max_offset is None else int(max_offset)) if self.relative else 0
         if self.relative and self.max_offset < 1:
             raise VideosslError(f"max_offset must be >= 1 px, got {max_offset}")
+        # the read-out's softmax temperature (the paper's 0.5); soft_bins: the loss's bin targets split between the
+        # two bins around the target (so the expectation is unbiased for sub-bin targets) instead of the nearest bin
+        self.readout_temperature, self.soft_bins = float(readout_temperature), bool(soft_bins)
+        # integrate: the relative bins are the point's displacement since the previous frame, summed after the query
+        self.integrate = bool(integrate)
+        if self.integrate and not self.relative:
+            raise VideosslError("integrate reads per-frame displacements out of query-relative bins: set relative: true")
         # one bin per pixel: of the frame (absolute), or of the offsets -max_offset … +max_offset (relative)
         self.num_bins = 2 * self.max_offset + 1 if self.relative else self.img_size
-        self.patch_embed = nn.Conv2d(3, width, patch, stride=patch)
+        # motion_input: each patch also sees the frame minus the previous one (zero on frame 0)
+        self.motion_input = bool(motion_input)
+        self.patch_embed = nn.Conv2d(6 if self.motion_input else 3, width, patch, stride=patch)
         self.pos_embed = nn.Parameter(torch.randn(self.grid * self.grid, width) * 0.02)
         self.query_token = nn.Parameter(torch.randn(width) * 0.02)
         self.mask_token = nn.Parameter(torch.randn(width) * 0.02)
@@ -264,12 +278,23 @@ class TAPNext(nn.Module):
         return m
 
     # -- the network ----------------------------------------------------------------------------
-    def _run(self, frames: torch.Tensor, queries: torch.Tensor, t0: int, states: list | None):
-        """frames (B, T, 3, H, W), frame indices t0 … t0+T−1 → (output, new states)."""
+    def _embed_input(self, frames: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        """frames (B, T, 3, H, W) → the patch embedding's input: the frames, and with ``motion_input`` each frame's
+        difference to the one before (``prev`` (B, 3, H, W), the frame before this chunk, or None: zero difference)."""
+        if not self.motion_input:
+            return frames
+        before = torch.cat([(frames[:, :1] if prev is None else prev[:, None]), frames[:, :-1]], 1)
+        return torch.cat([frames, frames - before], 2)
+
+    def _run(self, frames: torch.Tensor, queries: torch.Tensor, t0: int, states: list | None,
+             prev: torch.Tensor | None = None, cum: torch.Tensor | None = None):
+        """frames (B, T, 3, H, W), frame indices t0 … t0+T−1, ``prev`` the frame before them (or None), ``cum`` the
+        displacement summed up to frame t0 − 1 (``integrate``; None = zero) → (output, new states, new ``cum``)."""
         B, T = frames.shape[:2]
         Q = queries.shape[1]
         P = self.grid * self.grid
-        x = self.patch_embed(frames.flatten(0, 1)).flatten(2).transpose(1, 2) + self.pos_embed  # (B·T, P, D)
+        x = self.patch_embed(self._embed_input(frames, prev).flatten(0, 1))
+        x = x.flatten(2).transpose(1, 2) + self.pos_embed  # (B·T, P, D)
         x = x.view(B, T, P, self.width)
         qt = self._query_tokens(queries, torch.arange(t0, t0 + T, device=frames.device))
         x = torch.cat([x, qt], 2)  # (B, T, P+Q, D)
@@ -283,36 +308,62 @@ class TAPNext(nn.Module):
         z = self.norm(x[:, :, P:])  # (B, T, Q, D)
         logits = self.coord_head(z)
         lx, ly = logits[..., : self.num_bins], logits[..., self.num_bins:]
-        ex, px = readout(lx, self.window)
-        ey, py = readout(ly, self.window)
+        ex, px = readout(lx, self.window, self.readout_temperature)
+        ey, py = readout(ly, self.window, self.readout_temperature)
         idx = torch.arange(self.num_bins, device=z.device, dtype=px.dtype)
         near_x = ((idx - ex[..., None]).abs() <= self.certainty_px).to(px.dtype)
         near_y = ((idx - ey[..., None]).abs() <= self.certainty_px).to(py.dtype)
         cert = (px * near_x).sum(-1) * (py * near_y).sum(-1)
         tracks = torch.stack([ex, ey], -1)
         origin: torch.Tensor | float = 0.0
-        if self.relative:  # bin i of an axis is the offset i − max_offset from the query point
+        increments = None
+        if self.integrate:  # bin i is the displacement i − max_offset since the previous frame, summed after the query
+            increments = tracks - self.max_offset
+            origin = -float(self.max_offset)
+            tt = torch.arange(t0, t0 + T, device=z.device, dtype=queries.dtype)[None, :, None]
+            after = (tt > queries[..., 0].round()[:, None, :])[..., None].to(tracks.dtype)  # (B, T, Q, 1)
+            steps = (increments * after).cumsum(1)
+            if cum is not None:
+                steps = steps + cum[:, None]
+            cum = steps[:, -1]
+            tracks = queries[:, None, :, [2, 1]].to(tracks.dtype) + steps
+        elif self.relative:  # bin i of an axis is the offset i − max_offset from the query point
             origin = (queries[:, None, :, [2, 1]] - self.max_offset).to(tracks.dtype)  # (B, 1, Q, 2)
             tracks = tracks + origin
-        out = TAPNextOutput(tracks, self.vis_head(z)[..., 0], cert, lx, ly, origin)
-        return out, new_states
+        out = TAPNextOutput(tracks, self.vis_head(z)[..., 0], cert, lx, ly, origin, increments, self.soft_bins)
+        return out, new_states, cum
 
     def forward(self, video: torch.Tensor, queries: torch.Tensor) -> TAPNextOutput:
         if video.ndim != 5 or video.shape[1] != 3:
             raise VideosslError(f"TAPNext expects a video (B, 3, T, H, W), got {tuple(video.shape)}")
         self._check(video.shape[-2:])
-        out, _ = self._run(video.transpose(1, 2), queries.to(video.dtype), 0, None)
+        out, _, _ = self._run(video.transpose(1, 2), queries.to(video.dtype), 0, None)
         return out
 
     def init_state(self, queries: torch.Tensor) -> dict:
         """The streaming state before frame 0: the queries, the step count and no layer state yet."""
-        return {"queries": queries, "t": 0, "layers": None}
+        return {"queries": queries, "t": 0, "layers": None, "prev": None, "cum": None}
 
     def step(self, frame: torch.Tensor, state: dict) -> tuple[TAPNextOutput, dict]:
         """One frame (B, 3, H, W) → outputs for that frame (T = 1) and the next state."""
         self._check(frame.shape[-2:])
-        out, layers = self._run(frame[:, None], state["queries"].to(frame.dtype), int(state["t"]), state["layers"])
-        return out, {"queries": state["queries"], "t": int(state["t"]) + 1, "layers": layers}
+        out, layers, cum = self._run(frame[:, None], state["queries"].to(frame.dtype), int(state["t"]), state["layers"],
+                                     state.get("prev"), state.get("cum"))
+        return out, {"queries": state["queries"], "t": int(state["t"]) + 1, "layers": layers,
+                     "prev": frame if self.motion_input else None, "cum": cum}
+
+
+def _bin_ce(logits: torch.Tensor, pos: torch.Tensor, nb: int, soft: bool) -> torch.Tensor:
+    """Cross-entropy of (..., nb) bin logits against positions ``pos`` (...) in bins, clamped to the range: the nearest
+    bin, or with ``soft`` the two bins around ``pos`` weighted by proximity (their mean is ``pos``)."""
+    pos = pos.clamp(0, nb - 1)
+    if not soft:
+        return F.cross_entropy(logits.flatten(0, -2), pos.round().long().flatten(), reduction="none").view_as(pos)
+    lo = pos.floor().clamp(max=nb - 2)
+    w = (pos - lo)[..., None]
+    logp = logits.log_softmax(-1)
+    lo_i = lo.long()[..., None]
+    return -((1 - w) * logp.gather(-1, lo_i) + w * logp.gather(-1, lo_i + 1))[..., 0]
 
 
 def tapnext_loss(out: TAPNextOutput, target: torch.Tensor, visible: torch.Tensor, scored: torch.Tensor | None = None,
@@ -326,11 +377,16 @@ def tapnext_loss(out: TAPNextOutput, target: torch.Tensor, visible: torch.Tensor
     nb = out.logits_x.shape[-1]
     n_vis = vis.sum().clamp_min(1)
     hub = F.huber_loss(out.tracks, target, delta=1.0, reduction="none").sum(-1)
-    bins = (target - out.bin_origin).round().long().clamp(0, nb - 1)
-    ce = (F.cross_entropy(out.logits_x.flatten(0, 2), bins[..., 0].flatten(), reduction="none")
-          + F.cross_entropy(out.logits_y.flatten(0, 2), bins[..., 1].flatten(), reduction="none")).view_as(hub)
+    ce_on = vis
+    if out.increments is not None:  # the bins are displacements since the previous frame: targets where both are visible
+        step = torch.cat([torch.zeros_like(target[:, :1]), target[:, 1:] - target[:, :-1]], 1)
+        pos = step - out.bin_origin
+        ce_on = vis & torch.cat([torch.zeros_like(vis[:, :1]), vis[:, :-1]], 1)
+    else:
+        pos = target - out.bin_origin
+    ce = _bin_ce(out.logits_x, pos[..., 0], nb, out.soft_bins) + _bin_ce(out.logits_y, pos[..., 1], nb, out.soft_bins)
     bce = F.binary_cross_entropy_with_logits(out.visible_logit, visible.float(), reduction="none")
-    terms = {"huber": (hub * vis).sum() / n_vis, "ce": (ce * vis).sum() / n_vis,
+    terms = {"huber": (hub * vis).sum() / n_vis, "ce": (ce * ce_on).sum() / ce_on.sum().clamp_min(1),
              "visibility": (bce * scored).sum() / scored.sum().clamp_min(1)}
     terms["loss"] = huber_weight * terms["huber"] + ce_weight * terms["ce"] + vis_weight * terms["visibility"]
     return terms
