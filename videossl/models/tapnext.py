@@ -28,6 +28,15 @@ out of the sin-cos embedding to the pixel, which a few thousand CPU steps do not
 TAPNext trained on the synthetic tracks"); with offsets, "stay at the query point" is one bin and only the motion
 is left to learn.
 
+Three more deviations for short CPU training, all off by default (BENCHMARKS.md, "Session 14"):
+``motion_input=True`` gives each patch the frame and its difference to the previous frame (6 channels; zero on
+frame 0; the streaming state keeps the previous frame). ``integrate=True`` (with ``relative``) reads the bins as
+the point's displacement since the previous frame, ``-max_offset … +max_offset`` px, and the track as the query
+point plus the running sum of the displacements after the query frame (carried in the streaming state); the
+bin loss then targets each frame's displacement wherever the point is visible in both frames. ``soft_bins=True``
+splits a bin target between the two bins around it (so that a 0.6-px displacement is not taught as 0 or 1), and
+``readout_temperature`` replaces the paper's 0.5.
+
 Deviations: the RG-LRU runs as a sequential scan in training too (the paper uses a parallel scan; the same
 function), the model is small (width 192, depth 4, patch 8 by default; the paper's S/B are 56M/194M
 parameters) and no auxiliary per-layer loss. ``isolate_queries=True`` adds an attention mask so that a query
