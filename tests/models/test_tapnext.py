@@ -165,16 +165,22 @@ def test_relative_bins_are_offsets_from_the_query_point():
     assert ce.item() == pytest.approx(ref.item(), rel=1e-5)
 
 
-def test_relative_head_is_causal_and_streams_like_the_whole_clip():
-    m = _model(relative=True, isolate_queries=True)
-    v, q = _inputs()
+def _whole_and_streamed(m, v, q, field):
+    """The whole-clip output and the same ``field`` stepped frame by frame, stacked along time."""
     with torch.no_grad():
         whole = m(v, q)
         state, steps = m.init_state(q), []
         for t in range(v.shape[2]):
             out, state = m.step(v[:, :, t], state)
-            steps.append(out.tracks)
-    assert torch.allclose(torch.cat(steps, 1), whole.tracks, atol=1e-4)
+            steps.append(getattr(out, field))
+    return whole, torch.cat(steps, 1)
+
+
+def test_relative_head_is_causal_and_streams_like_the_whole_clip():
+    m = _model(relative=True, isolate_queries=True)
+    v, q = _inputs()
+    whole, streamed = _whole_and_streamed(m, v, q, "tracks")
+    assert torch.allclose(streamed, whole.tracks, atol=1e-4)
 
 
 def test_max_offset_needs_the_relative_head():
@@ -189,13 +195,10 @@ def test_motion_input_streams_like_the_whole_clip_and_stays_causal():
     v, q = _inputs()
     v2 = v.clone()
     v2[:, :, 4:] = torch.rand_like(v2[:, :, 4:])
+    whole, streamed = _whole_and_streamed(m, v, q, "logits_x")
     with torch.no_grad():
-        whole, changed = m(v, q), m(v2, q)
-        state, steps = m.init_state(q), []
-        for t in range(v.shape[2]):
-            out, state = m.step(v[:, :, t], state)
-            steps.append(out.logits_x)
-    assert torch.allclose(torch.cat(steps, 1), whole.logits_x, atol=1e-4)
+        changed = m(v2, q)
+    assert torch.allclose(streamed, whole.logits_x, atol=1e-4)
     assert torch.equal(whole.logits_x[:, :4], changed.logits_x[:, :4])
 
 
@@ -227,13 +230,8 @@ def test_motion_input_is_the_frame_and_its_difference_to_the_previous_frame():
 def test_integrated_head_sums_displacements_after_the_query_frame_and_streams():
     m = _model(relative=True, max_offset=4, integrate=True, isolate_queries=True, motion_input=True)
     v, q = _inputs()
-    with torch.no_grad():
-        whole = m(v, q)
-        state, steps = m.init_state(q), []
-        for t in range(v.shape[2]):
-            out, state = m.step(v[:, :, t], state)
-            steps.append(out.tracks)
-    assert torch.allclose(torch.cat(steps, 1), whole.tracks, atol=1e-4)
+    whole, streamed = _whole_and_streamed(m, v, q, "tracks")
+    assert torch.allclose(streamed, whole.tracks, atol=1e-4)
     tq = q[..., 0].long()  # (B, Q)
     xy = q[..., [2, 1]]
     for b in range(2):
