@@ -252,3 +252,16 @@ def test_fast_preset_moves_more_per_frame_and_keeps_the_object_in_view():
         step_f = np.abs(np.diff(pf.obj.centre, axis=0)).max()
         assert step_f > step_e and step_f >= 1.8
         assert pf.obj.centre.min() >= 0 and pf.obj.centre.max() <= fast.size - 1
+
+
+def test_tracks_option_sets_the_number_of_tracks_and_rejects_zero(tmp_path):
+    from videossl.cli import main
+    from videossl.errors import VideosslError
+
+    assert main(["data", "synth", "--out", str(tmp_path), "--num-videos", "8", "--tracks", "20", "--size", "32",
+                 "--frames", "4", "--workers", "1", "--no-progress"]) == 0
+    _, members = next(iter_tar_samples(split_shard_paths(tmp_path, "train")[0]))
+    tr = load_npz(members["tracks.npz"])
+    assert tr["points"].shape == (4, 20, 2) and tr["visible"].shape == (4, 20)
+    with pytest.raises(VideosslError, match="--tracks must be at least 1"):
+        make_config(num_tracks=0)

@@ -28,6 +28,7 @@ examples:
   videossl data synth --out data/synth
   videossl data synth --out data/synth-hard --preset hard --num-videos 2000 --workers 4
   videossl data synth --out data/mmnist-like --size 64 --frames 20 --num-videos 1000
+  videossl data synth --out data/synth-tracks32 --tracks 32 --num-videos 3000 --seed 7   # TAPNext training
   videossl data synth --out data/synth-long --preset long --num-videos 640   # 128-256 frames, 3-8 events
   videossl data synth --out data/synth-av --audio      # + a stereo AAC track that follows the motion (16 kHz)
 """
@@ -38,6 +39,9 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-videos", type=int, default=1200, help="number of videos over all splits (70/15/15)")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: preset's, 16)")
     p.add_argument("--size", type=int, default=None, help="frame width = height in px, even (default: preset's)")
+    p.add_argument("--tracks", type=int, default=None,
+                   help="point tracks per video, sampled inside the object (default: preset's, 8; 'tap': 32); "
+                        "more tracks give a point tracker more supervision per clip")
     p.add_argument("--fps", type=float, default=None, help="frame rate written into the mp4 (default 12)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed = same dataset")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
@@ -75,6 +79,7 @@ def run_cli(args: argparse.Namespace) -> int:
         num_frames=args.frames,
         size=args.size,
         fps=args.fps,
+        num_tracks=args.tracks,
         crf=args.crf,
         audio=args.audio,
         audio_rate=args.audio_rate,

@@ -398,6 +398,8 @@ def validate_config(cfg: SynthConfig) -> None:
         raise VideosslError(f"--size must be an even number >= 16 (H.264 needs even sizes), got {cfg.size}")
     if cfg.num_frames < 2:
         raise VideosslError(f"--frames must be at least 2 (motion needs two frames), got {cfg.num_frames}")
+    if cfg.num_tracks < 1:
+        raise VideosslError(f"--tracks must be at least 1, got {cfg.num_tracks}")
     if not cfg.fps > 0:
         raise VideosslError(f"--fps must be positive, got {cfg.fps}")
 
