@@ -372,3 +372,59 @@ def test_random_draws_come_from_the_step_generator_not_the_global_rng():
     assert torch.equal(l1, l2)
     m.seed = 7  # another seed (as another global step would): other masks, other loss
     assert not torch.equal(m.ssl_step(b)[0], l1)
+
+
+def test_chunk_order_reorders_the_valid_steps_never_as_they_were():
+    from videossl.methods.long_video import chunk_order
+
+    g = torch.Generator().manual_seed(0)
+    for n, k in ((8, 4), (7, 3), (2, 2), (12, 8)):
+        for _ in range(30):
+            src = chunk_order(n, 16, k, g)
+            assert sorted(src.tolist()) == list(range(16))  # a permutation of all steps
+            assert src[n:].tolist() == list(range(n, 16))  # padding stays where it is
+            assert src[:n].tolist() != list(range(n))  # never the original order
+            runs = [r for r in torch.tensor_split(src[:n], torch.where(src[:n].diff() != 1)[0] + 1)]
+            assert len(runs) <= k  # whole chunks moved, each kept in its own order
+    assert chunk_order(1, 4, 4, g).tolist() == [0, 1, 2, 3]  # nothing to reorder
+
+
+def test_chunk_shuffled_clip_moves_whole_steps_and_keeps_the_same_tubelets():
+    from videossl.methods.long_video import _chunk_shuffled
+    from videossl.models.vivit import permute_keep_indices
+
+    clip = torch.arange(2 * 12).float().view(2, 1, 12, 1, 1).expand(2, 1, 12, 2, 2).contiguous()
+    valid = torch.ones(2, 12, dtype=torch.bool)
+    valid[1, 8:] = False  # sample 1: 4 steps of 2 frames valid, 2 padded
+    g = torch.Generator().manual_seed(1)
+    out, v, src = _chunk_shuffled(clip, valid, 2, 3, g)
+    for b in range(2):
+        for j in range(6):
+            assert torch.equal(out[b, :, 2 * j:2 * j + 2], clip[b, :, 2 * src[b, j]:2 * src[b, j] + 2])
+    assert src[1, 4:].tolist() == [4, 5] and torch.equal(v, valid)
+    keep = torch.tensor([[0, 5, 9, 22], [1, 4, 14, 23]])  # tokens t*4 + s on a 6 x 4 grid
+    new = permute_keep_indices(keep, src, 4)
+    for b in range(2):  # the same (step, position) pairs, at the steps they were moved to
+        moved = sorted((int(src[b, i // 4]), int(i % 4)) for i in new[b])
+        assert moved == sorted((int(i // 4), int(i % 4)) for i in keep[b])
+    with pytest.raises(VideosslError, match="does not split"):
+        _chunk_shuffled(clip[:, :, :11], None, 2, 3, g)
+
+
+def test_order_negatives_keep_the_tubelets_and_log_their_term():
+    torch.manual_seed(0)
+    m = LongVideoContrastive(enc(), text_encoder=text(), embed_dim=16, order_negatives=2, order_weight=0.5)
+    calls = []
+    m.encoder.register_forward_hook(lambda mod, a, kw, out: calls.append((a[0].clone(), kw)), with_kwargs=True)
+    m.train()
+    loss, _, logs = m.ssl_step(batch())
+    assert {"vt_order_loss", "vt_order_acc"} <= set(logs) and len(calls) == 2
+    assert math.isclose(float(loss.detach()), float(logs["vt_loss"] + 0.5 * logs["vt_order_loss"]), rel_tol=1e-5)
+    (x0, _), (x1, kw1) = calls
+    assert "keep" in kw1 and not torch.equal(x0, x1)
+    assert torch.equal(x1[:, :, :4], x0[:, :, 4:]) and torch.equal(x1[:, :, 4:], x0[:, :, :4])  # 2 chunks: swapped
+    for bad in (1, -2):
+        with pytest.raises(VideosslError, match="number of chunks"):
+            LongVideoContrastive(enc(), text_encoder=text(), order_negatives=bad)
+    with pytest.raises(VideosslError, match="video_text or both"):
+        LongVideoContrastive(enc(), objective="video_video", order_negatives=4)

@@ -44,6 +44,12 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   synthetic set by construction: its class pairs are time reversals of each other; mostly true of
   real actions, but not of e.g. waving). Costs one more encoder pass per step. Logged: ``rev_loss``,
   ``rev_acc`` (how often the positive wins).
+* ``order_negatives=K`` (video–text, long videos; our addition, not in arXiv:2312.07395): each caption must
+  prefer its video to the same video cut into K chunks (whole tubelet steps, padding left in place) put in
+  another random order, with the same kept tubelets moved along. Every event keeps its own motion, so
+  only the *order* of the events tells the two apart: it is the video-side twin of ``order_shuffle``, which
+  asks the same of the captions. A reordering can leave the events' order intact (e.g. two chunks inside
+  one event swapped); such a negative is a false one. Logged ``vt_order_loss``, ``vt_order_acc``.
 
 Stage 1 can add an image–text term (``image_view``: the name of a one-frame view embedded as a still
 image through the ViViT's own 2D patch conv; the paper mixes image–text and video–text batches).
@@ -72,7 +78,7 @@ from videossl.losses.infonce import hard_negative_nce, infonce_distributed
 from videossl.methods.base import SSLMethod
 from videossl.models.motion import motion_view
 from videossl.models.text import HashTextTransformer
-from videossl.models.vivit import mirror_keep_indices, resize_spatial_table, resize_temporal_table
+from videossl.models.vivit import mirror_keep_indices, permute_keep_indices, resize_spatial_table, resize_temporal_table
 
 OBJECTIVES = ("video_text", "video_video", "both")
 HARD_NEGATIVES = ("none", "motion_swap", "order_shuffle")
@@ -98,6 +104,39 @@ def _reversed(clip: torch.Tensor, valid: torch.Tensor | None, which: torch.Tenso
     if valid is not None:
         valid = torch.where(which.view(-1, 1), rev_valid, valid)
     return clip, valid
+
+
+def chunk_order(valid_steps: int, steps: int, chunks: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Source step of each of ``steps`` time steps: the first ``valid_steps`` cut into ``chunks`` near-equal runs
+    put in a random order other than the original, the rest (padding) left in place; the identity when fewer
+    than two steps are valid."""
+    k = min(int(chunks), int(valid_steps))
+    if k < 2:
+        return torch.arange(steps)
+    bounds = [round(i * valid_steps / k) for i in range(k + 1)]
+    perm = torch.randperm(k, generator=generator)
+    if torch.equal(perm, torch.arange(k)):  # never the original order: rotate by one instead
+        perm = perm.roll(1)
+    runs = [torch.arange(bounds[p], bounds[p + 1]) for p in perm.tolist()]
+    return torch.cat(runs + [torch.arange(valid_steps, steps)])
+
+
+def _chunk_shuffled(clip: torch.Tensor, valid: torch.Tensor | None, step: int, chunks: int,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The clip (B, C, T, H, W) with the valid part of its time axis cut into ``chunks`` runs of whole
+    ``step``-frame steps (the tubelets) and put in another order, per sample: (clip, valid, src (B, T // step))."""
+    b, t = clip.shape[0], clip.shape[2]
+    if t % step:
+        raise VideosslError(f"a {t}-frame clip does not split into {step}-frame steps")
+    steps = t // step
+    srcs = []
+    for i in range(b):
+        n = steps if valid is None else int(valid[i].view(steps, step).all(1).long().cumprod(0).sum())
+        srcs.append(chunk_order(n, steps, chunks, generator))
+    src = torch.stack(srcs).to(clip.device)
+    frames = (src[:, :, None] * step + torch.arange(step, device=clip.device)).flatten(1)  # (B, T)
+    out = clip.gather(2, frames[:, None, :, None, None].expand_as(clip))
+    return out, (None if valid is None else valid.gather(1, frames)), src
 
 
 def _reverse_loss(q: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor, temperature) -> tuple[torch.Tensor, dict]:
@@ -134,6 +173,8 @@ class LongVideoContrastive(SSLMethod):
             ``order_shuffle``: other orders per caption (at most, 1..7).
         reverse_negatives, reverse_weight: video-side hard negatives: the same clip played
             backwards (see the module docstring).
+        order_negatives, order_weight: video-side hard negatives for long videos: the same clip cut into
+            ``order_negatives`` chunks put in another order (0: off; see the module docstring).
         clip_view: the name of the data's clip view (its first output is the clip, its second, if any, the
             video-video objective's second view).
         image_view, image_weight: stage 1's image–text term: the name of a one-frame view in the
@@ -168,6 +209,8 @@ class LongVideoContrastive(SSLMethod):
         hard_negative_count: int = 1,
         reverse_negatives: bool = False,
         reverse_weight: float = 1.0,
+        order_negatives: int = 0,
+        order_weight: float = 1.0,
         second_view: str = "rgb",
         motion_view_gain: float = 4.0,
         clip_view: str = "clip",
@@ -197,6 +240,11 @@ class LongVideoContrastive(SSLMethod):
             raise VideosslError(f"hard_negative_count must be in 1..7 (the other motion classes), got {hard_negative_count}")
         self.hard_negative_count = int(hard_negative_count)
         self.reverse_negatives, self.reverse_weight = bool(reverse_negatives), float(reverse_weight)
+        if int(order_negatives) == 1 or int(order_negatives) < 0:
+            raise VideosslError(f"order_negatives is a number of chunks to reorder (0: off, or >= 2), got {order_negatives}")
+        if order_negatives and objective == "video_video":
+            raise VideosslError("order_negatives asks each caption to prefer its video: they need objective video_text or both")
+        self.order_negatives, self.order_weight = int(order_negatives), float(order_weight)
         if second_view not in SECOND_VIEWS:
             raise VideosslError(f"unknown second_view {second_view!r}: choose one of {', '.join(SECOND_VIEWS)}")
         if second_view != "rgb" and objective == "video_text":
@@ -316,6 +364,18 @@ class LongVideoContrastive(SSLMethod):
         grid = kept.grid
         return self.encode(rc, rv, keep=mirror_keep_indices(keep, grid[0], grid[1] * grid[2]))
 
+    def encode_reordered(self, clip: torch.Tensor, valid: torch.Tensor | None, kept,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """Features of ``clip`` with its chunks in another order (:func:`_chunk_shuffled`, whole tubelet steps),
+        masked like the encoding that returned ``kept``: the same tubelets, moved with their chunks, so the
+        reordered clip holds exactly the same pixels and differs only in their order."""
+        keep = None if kept is None else kept.indices
+        step = 1 if kept is None else clip.shape[2] // kept.grid[0]
+        rc, rv, src = _chunk_shuffled(clip, valid, step, self.order_negatives, generator)
+        if not self.training or keep is None or keep.shape[0] != clip.shape[0]:
+            return self.encode(rc, rv)
+        return self.encode(rc, rv, keep=permute_keep_indices(keep, src, kept.grid[1] * kept.grid[2]))
+
     def temperature(self) -> torch.Tensor:
         return 1.0 / self.logit_scale.exp().clamp(max=self.max_logit_scale)
 
@@ -396,6 +456,11 @@ class LongVideoContrastive(SSLMethod):
                 l_rev, rev_logs = _reverse_loss(t, v, v_rev, temp)
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vt_{k}": x for k, x in rev_logs.items()})
+            if self.order_negatives:
+                v_ord = self.video_proj(self.encode_reordered(clip0, valid0, kept0, g_cpu))
+                l_ord, ord_logs = _reverse_loss(t, v, v_ord, temp)
+                loss = loss + self.order_weight * l_ord
+                logs.update({f"vt_order_{k.split('_')[1]}": x for k, x in ord_logs.items()})
             if self.image_view is not None:
                 img = to_clip(view(batch, self.image_view))
                 if img.shape[2] != 1:

@@ -153,6 +153,17 @@ def mirror_keep_indices(keep: torch.Tensor, grid_t: int, grid_s: int) -> torch.T
     return ((grid_t - 1 - t) * grid_s + s).sort(dim=1).values
 
 
+def permute_keep_indices(keep: torch.Tensor, src: torch.Tensor, grid_s: int) -> torch.Tensor:
+    """Keep indices of a clip whose tubelet step ``j`` is the original clip's step ``src[:, j]`` (``src`` (B, T')
+    a permutation per sample) that keep the same tubelets: token ``t·S + s`` → ``inv[t]·S + s`` (sorted), with
+    ``inv`` the inverse permutation; both clips then keep exactly the same pixels."""
+    t, s = keep // grid_s, keep % grid_s
+    if int(t.max()) >= src.shape[1]:
+        raise VideosslError(f"keep indices beyond a {src.shape[1]} x {grid_s} token grid")
+    inv = src.argsort(dim=1)
+    return (inv.gather(1, t) * grid_s + s).sort(dim=1).values
+
+
 def resize_temporal_table(table: torch.Tensor, steps: int) -> torch.Tensor:
     """(1, T0, D) → (1, steps, D) by linear interpolation; unchanged when ``steps == T0``."""
     if table.shape[1] == steps:
