@@ -49,7 +49,10 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   another random order, with the same kept tubelets moved along. Every event keeps its own motion, so
   only the *order* of the events tells the two apart: it is the video-side twin of ``order_shuffle``, which
   asks the same of the captions. A reordering can leave the events' order intact (e.g. two chunks inside
-  one event swapped); such a negative is a false one. Logged ``vt_order_loss``, ``vt_order_acc``.
+  one event swapped); such a negative is a false one. The cuts rarely fall at the events' bounds, so a
+  reordered video shows cuts that a real one lacks (mid-motion scene changes, jumping objects), which the encoder
+  can learn instead of the order: on the synthetic long set the term is solved while the caption-side order
+  term stays at chance (BENCHMARKS.md, session 14). Logged ``vt_order_loss``, ``vt_order_acc``.
 
 Stage 1 can add an image–text term (``image_view``: the name of a one-frame view embedded as a still
 image through the ViViT's own 2D patch conv; the paper mixes image–text and video–text batches).
