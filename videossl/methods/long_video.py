@@ -81,7 +81,7 @@ from videossl.losses.infonce import hard_negative_nce, infonce_distributed
 from videossl.methods.base import SSLMethod
 from videossl.models.motion import motion_view
 from videossl.models.text import HashTextTransformer
-from videossl.models.vivit import mirror_keep_indices, permute_keep_indices, resize_spatial_table, resize_temporal_table
+from videossl.models.vivit import permute_keep_indices, resize_spatial_table, resize_temporal_table
 
 OBJECTIVES = ("video_text", "video_video", "both")
 HARD_NEGATIVES = ("none", "motion_swap", "order_shuffle")
@@ -142,13 +142,15 @@ def _chunk_shuffled(clip: torch.Tensor, valid: torch.Tensor | None, step: int, c
     return out, (None if valid is None else valid.gather(1, frames)), src
 
 
-def _reverse_loss(q: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor, temperature) -> tuple[torch.Tensor, dict]:
-    """Each query must prefer its key to the same key computed from the reversed clip."""
-    loss = hard_negative_nce(q.float(), k.float(), k_rev.float()[:, None], temperature)
+def _hard_negative_term(q: torch.Tensor, k: torch.Tensor, k_neg: torch.Tensor, temperature,
+                        name: str) -> tuple[torch.Tensor, dict]:
+    """Each query must prefer its key to the same key computed from a transformed clip (reversed, reordered):
+    the loss and ``{name}_loss`` / ``{name}_acc`` (how often the positive wins)."""
+    loss = hard_negative_nce(q.float(), k.float(), k_neg.float()[:, None], temperature)
     with torch.no_grad():
-        qn, kn, rn = (F.normalize(x.float(), dim=-1) for x in (q, k, k_rev))
+        qn, kn, rn = (F.normalize(x.float(), dim=-1) for x in (q, k, k_neg))
         acc = ((qn * kn).sum(-1) > (qn * rn).sum(-1)).float().mean()
-    return loss, {"rev_loss": loss.detach(), "rev_acc": acc}
+    return loss, {f"{name}_loss": loss.detach(), f"{name}_acc": acc}
 
 
 class LongVideoContrastive(SSLMethod):
@@ -355,29 +357,31 @@ class LongVideoContrastive(SSLMethod):
             return self.encoder(clip, **kw), None
         return self.encoder(clip, return_kept=True, **kw)
 
+    def _encode_moved(self, clip: torch.Tensor, valid: torch.Tensor | None, src: torch.Tensor | None, kept) -> torch.Tensor:
+        """Features of ``clip`` (already moved in time: its tubelet step ``j`` is the original's ``src[:, j]``),
+        masked like the encoding of the original that returned ``kept``: the same tubelets, moved along, so
+        both hold exactly the same pixels. Unmasked outside training or without kept indices."""
+        keep = None if kept is None else kept.indices
+        if not self.training or keep is None or src is None or keep.shape[0] != clip.shape[0]:
+            return self.encode(clip, valid)
+        return self.encode(clip, valid, keep=permute_keep_indices(keep, src, kept.grid[1] * kept.grid[2]))
+
     def encode_reversed(self, clip: torch.Tensor, valid: torch.Tensor | None, kept) -> torch.Tensor:
         """Features of ``clip`` played backwards, masked like the encoding that returned ``kept``:
         with a token-dropping encoder the reversed clip keeps the same tubelets (mirrored in time,
         :func:`~videossl.models.vivit.mirror_keep_indices`), so it holds exactly the same pixels as
         that clip and differs from it only in their order."""
         rc, rv = _reversed(clip, valid)
-        keep = None if kept is None else kept.indices
-        if not self.training or keep is None or keep.shape[0] != clip.shape[0]:
-            return self.encode(rc, rv)
-        grid = kept.grid
-        return self.encode(rc, rv, keep=mirror_keep_indices(keep, grid[0], grid[1] * grid[2]))
+        src = None if kept is None else torch.arange(kept.grid[0] - 1, -1, -1, device=clip.device).expand(clip.shape[0], -1)
+        return self._encode_moved(rc, rv, src, kept)
 
     def encode_reordered(self, clip: torch.Tensor, valid: torch.Tensor | None, kept,
                          generator: torch.Generator | None = None) -> torch.Tensor:
         """Features of ``clip`` with its chunks in another order (:func:`_chunk_shuffled`, whole tubelet steps),
-        masked like the encoding that returned ``kept``: the same tubelets, moved with their chunks, so the
-        reordered clip holds exactly the same pixels and differs only in their order."""
-        keep = None if kept is None else kept.indices
+        masked like the encoding that returned ``kept`` (the same tubelets, moved with their chunks)."""
         step = 1 if kept is None else clip.shape[2] // kept.grid[0]
         rc, rv, src = _chunk_shuffled(clip, valid, step, self.order_negatives, generator)
-        if not self.training or keep is None or keep.shape[0] != clip.shape[0]:
-            return self.encode(rc, rv)
-        return self.encode(rc, rv, keep=permute_keep_indices(keep, src, kept.grid[1] * kept.grid[2]))
+        return self._encode_moved(rc, rv, None if kept is None else src, kept)
 
     def temperature(self) -> torch.Tensor:
         return 1.0 / self.logit_scale.exp().clamp(max=self.max_logit_scale)
@@ -456,14 +460,14 @@ class LongVideoContrastive(SSLMethod):
                 logs.update(hn_logs)
             if self.reverse_negatives:
                 v_rev = self.video_proj(self.encode_reversed(clip0, valid0, kept0))
-                l_rev, rev_logs = _reverse_loss(t, v, v_rev, temp)
+                l_rev, rev_logs = _hard_negative_term(t, v, v_rev, temp, "rev")
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vt_{k}": x for k, x in rev_logs.items()})
             if self.order_negatives:
                 v_ord = self.video_proj(self.encode_reordered(clip0, valid0, kept0, g_cpu))
-                l_ord, ord_logs = _reverse_loss(t, v, v_ord, temp)
+                l_ord, ord_logs = _hard_negative_term(t, v, v_ord, temp, "order")
                 loss = loss + self.order_weight * l_ord
-                logs.update({f"vt_order_{k.split('_')[1]}": x for k, x in ord_logs.items()})
+                logs.update({f"vt_{k}": x for k, x in ord_logs.items()})
             if self.image_view is not None:
                 img = to_clip(view(batch, self.image_view))
                 if img.shape[2] != 1:
@@ -492,7 +496,7 @@ class LongVideoContrastive(SSLMethod):
             if flip is not None:
                 # view 1 must prefer view 0 to view 0 played backwards (same tubelets, RGB in both modes)
                 f0_rev = self.encode_reversed(clip0, valid0, kept0)
-                l_rev, rev_logs = _reverse_loss(z1, z0, self.video_head(f0_rev), temp_v)
+                l_rev, rev_logs = _hard_negative_term(z1, z0, self.video_head(f0_rev), temp_v, "rev")
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vv_{k}": x for k, x in rev_logs.items()})
                 if not self.uses_text:  # the online probe gets features of the clip played forwards

@@ -92,6 +92,7 @@ __all__ = [
     "ViViT",
     "inflate_patch_weight",
     "mirror_keep_indices",
+    "permute_keep_indices",
     "num_kept",
     "random_keep_indices",
     "rope3d_rotate",
@@ -147,10 +148,8 @@ def mirror_keep_indices(keep: torch.Tensor, grid_t: int, grid_s: int) -> torch.T
     """Keep indices of the *time-reversed* clip that keep the same tubelets: token ``t·S + s`` →
     ``(T'−1−t)·S + s`` (sorted). The reversed clip's tubelet ``T'−1−t`` holds the frames of tubelet
     ``t`` in reverse order, so both clips then keep exactly the same pixels."""
-    t, s = keep // grid_s, keep % grid_s
-    if int(t.max()) >= grid_t:
-        raise VideosslError(f"keep indices beyond a {grid_t} x {grid_s} token grid")
-    return ((grid_t - 1 - t) * grid_s + s).sort(dim=1).values
+    reverse = torch.arange(grid_t - 1, -1, -1, device=keep.device).expand(keep.shape[0], grid_t)
+    return permute_keep_indices(keep, reverse, grid_s)
 
 
 def permute_keep_indices(keep: torch.Tensor, src: torch.Tensor, grid_s: int) -> torch.Tensor:

@@ -28,7 +28,7 @@ examples:
   videossl data synth --out data/synth
   videossl data synth --out data/synth-hard --preset hard --num-videos 2000 --workers 4
   videossl data synth --out data/mmnist-like --size 64 --frames 20 --num-videos 1000
-  videossl data synth --out data/synth-tracks32 --tracks 32 --num-videos 3000 --seed 7   # TAPNext training
+  videossl data synth --out data/synth-tracks32 --tracks 32 --num-videos 8000 --seed 7   # TAPNext training
   videossl data synth --out data/synth-long --preset long --num-videos 640   # 128-256 frames, 3-8 events
   videossl data synth --out data/synth-av --audio      # + a stereo AAC track that follows the motion (16 kHz)
 """
