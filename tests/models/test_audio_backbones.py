@@ -94,3 +94,33 @@ def test_small_audio_receptive_field_spans_2_to_the_stages_plus_1_minus_1_frames
 def test_small_audio_stages_must_be_a_positive_integer():
     with pytest.raises(VideosslError, match="stages must be an integer >= 1"):
         SmallAudio2D(stages=0)
+
+
+def test_subtract_time_mean_removes_each_bands_clip_mean_and_keeps_the_change():
+    from videossl.models.audio import subtract_time_mean
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 30, 80)
+    y = subtract_time_mean(x)
+    assert torch.allclose(y.mean(dim=2), torch.zeros(2, 2, 80), atol=1e-6)
+    ref = x - x.sum(dim=2, keepdim=True) / x.shape[2]
+    assert torch.allclose(y, ref, atol=1e-6)
+
+
+def test_time_mean_input_ignores_a_stationary_envelope_and_sees_a_moving_one():
+    """A per-(channel, band) constant (gain, timbre) added to the log-mel changes nothing; the same energy
+    moving over time changes the features; without the option the constant changes them."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 40, 80)
+    envelope = torch.randn(3, 2, 1, 80) * 3
+    for on, off in ((SmallAudio2D(width=4, in_channels=2, stages=3, subtract_time_mean=True),
+                     SmallAudio2D(width=4, in_channels=2, stages=3)),
+                    (AudioResNet(layers=(1, 1, 1, 1), width=0.25, in_channels=2, subtract_time_mean=True),
+                     AudioResNet(layers=(1, 1, 1, 1), width=0.25, in_channels=2))):
+        off.load_state_dict(on.state_dict())
+        on.eval(), off.eval()
+        with torch.no_grad():
+            assert torch.allclose(on(x + envelope), on(x), atol=1e-5)
+            assert not torch.allclose(off(x + envelope), off(x), atol=1e-3)
+            ramp = torch.linspace(-3, 3, 40).view(1, 1, 40, 1)  # a level that changes over the clip
+            assert not torch.allclose(on(x + ramp), on(x), atol=1e-3)

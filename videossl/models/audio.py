@@ -22,7 +22,21 @@ from torch import nn
 from videossl.errors import VideosslError
 from videossl.models.preact import check_width_channels, init_conv_bn, preact_resnet_v2, resolve_layers
 
-__all__ = ["AudioResNet", "SmallAudio2D", "check_spectrogram"]
+__all__ = ["AudioResNet", "SmallAudio2D", "check_spectrogram", "subtract_time_mean"]
+
+
+def subtract_time_mean(x: torch.Tensor) -> torch.Tensor:
+    """The spectrogram minus each (channel, mel band)'s mean over the clip's time frames.
+
+    Cepstral mean normalisation on the log-mel image (as in speech front ends; Viikki & Laurila 1998): on a
+    log scale a fixed gain, a channel's level or a stationary spectral envelope (a sound's *timbre*) is close
+    to a per-band constant, which this removes, while what changes over the clip (a pitch that glides, a pan
+    that moves, loudness that swells) stays. A deviation from BraVe (arXiv:2103.16559 §3 feeds
+    ``log(1 + 10000·mel)`` as is), off by default: on small sets an encoder otherwise tells the training
+    clips apart by their timbre and memorises them (BENCHMARKS.md, "Session 16: the audio side stops
+    memorising").
+    """
+    return x - x.mean(dim=2, keepdim=True)
 
 
 def check_spectrogram(x: torch.Tensor, in_channels: int, name: str) -> None:
@@ -47,16 +61,18 @@ class AudioResNet(nn.Module):
         layers: blocks per unit, e.g. ``(1, 1, 1, 1)`` for a tiny variant.
         width: width multiplier w (also widens the stem); ``feature_dim = 2048·w``.
         in_channels: spectrogram channels, 1 (mono; BraVe) or 2 (stereo).
+        subtract_time_mean: feed :func:`subtract_time_mean` of the input (off: BraVe's input as is).
 
     Input ``(B, C, time, mel)`` float; output ``(B, feature_dim)``. Deviations from deepmind/brave: the
     same as TSMResNet's (symmetric padding instead of TF "SAME", Kaiming fan-out init).
     """
 
     def __init__(self, depth: int = 50, layers: Sequence[int] | None = None, width: float = 1.0,
-                 in_channels: int = 1) -> None:
+                 in_channels: int = 1, subtract_time_mean: bool = False) -> None:
         super().__init__()
         check_width_channels(width, in_channels)
         layers = resolve_layers(depth, layers, "AudioResNet")
+        self.subtract_time_mean = bool(subtract_time_mean)
         self.layers, self.width, self.in_channels = layers, float(width), int(in_channels)
         self.stem, self.stages, self.norm, self.feature_dim = preact_resnet_v2(in_channels, layers, width)
         init_conv_bn(self)
@@ -64,6 +80,8 @@ class AudioResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final pre-activated map before pooling: (B, C, time/32, mel/32) (rounded up)."""
         check_spectrogram(x, self.in_channels, "AudioResNet")
+        if self.subtract_time_mean:
+            x = subtract_time_mean(x)
         return self.norm(self.stages(self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,11 +95,13 @@ class SmallAudio2D(nn.Module):
     ``feature_dim = 4·width`` (64 at the default width 16; fewer than 3 stages: ``2^(stages−1)·width``).
     The receptive field is ``2^(stages+1) − 1`` spectrogram frames (3 stages: 15 frames = 0.15 s at hop 10 ms;
     5 stages: 63 = 0.63 s): sound whose meaning is a change over time (a pitch that rises, a pan that moves)
-    needs a field that spans the change, since the mean pooling keeps no order.
+    needs a field that spans the change, since the mean pooling keeps no order. ``subtract_time_mean``: feed
+    :func:`subtract_time_mean` of the input (the clip's per-band mean removed; off by default).
     """
 
-    def __init__(self, width: int = 16, in_channels: int = 1, stages: int = 3) -> None:
+    def __init__(self, width: int = 16, in_channels: int = 1, stages: int = 3, subtract_time_mean: bool = False) -> None:
         super().__init__()
+        self.subtract_time_mean = bool(subtract_time_mean)
         check_width_channels(width, in_channels)
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
             raise VideosslError(f"SmallAudio2D stages must be an integer >= 1, got {stages!r}")
@@ -95,4 +115,6 @@ class SmallAudio2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_spectrogram(x, self.in_channels, "SmallAudio2D")
+        if self.subtract_time_mean:
+            x = subtract_time_mean(x)
         return self.features(x).mean(dim=(2, 3))
