@@ -31,13 +31,14 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--min-scale", type=float, default=0.3, help="random resized crop: smallest area fraction")
     p.add_argument("--out", default="/tmp/sup_encoder.pt")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and data order")
     args = p.parse_args()
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     enc = Small3D(args.width)
     ds = VideoShardDataset(args.data, [ViewSpec(name="clip", sampler="random", frames=args.frames, stride=1,
                                                 size=args.size, augment={"flip_p": 0.0, "blur_p": 0.0, "hue": 0.1,
                                                                          "scale": (args.min_scale, 1.0), "ratio": (0.8, 1.25)})],
-                           split="train", batch_size=args.batch_size, train=True, rank=0, world_size=1)
+                           split="train", batch_size=args.batch_size, train=True, rank=0, world_size=1, seed=args.seed)
     head = torch.nn.Linear(enc.feature_dim, len(ds.source.classes))
     opt = torch.optim.AdamW([*enc.parameters(), *head.parameters()], args.lr)
     start = time.time()

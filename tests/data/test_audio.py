@@ -270,3 +270,77 @@ def test_resampling_as_one_frame_equals_frame_by_frame_and_follows_rate_changes(
     mixed = _frames(16000, 4, 1) + _frames(8000, 4, 2)  # the rate changes inside the stream
     n = np.concatenate(_resample(mixed, "mono", 48000), axis=1).shape[1]
     assert n == pytest.approx((4 * 1024 / 16000 + 4 * 1024 / 8000) * 48000, abs=200)
+
+
+# ------------------------------------------------------------------------------ spectrogram augmentation
+def _log_mel(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.log1p(1e4 * torch.rand(2, 30, 40, generator=g) * 0.01)  # (C, frames, mel), a loud-ish mel
+
+
+def _ratio_db(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The gain in dB applied in the mel domain, element by element."""
+    return 20 * torch.log10(torch.expm1(out.double()) / torch.expm1(x.double()))
+
+
+def test_spectrogram_augment_off_is_the_identity_and_bad_options_are_user_errors():
+    from videossl.data.audio import AudioSpec, SpectrogramAugment, augment_log_mel
+
+    x = _log_mel()
+    assert augment_log_mel(x, SpectrogramAugment()) is x
+    for bad in ({"gain_db": -1}, {"eq_knots": 1}, {"shift_bins": 1.5}, {"channel_db": float("nan")}):
+        with pytest.raises(VideosslError, match="audio.augment"):
+            SpectrogramAugment(**bad)
+    with pytest.raises(VideosslError, match="unknown audio.augment option"):
+        AudioSpec(augment={"gain": 3})
+    assert AudioSpec(augment={"gain_db": 6}).augment == SpectrogramAugment(gain_db=6)
+    with pytest.raises(VideosslError, match="one spectrogram"):
+        augment_log_mel(x[None], SpectrogramAugment(gain_db=1))
+
+
+def test_gain_and_channel_gain_scale_the_mel_magnitudes_within_their_bounds():
+    from videossl.data.audio import SpectrogramAugment, augment_log_mel
+
+    x = _log_mel()
+    gains, chan = [], []
+    for seed in range(40):
+        gen = torch.Generator().manual_seed(seed)
+        db = _ratio_db(augment_log_mel(x, SpectrogramAugment(gain_db=12.0), gen), x)
+        assert torch.allclose(db, db.flatten()[0].expand_as(db), atol=1e-3)  # one gain for the whole sample
+        gains.append(float(db.flatten()[0]))
+        db = _ratio_db(augment_log_mel(x, SpectrogramAugment(channel_db=3.0), torch.Generator().manual_seed(seed)), x)
+        per = db.mean(dim=(1, 2))
+        assert torch.allclose(db, per.view(2, 1, 1).expand_as(db), atol=1e-3)  # one gain per channel
+        chan.append(per)
+    gains, chan = torch.tensor(gains), torch.stack(chan)
+    assert gains.abs().max() <= 12.0 + 1e-3 and gains.min() < -6 and gains.max() > 6  # spread over ±12 dB
+    assert chan.abs().max() <= 3.0 + 1e-3 and (chan[:, 0] - chan[:, 1]).abs().max() > 1.0  # channels differ
+
+
+def test_eq_is_a_piecewise_linear_curve_in_db_over_the_mel_axis_and_shift_moves_the_bands():
+    from videossl.data.audio import SpectrogramAugment, augment_log_mel
+
+    x = _log_mel()
+    db = _ratio_db(augment_log_mel(x, SpectrogramAugment(eq_db=3.0, eq_knots=3), torch.Generator().manual_seed(1)), x)
+    curve = db[0, 0]
+    assert torch.allclose(db, curve.expand_as(db), atol=1e-3)  # the same curve at every frame and channel
+    assert curve.abs().max() <= 3.0 + 1e-3 and curve.std() > 0.1
+    second = curve[2:] - 2 * curve[1:-1] + curve[:-2]  # zero except at the middle knot (3 knots over 40 bands)
+    assert (second.abs() > 1e-3).sum() <= 2
+    seen = set()
+    for seed in range(30):
+        out = augment_log_mel(x, SpectrogramAugment(shift_bins=4), torch.Generator().manual_seed(seed))
+        k = next(k for k in range(-4, 5) if torch.allclose(out, x[..., (torch.arange(40) - k).clamp(0, 39)], atol=1e-5))
+        seen.add(k)
+    assert seen == set(range(-4, 5))  # every shift in ±4 drawn, nothing else
+
+
+def test_spectrogram_augment_draws_from_the_generator_only():
+    from videossl.data.audio import SpectrogramAugment, augment_log_mel
+
+    aug, x = SpectrogramAugment(gain_db=12, channel_db=3, eq_db=3, shift_bins=6), _log_mel()
+    a = augment_log_mel(x, aug, torch.Generator().manual_seed(7))
+    torch.manual_seed(123)  # the global RNG plays no part
+    b = augment_log_mel(x, aug, torch.Generator().manual_seed(7))
+    c = augment_log_mel(x, aug, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)

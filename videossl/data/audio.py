@@ -51,6 +51,8 @@ __all__ = [
     "AudioSpec",
     "AudioTrack",
     "NoAudio",
+    "SpectrogramAugment",
+    "augment_log_mel",
     "as_audio_spec",
     "cut_audio",
     "decode_audio",
@@ -72,6 +74,67 @@ class NoAudio(VideosslError):
     """The data has no audio stream (or one without a single sample)."""
 
 
+@dataclass(frozen=True)
+class SpectrogramAugment:
+    """Training-time augmentation of a log-mel spectrogram ``log(1 + 10000·mel)`` (C, frames, n_mels), applied
+    in the mel domain, every draw from the sample's generator (so a resumed run draws the same):
+
+    - ``gain_db``: one gain per sample, uniform in ±``gain_db`` dB;
+    - ``channel_db``: one more per channel, uniform in ±``channel_db`` dB (moves a stereo balance);
+    - ``eq_db``: a smooth random equaliser, ``eq_knots`` values uniform in ±``eq_db`` dB spread evenly over
+      the mel axis and linearly interpolated between them;
+    - ``shift_bins``: the whole spectrum moved by an integer uniform in ±``shift_bins`` mel bands, the edge
+      band repeated into the gap (a pitch shift on the mel scale).
+
+    All zero (the default) is the identity. Not in BraVe (arXiv:2103.16559 §3 uses the spectrogram as is): on
+    a small set where each video keeps one sound, it stops the audio side from telling the training videos
+    apart by level and timbre alone (BENCHMARKS.md, "Sessions 15–16").
+    """
+
+    gain_db: float = 0.0
+    channel_db: float = 0.0
+    eq_db: float = 0.0
+    eq_knots: int = 4
+    shift_bins: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("gain_db", "channel_db", "eq_db"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v >= 0):
+                raise VideosslError(f"audio.augment.{name} must be a number of dB >= 0, got {v!r}")
+        for name, lo in (("eq_knots", 2), ("shift_bins", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise VideosslError(f"audio.augment.{name} must be an integer >= {lo}, got {v!r}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.gain_db or self.channel_db or self.eq_db or self.shift_bins)
+
+
+def augment_log_mel(spec: torch.Tensor, aug: SpectrogramAugment, gen: torch.Generator | None = None) -> torch.Tensor:
+    """:class:`SpectrogramAugment` applied to one log-mel spectrogram (C, frames, n_mels); a new tensor."""
+    if spec.ndim != 3:
+        raise VideosslError(f"augment_log_mel expects one spectrogram (C, frames, n_mels), got shape {tuple(spec.shape)}")
+    if not aug.active:
+        return spec
+    c, _, m = spec.shape
+
+    def uniform(*shape: int, bound: float) -> torch.Tensor:
+        return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
+    db = uniform(1, 1, 1, bound=aug.gain_db) + uniform(c, 1, 1, bound=aug.channel_db)
+    if aug.eq_db:
+        knots = uniform(1, 1, aug.eq_knots, bound=aug.eq_db)
+        db = db + torch.nn.functional.interpolate(knots, size=m, mode="linear", align_corners=True).view(1, 1, m)
+    mel = torch.expm1(spec) / LOG_FACTOR * (10.0 ** (db / 20.0)).to(spec.dtype)
+    if aug.shift_bins:
+        k = int(torch.randint(-aug.shift_bins, aug.shift_bins + 1, (1,), generator=gen))
+        src = (torch.arange(m) - k).clamp(0, m - 1)  # band j takes band j - k; the edge band fills the gap
+        mel = mel[..., src]
+    return torch.log1p(LOG_FACTOR * mel)
+
+
 @dataclass
 class AudioSpec:
     """The audio of each sample: decoded at ``sample_rate`` into ``channels`` channels (1 = downmix to
@@ -80,7 +143,8 @@ class AudioSpec:
     log-mel spectrogram (``n_fft`` frame and FFT length, ``hop``, ``n_mels`` bands over ``fmin``-``fmax``
     Hz). The defaults are BraVe's (arXiv:2103.16559; deepmind/brave ``brave/models/brave/config.py``).
     ``missing``: a sample without audio is ``skip``-ped (logged and counted like any bad sample) or
-    gets ``silence`` (a zero waveform, ``has_audio=False``)."""
+    gets ``silence`` (a zero waveform, ``has_audio=False``). ``augment``: a :class:`SpectrogramAugment`
+    (or a dict of its fields) applied to the training views' spectrograms only (none by default)."""
 
     sample_rate: int = 48000
     channels: int = 1
@@ -92,8 +156,17 @@ class AudioSpec:
     view: str = "broad"
     seconds: float | None = None
     missing: str = "skip"
+    augment: SpectrogramAugment | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            unknown = set(self.augment) - set(SpectrogramAugment.__dataclass_fields__)
+            if unknown:
+                raise VideosslError(f"unknown audio.augment option(s) {', '.join(sorted(unknown))}: choose from "
+                                    f"{', '.join(SpectrogramAugment.__dataclass_fields__)}")
+            self.augment = SpectrogramAugment(**self.augment)
+        if self.augment is not None and not isinstance(self.augment, SpectrogramAugment):
+            raise VideosslError(f"audio.augment must be a dict of SpectrogramAugment's fields or null, got {self.augment!r}")
         def integer(name: str, lo: int) -> None:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:

@@ -193,3 +193,31 @@ def test_datamodule_takes_a_dict_and_leaves_eval_views_without_the_view_alone(au
     assert "spectrogram" not in v
     with pytest.raises(VideosslError, match="audio.missing"):
         VideoDataModule(str(audio_set), audio={"missing": "drop"})
+
+
+def test_spectrogram_augment_applies_to_training_samples_only(audio_set):
+    """With ``audio.augment`` a training sample's spectrogram is the plain one with a gain (in the mel domain)
+    drawn per sample and per channel; an eval dataset with the same spec gets the plain spectrogram."""
+    from dataclasses import replace
+
+    aug = replace(SPEC, augment={"gain_db": 12.0})
+    plain = one_epoch(VideoShardDataset(audio_set, PAIR, split="train", batch_size=2, seed=5, audio=SPEC))
+    loud = one_epoch(VideoShardDataset(audio_set, PAIR, split="train", batch_size=2, seed=5, audio=aug))
+    again = one_epoch(VideoShardDataset(audio_set, PAIR, split="train", batch_size=2, seed=5, audio=aug))
+    gains = []
+    for a, b, c in zip(plain, loud, again, strict=True):
+        assert a["key"] == b["key"]
+        torch.testing.assert_close(b["spectrogram"], c["spectrogram"], rtol=0, atol=0)  # per-sample generator
+        for i in range(len(a["key"])):
+            sound = a["spectrogram"][i] > 1.0  # bins loud enough for a ratio
+            x, y = a["spectrogram"][i][sound].double(), b["spectrogram"][i][sound].double()
+            db = 20 * torch.log10(torch.expm1(y) / torch.expm1(x))
+            assert db.std() < 1e-2 and abs(float(db.mean())) <= 12.0 + 1e-2
+            gains.append(float(db.mean()))
+    assert max(gains) - min(gains) > 2.0  # a different gain per sample
+    ev_plain = one_epoch(VideoShardDataset(audio_set, EVAL, split="train", batch_size=2, train=False,
+                                           audio=replace(SPEC, view="e")))
+    ev_aug = one_epoch(VideoShardDataset(audio_set, EVAL, split="train", batch_size=2, train=False,
+                                         audio=replace(SPEC, view="e", augment={"gain_db": 12.0})))
+    for a, b in zip(ev_plain, ev_aug, strict=True):
+        torch.testing.assert_close(a["spectrogram"], b["spectrogram"], rtol=0, atol=0)

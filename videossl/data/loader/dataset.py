@@ -64,7 +64,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from videossl.data.audio import AudioSpec, NoAudio, as_audio_spec, silence, window_spectrogram
+from videossl.data.audio import AudioSpec, NoAudio, as_audio_spec, augment_log_mel, silence, window_spectrogram
 from videossl.data.decoding import BACKENDS, open_video
 from videossl.data.loader import sampling
 from videossl.data.loader.batch import collate, decode_member, for_ipc
@@ -297,7 +297,7 @@ class VideoShardDataset(IterableDataset):
                 if times and len(times) == reader.num_frames:  # views at a target rate sample by time
                     clips = [(vi, sampling.retime(c, times, fps) if self.views[vi].target_fps else c) for vi, c in clips]
                 union, positions = sampling.union_indices([c for _, c in clips])
-                sound = self.sound(data, reader.num_frames, fps, clips, raw["__key__"]) if self.audio is not None else None
+                sound = self.sound(data, reader.num_frames, fps, clips, raw["__key__"], gen) if self.audio is not None else None
                 frames = reader.get_frames(union)  # (U, H, W, 3) uint8, contiguous
         except VideosslError as e:
             raise SkipSample(f"decode error: {str(e)[:200]}") from None
@@ -359,13 +359,14 @@ class VideoShardDataset(IterableDataset):
         return clip.start / fps, v.frames * step / fps
 
     def sound(self, data: bytes, num_frames: int, fps: float, clips: list[tuple[int, sampling.Clip]],
-              key: str) -> tuple[torch.Tensor, bool]:
-        """(spectrogram (C, frames, n_mels), has_audio) of one sample; ``SkipSample`` per ``audio.missing``."""
+              key: str, gen: torch.Generator | None = None) -> tuple[torch.Tensor, bool]:
+        """(spectrogram (C, frames, n_mels), has_audio) of one sample; ``SkipSample`` per ``audio.missing``.
+        In training, ``audio.augment`` is applied with the sample's generator ``gen``."""
         if not fps or fps <= 0:
             raise SkipSample(f"audio decode error: the video's frame rate is unknown ({fps}), so its sound cannot be placed")
         start, duration = self.audio_window(fps, clips)
         try:
-            return window_spectrogram(data, self.audio, start, duration, num_frames, fps), True
+            spec = window_spectrogram(data, self.audio, start, duration, num_frames, fps)
         except NoAudio as e:
             if self.audio.missing == "skip":
                 raise SkipSample(f"no audio: {e} (audio.missing is skip)") from None
@@ -373,6 +374,9 @@ class VideoShardDataset(IterableDataset):
             return silence(self.audio, duration), False
         except VideosslError as e:
             raise SkipSample(f"audio decode error: {str(e)[:200]}") from None
+        if self.train and self.audio.augment is not None:
+            spec = augment_log_mel(spec, self.audio.augment, gen)
+        return spec, True
 
     # -- iteration ---------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
