@@ -74,6 +74,15 @@ class NoAudio(VideosslError):
     """The data has no audio stream (or one without a single sample)."""
 
 
+def _from_fields(cls: type, fields: dict, what: str):
+    """``cls(**fields)``, with an error naming the unknown keys and the valid ones (``what``: the option's name)."""
+    unknown = set(fields) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise VideosslError(f"unknown {what} option(s) {', '.join(sorted(unknown))}: "
+                            f"choose from {', '.join(cls.__dataclass_fields__)}")
+    return cls(**fields)
+
+
 @dataclass(frozen=True)
 class SpectrogramAugment:
     """Training-time augmentation of a log-mel spectrogram ``log(1 + 10000·mel)`` (C, frames, n_mels), applied
@@ -127,12 +136,13 @@ def augment_log_mel(spec: torch.Tensor, aug: SpectrogramAugment, gen: torch.Gene
     if aug.eq_db:
         knots = uniform(1, 1, aug.eq_knots, bound=aug.eq_db)
         db = db + torch.nn.functional.interpolate(knots, size=m, mode="linear", align_corners=True).view(1, 1, m)
-    mel = torch.expm1(spec) / LOG_FACTOR * (10.0 ** (db / 20.0)).to(spec.dtype)
+    # log(1 + F·g·mel) = log1p(g · expm1(spec)): the gain g applied to the mel magnitude, F cancels
+    scaled = torch.expm1(spec) * (10.0 ** (db / 20.0)).to(spec.dtype)
     if aug.shift_bins:
         k = int(torch.randint(-aug.shift_bins, aug.shift_bins + 1, (1,), generator=gen))
         src = (torch.arange(m) - k).clamp(0, m - 1)  # band j takes band j - k; the edge band fills the gap
-        mel = mel[..., src]
-    return torch.log1p(LOG_FACTOR * mel)
+        scaled = scaled[..., src]
+    return torch.log1p(scaled)
 
 
 @dataclass
@@ -160,11 +170,7 @@ class AudioSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
-            unknown = set(self.augment) - set(SpectrogramAugment.__dataclass_fields__)
-            if unknown:
-                raise VideosslError(f"unknown audio.augment option(s) {', '.join(sorted(unknown))}: choose from "
-                                    f"{', '.join(SpectrogramAugment.__dataclass_fields__)}")
-            self.augment = SpectrogramAugment(**self.augment)
+            self.augment = _from_fields(SpectrogramAugment, self.augment, "audio.augment")
         if self.augment is not None and not isinstance(self.augment, SpectrogramAugment):
             raise VideosslError(f"audio.augment must be a dict of SpectrogramAugment's fields or null, got {self.augment!r}")
         def integer(name: str, lo: int) -> None:
@@ -208,11 +214,7 @@ def as_audio_spec(spec: AudioSpec | dict | None) -> AudioSpec | None:
     if spec is None or isinstance(spec, AudioSpec):
         return spec
     if isinstance(spec, dict):
-        unknown = set(spec) - set(AudioSpec.__dataclass_fields__)
-        if unknown:
-            raise VideosslError(f"unknown audio option(s) {', '.join(sorted(unknown))}: "
-                                f"choose from {', '.join(AudioSpec.__dataclass_fields__)}")
-        return AudioSpec(**spec)
+        return _from_fields(AudioSpec, spec, "audio")
     raise VideosslError(f"audio must be an AudioSpec, a dict of its fields or null, got {type(spec).__name__}")
 
 

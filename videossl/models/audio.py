@@ -33,8 +33,8 @@ def subtract_time_mean(x: torch.Tensor) -> torch.Tensor:
     to a per-band constant, which this removes, while what changes over the clip (a pitch that glides, a pan
     that moves, loudness that swells) stays. A deviation from BraVe (arXiv:2103.16559 §3 feeds
     ``log(1 + 10000·mel)`` as is), off by default: on small sets an encoder otherwise tells the training
-    clips apart by their timbre and memorises them (BENCHMARKS.md, "Session 16: the audio side stops
-    memorising").
+    clips apart by their timbre and memorises them (BENCHMARKS.md, "Sessions 15–16: BraVe V/A — the audio
+    side learns, the video side does not").
     """
     return x - x.mean(dim=2, keepdim=True)
 
