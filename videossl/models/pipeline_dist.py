@@ -6,12 +6,15 @@ the next rank (read there at the next tick) and, when training Sideways (arXiv 2
 its bottom stage computed for the previous rank's top stage down (used there at the next tick). This is
 exactly the single-process schedule, so outputs and gradients equal :func:`~videossl.models.sideways.
 sideways_tick` / :meth:`PipelinedEncoder.step` on one process. Transport: ``torch.distributed``
-``isend`` / ``irecv`` (gloo on CPU, NCCL on GPU); each message is a small header (present, newest frame)
-and the tensor, whose shape every rank knows from :func:`stage_shapes`. Skips must stay inside a group.
+``isend`` / ``irecv`` (gloo on CPU, NCCL on GPU); one message per link and tick, a small header (present,
+newest frame) and the tensor's bytes, whose shape every rank knows from :func:`stage_shapes`. A group computes
+its top stage first and sends it at once, so the message overlaps the group's other stages. Skips must stay
+inside a group. :func:`balanced_groups` splits by measured per-stage FLOPs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -22,7 +25,9 @@ from videossl.errors import VideosslError
 from videossl.models.pipelined import PipelinedEncoder, StreamState
 from videossl.models.sideways import Grads, LossFn, SidewaysState, TickResult, init_sideways, sideways_tick
 
-__all__ = ["StageGroup", "split_groups", "stage_shapes"]
+__all__ = ["StageGroup", "balanced_groups", "split_groups", "stage_shapes"]
+
+_HDR = 16
 
 
 def split_groups(num_stages: int, world: int) -> list[list[int]]:
@@ -30,6 +35,29 @@ def split_groups(num_stages: int, world: int) -> list[list[int]]:
     if world > num_stages:
         raise VideosslError(f"{world} ranks for {num_stages} stages: at most one rank per stage")
     bounds = [round(i * num_stages / world) for i in range(world + 1)]
+    return [list(range(bounds[i], bounds[i + 1])) for i in range(world)]
+
+
+def balanced_groups(costs: Sequence[float], world: int) -> list[list[int]]:
+    """Contiguous stage groups, one per rank, that minimise the largest group's cost (e.g. the FLOPs of
+    :meth:`~videossl.models.pipelined.PipelinedEncoder.stage_costs`): a tick lasts as long as its slowest
+    group. Ties go to the split with the earliest cut points."""
+    n = len(costs)
+    if world > n:
+        raise VideosslError(f"{world} ranks for {n} stages: at most one rank per stage")
+    pre = [0.0]
+    for c in costs:
+        pre.append(pre[-1] + float(c))
+    # best[k][i]: (largest group cost, cuts) splitting stages [0, i) into k groups
+    best: list[dict[int, tuple[float, tuple[int, ...]]]] = [{0: (0.0, ())}]
+    for k in range(1, world + 1):
+        row = {}
+        for i in range(k, n - (world - k) + 1):
+            row[i] = min((max(best[k - 1][j][0], pre[i] - pre[j]), best[k - 1][j][1] + (j,))
+                         for j in best[k - 1] if j < i)
+        best.append(row)
+    cuts = best[world][n][1][1:] + (n,)
+    bounds = (0,) + cuts
     return [list(range(bounds[i], bounds[i + 1])) for i in range(world)]
 
 
@@ -60,39 +88,46 @@ class StageGroup:
         self.dtype = frame_like.dtype
 
     # -- transport --------------------------------------------------------------------------
+    # One message per link and tick: a 16-byte header (present, newest frame; int64) and the tensor's bytes,
+    # whose shape every rank knows. Up-messages carry tag 0, down-messages (Sideways deltas) tag 1.
+    def _isend(self, x: torch.Tensor | None, newest: int | None, dst: int, shape: tuple[int, ...], tag: int):
+        if x is not None and tuple(x.shape) != tuple(shape):
+            raise VideosslError(f"stage output {tuple(x.shape)} on rank {self.rank} != {tuple(shape)} from the "
+                                "frame this group was built for: build the StageGroup with the running batch shape")
+        msg = torch.empty(_HDR + math.prod(shape) * self.dtype.itemsize, dtype=torch.uint8)
+        msg[:_HDR].view(torch.int64).copy_(torch.tensor([0 if x is None else 1, -1 if newest is None else newest]))
+        if x is not None:
+            msg[_HDR:].view(self.dtype).view(shape).copy_(x)
+        return msg, dist.isend(msg, dst, tag=tag)
+
+    def _irecv(self, src: int, shape: tuple[int, ...], tag: int):
+        msg = torch.empty(_HDR + math.prod(shape) * self.dtype.itemsize, dtype=torch.uint8)
+        return msg, shape, dist.irecv(msg, src, tag=tag)
+
+    def _finish(self, pending) -> tuple[torch.Tensor | None, int | None]:
+        msg, shape, req = pending
+        req.wait()
+        present, newest = msg[:_HDR].view(torch.int64).tolist()
+        if not present:
+            return None, None
+        return msg[_HDR:].view(self.dtype).view(shape), (None if newest < 0 else newest)
+
     def _exchange(self, up: tuple[torch.Tensor | None, int | None], down: torch.Tensor | None,
                   want_down: bool) -> tuple[tuple[torch.Tensor | None, int | None] | None, torch.Tensor | None]:
         """Send (our top output, its newest frame) up and our bottom's delta down; receive the previous rank's
-        top output and the next rank's delta for our top. All isend / irecv posted at once, then waited."""
-        reqs, got_up, got_down = [], None, None
-        hdr_in = torch.zeros(2, dtype=torch.long)
-        dhdr_in = torch.zeros(1, dtype=torch.long)
+        top output and the next rank's delta for our top. All posted at once, then waited."""
+        got_up = self._irecv(self.rank - 1, self.shapes[self.bottom - 1], 0) if not self.is_first else None
+        got_down = self._irecv(self.rank + 1, self.shapes[self.top], 1) if not self.is_last and want_down else None
+        sends = []
         if not self.is_last:
-            out, newest = up
-            hdr = torch.tensor([0 if out is None else 1, -1 if newest is None else newest])
-            reqs.append(dist.isend(hdr, self.rank + 1))
-            if out is not None:
-                reqs.append(dist.isend(out.contiguous(), self.rank + 1))
+            sends.append(self._isend(*up, self.rank + 1, self.shapes[self.top], 0))
         if not self.is_first and want_down:
-            dh = torch.tensor([0 if down is None else 1])
-            reqs.append(dist.isend(dh, self.rank - 1))
-            if down is not None:
-                reqs.append(dist.isend(down.contiguous(), self.rank - 1))
-        if not self.is_first:
-            dist.recv(hdr_in, self.rank - 1)
-            got_up = (None, None)
-            if int(hdr_in[0]):
-                buf = torch.empty(self.shapes[self.bottom - 1], dtype=self.dtype)
-                dist.recv(buf, self.rank - 1)
-                got_up = (buf, int(hdr_in[1]))
-        if not self.is_last and want_down:
-            dist.recv(dhdr_in, self.rank + 1)
-            if int(dhdr_in[0]):
-                got_down = torch.empty(self.shapes[self.top], dtype=self.dtype)
-                dist.recv(got_down, self.rank + 1)
-        for r in reqs:
-            r.wait()
-        return got_up, got_down
+            sends.append(self._isend(down, None, self.rank - 1, self.shapes[self.bottom - 1], 1))
+        up_in = None if got_up is None else self._finish(got_up)
+        down_in = None if got_down is None else self._finish(got_down)[0]
+        for _, req in sends:
+            req.wait()
+        return up_in, down_in
 
     def _write_boundary(self, state: StreamState, got_up) -> None:
         if not self.is_first and got_up is not None:
@@ -105,10 +140,25 @@ class StageGroup:
 
     @torch.no_grad()
     def step(self, frame: torch.Tensor | None, state: StreamState) -> tuple[torch.Tensor | None, int | None]:
-        """One streaming tick of this group (``frame`` read on rank 0 only); the output on the last rank."""
-        out, delay = self.pipe.step(frame if self.is_first else None, state, owned=self.owned)
-        got_up, _ = self._exchange((state.buffers[self.top], state.newest[self.top]), None, want_down=False)
-        self._write_boundary(state, got_up)
+        """One streaming tick of this group (``frame`` read on rank 0 only); the output on the last rank.
+
+        The top stage is computed first and its output sent at once, so the message travels while the group's
+        lower stages compute; the previous rank's output is received into the boundary buffer at the end of
+        the tick (read at the next one). Same values as :meth:`PipelinedEncoder.step` on one process."""
+        got_up = self._irecv(self.rank - 1, self.shapes[self.bottom - 1], 0) if not self.is_first else None
+        sends, updates = [], {}
+        for l in reversed(self.owned):  # noqa: E741
+            u = self.pipe.stage_update(l, frame if self.is_first else None, state)
+            if u is not None:
+                updates[l] = u
+            if l == self.top and not self.is_last:
+                y, newest = u if u is not None else (state.buffers[l], state.newest[l])
+                sends.append(self._isend(y, newest, self.rank + 1, self.shapes[l], 0))
+        out, delay = self.pipe.advance(state, updates)
+        if got_up is not None:
+            self._write_boundary(state, self._finish(got_up))
+        for _, req in sends:
+            req.wait()
         return (out, delay) if self.is_last else (None, None)
 
     # -- Sideways ---------------------------------------------------------------------------

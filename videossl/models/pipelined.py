@@ -371,20 +371,37 @@ class PipelinedEncoder(nn.Module):
             if self._state is None:
                 self.reset()
             state = self._state
+        updates = {}
+        for l in range(self.num_stages):  # noqa: E741
+            if owned is None or l in owned:
+                u = self.stage_update(l, frame, state)
+                if u is not None:
+                    updates[l] = u
+        return self.advance(state, updates)
+
+    def stage_update(self, l: int, frame: torch.Tensor | None,  # noqa: E741
+                     state: StreamState) -> tuple[torch.Tensor, int] | None:
+        """Stage ``l``'s new (output, newest frame) at tick ``state.t``, read from the previous tick's buffers;
+        ``None`` when the stage is not due or its input is still empty. Stages of one tick are independent, so
+        a caller may compute them in any order (a distributed group computes its top stage first)."""
+        t = state.t
+        if not self.updates_at(l, t):
+            return None
+        if l == 0:
+            return self.stages[0](frame), t
+        srcs = self.inputs_of(l)
+        x = self.combine(l, [state.buffers[s] for s in srcs])
+        if x is None:
+            return None
+        return self.stages[l](x), max(state.newest[s] for s in srcs if state.newest[s] is not None)
+
+    def advance(self, state: StreamState,
+                updates: dict[int, tuple[torch.Tensor, int]]) -> tuple[torch.Tensor | None, int | None]:
+        """End a tick: write the stages' new outputs, move the delay lines on; returns (top output, delay)."""
         t, old, old_new = state.t, state.buffers, state.newest
         new, new_newest = list(old), list(old_new)
-        for l, stage in enumerate(self.stages):  # noqa: E741
-            if not self.updates_at(l, t) or (owned is not None and l not in owned):
-                continue
-            if l == 0:
-                new[0], new_newest[0] = stage(frame), t
-                continue
-            srcs = self.inputs_of(l)
-            x = self.combine(l, [old[s] for s in srcs])
-            if x is None:
-                continue
-            new[l] = stage(x)
-            new_newest[l] = max(old_new[s] for s in srcs if old_new[s] is not None)
+        for l, (y, newest) in updates.items():  # noqa: E741
+            new[l], new_newest[l] = y, newest
         self.shift_delay_lines(old, new)
         self.shift_delay_lines(old_new, new_newest)
         state.buffers, state.newest, state.t = new, new_newest, t + 1
