@@ -17,9 +17,13 @@ from videossl.models.pipeline_dist import StageGroup, balanced_groups, split_gro
 from videossl.models.pipelined import FrameCNN, PipelinedEncoder
 from videossl.models.sideways import init_sideways, sideways_tick
 
-# (depth, clocks, groups, sideways): the even 2 + 2 split with Sideways; 3 + 2 stages with slow clocks (a top
-# stage that is not due still sends its held buffer), forward only (Sideways needs every clock at 1).
-CONFIGS = {"even": (4, None, None, True), "clocked": (5, (1, 1, 2, 2, 4), [[0, 1, 2], [3, 4]], False)}
+# (depth, clocks, groups, sideways): the even 2 + 2 split with Sideways; 3 + 2 stages with mixed clocks, forward
+# only (Sideways needs every clock at 1). Rank 0's top stage has clock 2: it is due every other tick and sends its
+# held buffer in between. "held": rank 1's bottom stage (clock 2) reads the boundary only on the ticks after a held
+# send, so a message left out while the top is not due changes the output. "fresh": it reads every tick (clock 1),
+# so a message carrying the buffer from before this tick's update changes it.
+CONFIGS = {"even": (4, None, None, True), "held": (5, (1, 1, 2, 2, 4), [[0, 1, 2], [3, 4]], False),
+           "fresh": (5, (1, 1, 2, 1, 2), [[0, 1, 2], [3, 4]], False)}
 
 
 def _model(cfg="even"):
@@ -103,11 +107,11 @@ def test_stage_group_refuses_a_batch_it_was_not_built_for():
 @pytest.mark.parametrize("cfg", sorted(CONFIGS))
 def test_two_rank_gloo_pipeline_equals_single_process(cfg):
     ctx = mp.get_context("spawn")
-    q = ctx.SimpleQueue()
+    q = ctx.Queue()
     procs = mp.start_processes(_worker, args=(2, _free_port(), cfg, q), nprocs=2, join=False, start_method="spawn")
     res = {}
     for _ in range(2):
-        rank, outs, sw_outs, grads = q.get()
+        rank, outs, sw_outs, grads = q.get(timeout=120)  # a worker that died fails here, not at pytest's timeout
         t_ = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
         res[rank] = ([(t_(o), d) for o, d in outs], None if sw_outs is None else [t_(o) for o in sw_outs],
                      {n: t_(g) for n, g in grads.items()})

@@ -41,8 +41,10 @@ def split_groups(num_stages: int, world: int) -> list[list[int]]:
 def balanced_groups(costs: Sequence[float], world: int) -> list[list[int]]:
     """Contiguous stage groups, one per rank, that minimise the largest group's cost (e.g. the FLOPs of
     :meth:`~videossl.models.pipelined.PipelinedEncoder.stage_costs`): a tick lasts as long as its slowest
-    group. Ties go to the split with the earliest cut points."""
+    group. Returns one optimal split (which of several equal ones is not specified)."""
     n = len(costs)
+    if world < 1:
+        raise VideosslError(f"{world} ranks: need at least one")
     if world > n:
         raise VideosslError(f"{world} ranks for {n} stages: at most one rank per stage")
     pre = [0.0]
@@ -85,7 +87,7 @@ class StageGroup:
         self.shapes = stage_shapes(pipe, frame_like)
         self.top, self.bottom = self.owned[-1], self.owned[0]
         self.is_last, self.is_first = self.rank == self.world - 1, self.rank == 0
-        self.dtype = frame_like.dtype
+        self.dtype, self.device = frame_like.dtype, frame_like.device  # messages live where the stages run
 
     # -- transport --------------------------------------------------------------------------
     # One message per link and tick: a 16-byte header (present, newest frame; int64) and the tensor's bytes,
@@ -94,14 +96,14 @@ class StageGroup:
         if x is not None and tuple(x.shape) != tuple(shape):
             raise VideosslError(f"stage output {tuple(x.shape)} on rank {self.rank} != {tuple(shape)} from the "
                                 "frame this group was built for: build the StageGroup with the running batch shape")
-        msg = torch.empty(_HDR + math.prod(shape) * self.dtype.itemsize, dtype=torch.uint8)
+        msg = torch.empty(_HDR + math.prod(shape) * self.dtype.itemsize, dtype=torch.uint8, device=self.device)
         msg[:_HDR].view(torch.int64).copy_(torch.tensor([0 if x is None else 1, -1 if newest is None else newest]))
         if x is not None:
             msg[_HDR:].view(self.dtype).view(shape).copy_(x)
         return msg, dist.isend(msg, dst, tag=tag)
 
     def _irecv(self, src: int, shape: tuple[int, ...], tag: int):
-        msg = torch.empty(_HDR + math.prod(shape) * self.dtype.itemsize, dtype=torch.uint8)
+        msg = torch.empty(_HDR + math.prod(shape) * self.dtype.itemsize, dtype=torch.uint8, device=self.device)
         return msg, shape, dist.irecv(msg, src, tag=tag)
 
     def _finish(self, pending) -> tuple[torch.Tensor | None, int | None]:
