@@ -281,3 +281,55 @@ def test_soft_bin_targets_split_between_the_two_nearest_bins():
         _bin_ce(z, torch.tensor([2.3]), 9, soft=True).sum().backward()
         opt.step()
     assert (z.softmax(-1) * torch.arange(9.0)).sum().item() == pytest.approx(2.3, abs=0.02)
+
+
+def _corr_model(**kw):
+    return _model(relative=True, max_offset=4, integrate=True, isolate_queries=True, corr_radius=3, **kw)
+
+
+def test_correlation_tracker_streams_like_the_whole_clip_and_stays_causal():
+    m = _corr_model(motion_input=True)
+    v, q = _inputs()
+    whole, streamed = _whole_and_streamed(m, v, q, "tracks")
+    assert torch.allclose(streamed, whole.tracks, atol=1e-4)
+    v2 = v.clone()
+    v2[:, :, 4:] = torch.rand_like(v2[:, :, 4:])
+    with torch.no_grad():
+        b = m(v2, q)
+    assert torch.equal(whole.tracks[:, :4], b.tracks[:, :4]) and not torch.allclose(whole.tracks[:, 4:], b.tracks[:, 4:])
+    # isolated queries: another query leaves these ones' outputs as they are (its template and window are its own)
+    more = torch.cat([q, torch.tensor([[[0.0, 15.0, 15.0]], [[3.0, 8.0, 9.0]]])], 1)
+    with torch.no_grad():
+        c = m(v, more)
+    assert torch.allclose(c.tracks[:, :, :2], whole.tracks, atol=1e-5)
+
+
+def test_local_correlation_peaks_at_the_displacement():
+    m = _corr_model()
+    with torch.no_grad():
+        m.corr_feat.weight.zero_()
+        m.corr_feat.bias.zero_()
+        for c in range(3):
+            m.corr_feat.weight[c, c, 1, 1] = 1.0  # features = the RGB pixels
+    f0, f1 = torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32)
+    f0[0, :, 12, 10] = 1.0  # a bright pixel at (x 10, y 12) moves by (+2, -1)
+    f1[0, :, 11, 12] = 1.0
+    q = torch.tensor([[[0.0, 12.0, 10.0]]])
+    state = {}
+    with torch.no_grad():
+        tok0 = m._corr_tokens(f0, q, 0, state)  # the query frame: template taken, no correlation token yet
+        assert torch.equal(tok0, torch.zeros_like(tok0))
+        centre = torch.tensor([[[10.0, 12.0]]])  # the track on the query frame: the query point
+        corr = m.local_correlation(m.corr_feat(f1), state["template"], centre)
+    k = int(corr[0, 0].argmax())
+    assert m.corr_offsets[k].tolist() == [2.0, -1.0] and corr[0, 0, k] > 0 and corr[0, 0].sum() == corr[0, 0, k]
+    # sub-pixel: half a pixel off the grid, the two neighbouring offsets share the peak
+    with torch.no_grad():
+        corr = m.local_correlation(m.corr_feat(f1), state["template"], centre + torch.tensor([0.5, 0.0]))
+    top2 = corr[0, 0].topk(2).indices
+    assert sorted(m.corr_offsets[top2][:, 0].tolist()) == [1.0, 2.0]
+
+
+def test_correlation_input_needs_the_integrating_head():
+    with pytest.raises(VideosslError, match="integrate: true"):
+        TAPNext(img_size=32, patch=8, width=64, depth=1, heads=2, relative=True, corr_radius=2)

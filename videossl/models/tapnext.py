@@ -37,6 +37,15 @@ bin loss then targets each frame's displacement wherever the point is visible in
 splits a bin target between the two bins around it (so that a 0.6-px displacement is not taught as 0 or 1), and
 ``readout_temperature`` replaces the paper's 0.5.
 
+``corr_radius=r`` (with ``integrate``; off by default, our addition — the local correlation that RAFT-style
+trackers build, arXiv:2003.12039 §3.2, given to TAPNext as an input): a small 3×3 conv maps each frame to
+``corr_dim`` features at full resolution; on its query frame a query keeps its feature (bilinear at the query
+point) as its template, and on every later frame its token also gets a linear map of the template's dot products
+with the frame's features on the (2r+1)² pixel grid around where the track was on the previous frame (the query
+point on the frame after the query frame). The bins then read the displacement off a local match instead of
+the 8-px patches, which cannot resolve sub-patch motion. The window's centre is the model's own previous output
+(detached), so the clip runs frame by frame (``forward`` loops over :meth:`TAPNext.step`), causal as before.
+
 Deviations: the RG-LRU runs as a sequential scan in training too (the paper uses a parallel scan; the same
 function), the model is small (width 192, depth 4, patch 8 by default; the paper's S/B are 56M/194M
 parameters) and no auxiliary per-layer loss. ``isolate_queries=True`` adds an attention mask so that a query
@@ -223,7 +232,8 @@ class TAPNext(nn.Module):
     def __init__(self, img_size: int = 64, patch: int = 8, width: int = 192, depth: int = 4, heads: int = 3,
                  mlp_ratio: float = 4.0, isolate_queries: bool = False, window: int = 20, certainty_px: float = 8.0,
                  relative: bool = False, max_offset: int | None = None, motion_input: bool = False,
-                 integrate: bool = False, readout_temperature: float = 0.5, soft_bins: bool = False):
+                 integrate: bool = False, readout_temperature: float = 0.5, soft_bins: bool = False,
+                 corr_radius: int = 0, corr_dim: int = 16):
         super().__init__()
         if img_size % patch:
             raise VideosslError(f"img_size {img_size} is not divisible by the patch size {patch}")
@@ -257,7 +267,58 @@ class TAPNext(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.coord_head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 2 * self.num_bins))
         self.vis_head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1))
+        # corr_radius: a local correlation of the query's template around its previous position, per frame
+        self.corr_radius, self.corr_dim = int(corr_radius), int(corr_dim)
+        if self.corr_radius < 0 or self.corr_dim < 1:
+            raise VideosslError(f"corr_radius {corr_radius} must be >= 0 (0 = off) and corr_dim {corr_dim} >= 1")
+        if self.corr_radius and not self.integrate:
+            raise VideosslError("corr_radius centres the window on the previous frame's track, which the integrating "
+                                "head reads a displacement from: set integrate: true (and relative: true)")
+        if self.corr_radius:
+            self.corr_feat = nn.Conv2d(3, self.corr_dim, 3, padding=1)
+            k = 2 * self.corr_radius + 1
+            self.corr_proj = nn.Linear(k * k, width)
+            r = torch.arange(-self.corr_radius, self.corr_radius + 1, dtype=torch.float32)
+            dy, dx = torch.meshgrid(r, r, indexing="ij")
+            self.register_buffer("corr_offsets", torch.stack([dx.flatten(), dy.flatten()], -1), persistent=False)
         self.feature_dim = width
+
+    # -- local correlation (corr_radius) ----------------------------------------------------------
+    def _sample(self, feats: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        """Bilinear samples of feats (B, C, H, W) at points xy (B, N, 2) px (pixel centres at integers; zeros
+        outside the frame) → (B, N, C)."""
+        H, W = feats.shape[-2:]
+        g = torch.stack([xy[..., 0] / max(W - 1, 1), xy[..., 1] / max(H - 1, 1)], -1) * 2 - 1
+        out = F.grid_sample(feats, g[:, :, None].to(feats.dtype), mode="bilinear", padding_mode="zeros",
+                            align_corners=True)  # (B, C, N, 1)
+        return out[..., 0].transpose(1, 2)
+
+    def local_correlation(self, feats: torch.Tensor, template: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """Dot products / sqrt(C) of each query's template (B, Q, C) with feats (B, C, H, W) on the (2r+1)² grid
+        around ``centre`` (B, Q, 2) px, x fastest: (B, Q, (2r+1)²); entry k is offset ``corr_offsets[k]``."""
+        B, Q = centre.shape[:2]
+        off = self.corr_offsets.to(feats.dtype)
+        win = self._sample(feats, (centre[:, :, None] + off).reshape(B, Q * off.shape[0], 2))
+        win = win.view(B, Q, off.shape[0], self.corr_dim)
+        return (win * template[:, :, None]).sum(-1) / math.sqrt(self.corr_dim)
+
+    def _corr_tokens(self, frame: torch.Tensor, queries: torch.Tensor, t: int, state: dict) -> torch.Tensor:
+        """The correlation tokens (B, 1, Q, D) of frame ``t`` (B, 3, H, W); updates ``state``'s template (at the
+        query frame). Zero up to and including the query frame."""
+        feats = self.corr_feat(frame)  # (B, C, H, W)
+        tq = queries[..., 0].round()  # (B, Q)
+        qxy = queries[..., [2, 1]].to(feats.dtype)
+        at = (tq == t)[..., None]
+        template = state.get("template")
+        template = torch.zeros(*qxy.shape[:2], self.corr_dim, dtype=feats.dtype, device=feats.device) \
+            if template is None else template
+        template = torch.where(at, self._sample(feats, qxy), template)
+        state["template"] = template
+        centre = state.get("centre")
+        centre = qxy if centre is None else torch.where(at, qxy, centre)
+        corr = self.local_correlation(feats, template, centre)
+        after = (tq < t)[..., None].to(corr.dtype)
+        return (self.corr_proj(corr) * after)[:, None]
 
     # -- tokens ---------------------------------------------------------------------------------
     def _check(self, video_hw: tuple[int, int]) -> None:
@@ -296,7 +357,7 @@ class TAPNext(nn.Module):
         return torch.cat([frames, frames - before], 2)
 
     def _run(self, frames: torch.Tensor, queries: torch.Tensor, t0: int, states: list | None,
-             prev: torch.Tensor | None = None, cum: torch.Tensor | None = None):
+             prev: torch.Tensor | None = None, cum: torch.Tensor | None = None, extra: torch.Tensor | None = None):
         """frames (B, T, 3, H, W), frame indices t0 … t0+T−1, ``prev`` the frame before them (or None), ``cum`` the
         displacement summed up to frame t0 − 1 (``integrate``; None = zero) → (output, new states, new ``cum``)."""
         B, T = frames.shape[:2]
@@ -306,6 +367,8 @@ class TAPNext(nn.Module):
         x = x.flatten(2).transpose(1, 2) + self.pos_embed  # (B·T, P, D)
         x = x.view(B, T, P, self.width)
         qt = self._query_tokens(queries, torch.arange(t0, t0 + T, device=frames.device))
+        if extra is not None:  # the correlation tokens (corr_radius)
+            qt = qt + extra
         x = torch.cat([x, qt], 2)  # (B, T, P+Q, D)
         mask = self._mask(Q, frames.device)
         new_states = []
@@ -346,20 +409,42 @@ class TAPNext(nn.Module):
         if video.ndim != 5 or video.shape[1] != 3:
             raise VideosslError(f"TAPNext expects a video (B, 3, T, H, W), got {tuple(video.shape)}")
         self._check(video.shape[-2:])
+        if self.corr_radius:  # the window follows the previous frame's output: frame by frame
+            state, outs = self.init_state(queries.to(video.dtype)), []
+            for t in range(video.shape[2]):
+                o, state = self.step(video[:, :, t], state)
+                outs.append(o)
+            return _cat_outputs(outs)
         out, _, _ = self._run(video.transpose(1, 2), queries.to(video.dtype), 0, None)
         return out
 
     def init_state(self, queries: torch.Tensor) -> dict:
         """The streaming state before frame 0: the queries, the step count and no layer state yet."""
-        return {"queries": queries, "t": 0, "layers": None, "prev": None, "cum": None}
+        return {"queries": queries, "t": 0, "layers": None, "prev": None, "cum": None, "template": None,
+                "centre": None}
 
     def step(self, frame: torch.Tensor, state: dict) -> tuple[TAPNextOutput, dict]:
         """One frame (B, 3, H, W) → outputs for that frame (T = 1) and the next state."""
         self._check(frame.shape[-2:])
-        out, layers, cum = self._run(frame[:, None], state["queries"].to(frame.dtype), int(state["t"]), state["layers"],
-                                     state.get("prev"), state.get("cum"))
-        return out, {"queries": state["queries"], "t": int(state["t"]) + 1, "layers": layers,
-                     "prev": frame if self.motion_input else None, "cum": cum}
+        queries, t = state["queries"].to(frame.dtype), int(state["t"])
+        new = {"queries": state["queries"], "t": t + 1, "template": state.get("template"),
+               "centre": state.get("centre")}
+        extra = self._corr_tokens(frame, queries, t, new) if self.corr_radius else None
+        out, layers, cum = self._run(frame[:, None], queries, t, state["layers"], state.get("prev"), state.get("cum"),
+                                     extra)
+        new.update(layers=layers, prev=frame if self.motion_input else None, cum=cum)
+        if self.corr_radius:
+            new["centre"] = out.tracks[:, 0].detach()
+        return out, new
+
+
+def _cat_outputs(outs: list[TAPNextOutput]) -> TAPNextOutput:
+    """Per-frame outputs (T = 1 each) joined along time."""
+    def cat(name):
+        return torch.cat([getattr(o, name) for o in outs], 1)
+    first = outs[0]
+    return TAPNextOutput(cat("tracks"), cat("visible_logit"), cat("certainty"), cat("logits_x"), cat("logits_y"),
+                         first.bin_origin, None if first.increments is None else cat("increments"), first.soft_bins)
 
 
 def _bin_ce(logits: torch.Tensor, pos: torch.Tensor, nb: int, soft: bool) -> torch.Tensor:
