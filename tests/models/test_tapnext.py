@@ -333,3 +333,30 @@ def test_local_correlation_peaks_at_the_displacement():
 def test_correlation_input_needs_the_integrating_head():
     with pytest.raises(VideosslError, match="integrate: true"):
         TAPNext(img_size=32, patch=8, width=64, depth=1, heads=2, relative=True, corr_radius=2)
+
+
+def test_correlation_window_follows_the_previous_track_and_keeps_the_query_template():
+    m = _corr_model()
+    v, q = _inputs()
+    tokens, orig = [], m._corr_tokens
+
+    def spy(frame, queries, t, state):
+        tok = orig(frame, queries, t, state)
+        tokens.append(tok)
+        return tok
+    m._corr_tokens = spy
+    with torch.no_grad():
+        out = m(v, q)
+        for b in range(q.shape[0]):
+            for i in range(q.shape[1]):
+                tq, qxy = int(q[b, i, 0]), q[b : b + 1, i : i + 1, [2, 1]]
+                template = m._sample(m.corr_feat(v[b : b + 1, :, tq]), qxy)  # the query frame's, kept
+                for t in range(v.shape[2]):
+                    got = tokens[t][b, 0, i]
+                    if t <= tq:
+                        assert torch.equal(got, torch.zeros_like(got))
+                        continue
+                    centre = out.tracks[b : b + 1, t - 1, i : i + 1]  # where the track was on the previous frame
+                    corr = m.local_correlation(m.corr_feat(v[b : b + 1, :, t]), template, centre)
+                    torch.testing.assert_close(got, m.corr_proj(corr)[0, 0], atol=1e-5, rtol=0)
+    assert (out.tracks[:, 1:] != out.tracks[:, :-1]).any()  # the centres do move: the check is not of a static track

@@ -312,7 +312,8 @@ class TAPNext(nn.Module):
         template = state.get("template")
         template = torch.zeros(*qxy.shape[:2], self.corr_dim, dtype=feats.dtype, device=feats.device) \
             if template is None else template
-        template = torch.where(at, self._sample(feats, qxy), template)
+        if bool(at.any()):  # some query's frame: take its template
+            template = torch.where(at, self._sample(feats, qxy), template)
         state["template"] = template
         centre = state.get("centre")
         centre = qxy if centre is None else torch.where(at, qxy, centre)
