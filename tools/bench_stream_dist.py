@@ -37,10 +37,8 @@ def _frame(a):
     return torch.rand(a.batch, 3, a.size, a.size)
 
 
-def groups_for(a):
-    if a.groups == "even":
-        return split_groups(a.depth, 2)
-    return balanced_groups(_pipe(a).stage_costs(_frame(a)), 2)
+def groups_for(a, costs):
+    return split_groups(a.depth, 2) if a.groups == "even" else balanced_groups(costs, 2)
 
 
 def _worker(rank, world, port, a, groups, q):
@@ -97,8 +95,8 @@ def main():
     ap.add_argument("--groups", choices=("balanced", "even"), default="balanced")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    groups = groups_for(a)
     costs = _pipe(a).stage_costs(_frame(a))
+    groups = groups_for(a, costs)
     runs = {"1proc_2threads": [], "1proc_1thread": [], "2proc_1thread_each": []}
     for _ in range(a.repeats):
         runs["1proc_2threads"].append(one_process(a, 2))

@@ -96,15 +96,19 @@ class StageGroup:
         if x is not None and tuple(x.shape) != tuple(shape):
             raise VideosslError(f"stage output {tuple(x.shape)} on rank {self.rank} != {tuple(shape)} from the "
                                 "frame this group was built for: build the StageGroup with the running batch shape")
-        msg = torch.empty(_HDR + math.prod(shape) * self.dtype.itemsize, dtype=torch.uint8, device=self.device)
+        msg = self._buffer(shape)
         msg[:_HDR].view(torch.int64).copy_(torch.tensor([0 if x is None else 1, -1 if newest is None else newest]))
         if x is not None:
             msg[_HDR:].view(self.dtype).view(shape).copy_(x)
         return msg, dist.isend(msg, dst, tag=tag)
 
     def _irecv(self, src: int, shape: tuple[int, ...], tag: int):
-        msg = torch.empty(_HDR + math.prod(shape) * self.dtype.itemsize, dtype=torch.uint8, device=self.device)
+        msg = self._buffer(shape)
         return msg, shape, dist.irecv(msg, src, tag=tag)
+
+    def _buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """One message's bytes: the header and a tensor of ``shape`` in the group's dtype, on its device."""
+        return torch.empty(_HDR + math.prod(shape) * self.dtype.itemsize, dtype=torch.uint8, device=self.device)
 
     def _finish(self, pending) -> tuple[torch.Tensor | None, int | None]:
         msg, shape, req = pending

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videossl.errors import VideosslError
+from videossl.models.warp import pixels_to_normalised
 
 __all__ = ["TAPNext", "TAPNextOutput", "readout", "sincos_2d", "tapnext_loss"]
 
@@ -288,10 +289,9 @@ class TAPNext(nn.Module):
         """Bilinear samples of feats (B, C, H, W) at points xy (B, N, 2) px (pixel centres at integers; zeros
         outside the frame) → (B, N, C)."""
         H, W = feats.shape[-2:]
-        g = torch.stack([xy[..., 0] / max(W - 1, 1), xy[..., 1] / max(H - 1, 1)], -1) * 2 - 1
-        out = F.grid_sample(feats, g[:, :, None].to(feats.dtype), mode="bilinear", padding_mode="zeros",
-                            align_corners=True)  # (B, C, N, 1)
-        return out[..., 0].transpose(1, 2)
+        g = pixels_to_normalised(xy.transpose(1, 2)[..., None], H, W, align_corners=True)  # (B, N, 1, 2)
+        out = F.grid_sample(feats, g.to(feats.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
+        return out[..., 0].transpose(1, 2)  # (B, C, N, 1) → (B, N, C)
 
     def local_correlation(self, feats: torch.Tensor, template: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         """Dot products / sqrt(C) of each query's template (B, Q, C) with feats (B, C, H, W) on the (2r+1)² grid
@@ -315,8 +315,8 @@ class TAPNext(nn.Module):
         if bool(at.any()):  # some query's frame: take its template
             template = torch.where(at, self._sample(feats, qxy), template)
         state["template"] = template
-        centre = state.get("centre")
-        centre = qxy if centre is None else torch.where(at, qxy, centre)
+        # the previous frame's track; up to the query frame that is the query point (integrate), and frame 0 has none
+        centre = qxy if state.get("centre") is None else state["centre"]
         corr = self.local_correlation(feats, template, centre)
         after = (tq < t)[..., None].to(corr.dtype)
         return (self.corr_proj(corr) * after)[:, None]
