@@ -86,6 +86,31 @@ def test_stage2_freezing_only_listed_parameters_get_gradients():
     assert not any(n.startswith("text_encoder.") for n in got)
 
 
+def test_fixed_text_gives_the_whole_text_side_no_gradient_and_no_optimiser_slot():
+    from videossl.models.text import ClauseSequenceText
+
+    tower = ClauseSequenceText(text(), max_clauses=4, depth=1, num_heads=2, order_init=2.0)
+    m = LongVideoContrastive(enc(depth=3, trainable_blocks=1), text_encoder=tower, embed_dim=16, freeze_text=True,
+                             fixed_text=True, hard_negatives="order_shuffle", hard_negative_count=2)
+    caps = [f"first a star moves {a}, then a disc moves {b}" for a, b in
+            (("left", "up"), ("right", "down"), ("up", "left"), ("down", "right"))]
+    loss, _, logs = m.ssl_step(batch(captions=caps))
+    loss.backward()
+    got = {n for n, p in m.named_parameters() if p.grad is not None}
+    assert got and not any(n.startswith(("text_encoder.", "text_proj.")) for n in got), sorted(got)
+    assert "video_proj.weight" in got and "encoder.blocks.2.attn.qkv.weight" in got and "hn_loss" in logs
+    params, extra = m.param_groups(1e-3)
+    trainable = {id(p) for _, p in params if p.requires_grad} | {id(p) for g in extra for p in g["params"]}
+    assert not trainable & {id(p) for p in (*m.text_encoder.parameters(), *m.text_proj.parameters())}
+    # without fixed_text the new head and the projection train (the frozen part is the word tower only)
+    m2 = LongVideoContrastive(enc(depth=3, trainable_blocks=1), text_encoder=ClauseSequenceText(text(), depth=1, num_heads=2),
+                              embed_dim=16, freeze_text=True)
+    m2.ssl_step(batch(captions=caps))[0].backward()
+    assert m2.text_proj.weight.grad is not None and m2.text_encoder.order.weight.grad is not None
+    with pytest.raises(VideosslError, match="fixed_text"):
+        LongVideoContrastive(enc(), objective="video_video", embed_dim=16, proj_hidden=32, fixed_text=True)
+
+
 def test_init_from_previous_stage_resizes_tables(tmp_path):
     s1 = LongVideoContrastive(enc(num_frames=8), text_encoder=text(), embed_dim=16)
     path = tmp_path / "last.ckpt"

@@ -168,6 +168,10 @@ class LongVideoContrastive(SSLMethod):
         proj_hidden: hidden width of the video–video MLP projector.
         text_lr_mult: LR multiplier of the text tower (0.1 for a pre-trained tower).
         freeze_text: stage 2: the text tower gets no gradient (the projections still train).
+        fixed_text: stage 2: the whole text side gets no gradient: the tower, a new head on it (e.g.
+            :class:`~videossl.models.text.ClauseSequenceText`, kept at its random initialisation) and the text
+            projection, so the caption embeddings are a fixed target (our deviation from the paper, whose
+            text projection trains: a trainable head drifts toward order-blind captions, BENCHMARKS.md).
         caption_source: ``caption`` (batch captions), ``class_prompt`` (templates around the class
             name of ``batch["label"]``), ``auto`` (captions, prompts where a caption is empty).
         class_names: class list for prompts (default: the datamodule's).
@@ -206,6 +210,7 @@ class LongVideoContrastive(SSLMethod):
         proj_hidden: int = 1024,
         text_lr_mult: float = 1.0,
         freeze_text: bool = False,
+        fixed_text: bool = False,
         caption_source: str = "auto",
         class_names: list[str] | None = None,
         local_loss: bool = False,
@@ -296,7 +301,12 @@ class LongVideoContrastive(SSLMethod):
             self.video_proj = nn.Linear(dim, embed_dim)
             self.text_proj = nn.Linear(tdim, embed_dim)
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
-        self.freeze_text = bool(freeze_text)
+            if fixed_text:
+                for p in (*self.text_encoder.parameters(), *self.text_proj.parameters()):
+                    p.requires_grad_(False)
+        elif fixed_text:
+            raise VideosslError("fixed_text fixes the text side: it needs objective video_text or both")
+        self.freeze_text, self.fixed_text = bool(freeze_text), bool(fixed_text)
         if self.uses_video:
             self.video_head = nn.Sequential(
                 nn.Linear(dim, proj_hidden), nn.BatchNorm1d(proj_hidden), nn.ReLU(inplace=True), nn.Linear(proj_hidden, embed_dim)
