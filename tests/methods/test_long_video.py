@@ -453,3 +453,47 @@ def test_order_negatives_keep_the_tubelets_and_log_their_term():
             LongVideoContrastive(enc(), text_encoder=text(), order_negatives=bad)
     with pytest.raises(VideosslError, match="video_text or both"):
         LongVideoContrastive(enc(), objective="video_video", order_negatives=4)
+
+
+def test_event_order_moves_each_part_whole_and_never_keeps_the_original_order():
+    from videossl.methods.long_video import event_order
+
+    frames = torch.arange(0, 40, 2)  # a 0.5-fps view of a 1-fps video: source frames 0, 2, …, 38
+    valid = torch.tensor([True] * 17 + [False] * 3)  # the last 3 are padding
+    starts = torch.tensor([21, 0, 9, -1])  # parts [0, 9), [9, 21), [21, …); -1 = padding of the batch
+    part = torch.bucketize(frames, torch.tensor([9, 21]), right=True)
+    seen = set()
+    for s in range(30):
+        src = event_order(frames, valid, starts, torch.Generator().manual_seed(s))
+        assert sorted(src.tolist()) == list(range(20)) and src[17:].tolist() == [17, 18, 19]
+        runs = torch.unique_consecutive(part[src[:17]]).tolist()
+        assert sorted(runs) == [0, 1, 2] and runs != [0, 1, 2]  # each part one contiguous run, order changed
+        for p in range(3):
+            within = src[:17][part[src[:17]] == p]
+            assert torch.equal(within, within.sort().values)  # a part's frames keep their own order
+        seen.add(tuple(runs))
+    assert len(seen) == 5  # every order but the original is drawn
+    one = event_order(frames, valid, torch.tensor([0, -1]), torch.Generator().manual_seed(0))
+    assert one.tolist() == list(range(20))  # one part: nothing to reorder
+
+
+def test_order_cut_events_reorders_at_the_batch_parts_and_needs_them():
+    torch.manual_seed(0)
+    m = LongVideoContrastive(enc(), text_encoder=text(), embed_dim=16, order_negatives=2, order_cut="events")
+    calls = []
+    m.encoder.register_forward_hook(lambda mod, a, kw, out: calls.append((a[0].clone(), kw)), with_kwargs=True)
+    m.train()
+    b = batch()
+    b["indices"] = [torch.arange(8).expand(4, 8)]
+    b["event_starts"] = torch.tensor([[0, 3, -1]] * 2 + [[0, 5, 6]] * 2)
+    loss, _, logs = m.ssl_step(b)
+    assert {"vt_order_loss", "vt_order_acc"} <= set(logs) and len(calls) == 2
+    (x0, _), (x1, kw1) = calls
+    assert "keep" not in kw1  # masked anew
+    assert torch.equal(x1[:2, :, :5], x0[:2, :, 3:]) and torch.equal(x1[:2, :, 5:], x0[:2, :, :3])  # two parts: swapped
+    assert torch.equal(x1[2:].sort(2).values, x0[2:].sort(2).values) and not torch.equal(x1[2:], x0[2:])
+    del b["event_starts"]
+    with pytest.raises(VideosslError, match="events"):
+        m.ssl_step(b)
+    with pytest.raises(VideosslError, match="order_cut"):
+        LongVideoContrastive(enc(), text_encoder=text(), order_negatives=2, order_cut="random")

@@ -53,6 +53,11 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   reordered video shows cuts that a real one lacks (mid-motion scene changes, jumping objects), which the encoder
   can learn instead of the order: on the synthetic long set the term is solved while the caption-side order
   term stays at chance (BENCHMARKS.md, session 14). Logged ``vt_order_loss``, ``vt_order_acc``.
+  ``order_cut="events"`` cuts at the parts' own bounds instead (``batch["event_starts"]``, read from the
+  json's ``events``: the long synthetic preset's events, ``make-long``'s stitched clips; no class label is
+  used): each part (an event with the still gap after it) moves whole, so the reordered video is another
+  valid arrangement of the same parts, with the same kind of cut between them as the real one; it is
+  masked anew (its tubelets do not line up with the original's).
 
 Stage 1 can add an image–text term (``image_view``: the name of a one-frame view embedded as a still
 image through the ViViT's own 2D patch conv; the paper mixes image–text and video–text batches).
@@ -74,7 +79,7 @@ from torch import nn
 from videossl.core.checkpoint import load_state, read_state_dict
 from videossl.core.metrics import retrieval_metrics
 from videossl.core.optim import OptimConfig, is_bias_or_norm
-from videossl.data.loader.batch import to_clip, view, view_indices, view_valid
+from videossl.data.loader.batch import to_clip, view, view_frames, view_indices, view_valid
 from videossl.data.prompts import caption_ids, class_prompts, dataset_kind, motion_swaps, order_shuffles
 from videossl.errors import VideosslError
 from videossl.losses.infonce import hard_negative_nce, infonce_distributed
@@ -87,8 +92,10 @@ OBJECTIVES = ("video_text", "video_video", "both")
 HARD_NEGATIVES = ("none", "motion_swap", "order_shuffle")
 CAPTION_SOURCES = ("caption", "class_prompt", "auto")
 SECOND_VIEWS = ("rgb", "motion")
+ORDER_CUTS = ("even", "events")
 
-__all__ = ["CAPTION_SOURCES", "HARD_NEGATIVES", "SECOND_VIEWS", "LongVideoContrastive", "OBJECTIVES"]
+__all__ = ["CAPTION_SOURCES", "HARD_NEGATIVES", "ORDER_CUTS", "SECOND_VIEWS", "LongVideoContrastive", "OBJECTIVES",
+           "event_order"]
 
 
 def _accepts(module: nn.Module, arg: str) -> bool:
@@ -142,6 +149,35 @@ def _chunk_shuffled(clip: torch.Tensor, valid: torch.Tensor | None, step: int, c
     return out, (None if valid is None else valid.gather(1, frames)), src
 
 
+def event_order(frames: torch.Tensor, valid: torch.Tensor | None, starts: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Source position of each of a clip's T frames: its valid frames grouped by the part of the video they show
+    (``frames`` (T,): source frame indices; ``starts`` (K,): the parts' start frames, -1 = padding), the parts
+    put in a random order other than the original, each part whole and in itself unchanged; invalid frames
+    (padding) stay at the end. The identity when fewer than two parts are in view."""
+    t = frames.shape[0]
+    n = t if valid is None else int(valid.long().cumprod(0).sum())
+    st = starts[starts >= 0].sort().values.to(frames.device)
+    part = (torch.searchsorted(st, frames[:n].contiguous(), right=True) - 1).clamp(min=0)
+    ids = part.unique(sorted=True)
+    if len(ids) < 2:
+        return torch.arange(t, device=frames.device)
+    perm = torch.randperm(len(ids), generator=generator)
+    if torch.equal(perm, torch.arange(len(ids))):  # never the original order: rotate by one instead
+        perm = perm.roll(1)
+    runs = [(part == ids[p]).nonzero().flatten() for p in perm.tolist()]
+    return torch.cat(runs + [torch.arange(n, t, device=frames.device)])
+
+
+def _event_shuffled(clip: torch.Tensor, valid: torch.Tensor | None, frames: torch.Tensor, starts: torch.Tensor,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The clip (B, C, T, H, W) with its parts (:func:`event_order`) in another order, per sample."""
+    src = torch.stack([event_order(frames[i], None if valid is None else valid[i], starts[i], generator)
+                       for i in range(clip.shape[0])]).to(clip.device)
+    out = clip.gather(2, src[:, None, :, None, None].expand_as(clip))
+    return out, (None if valid is None else valid.gather(1, src))
+
+
 def _hard_negative_term(q: torch.Tensor, k: torch.Tensor, k_neg: torch.Tensor, temperature,
                         name: str) -> tuple[torch.Tensor, dict]:
     """Each query must prefer its key to the same key computed from a transformed clip (reversed, reordered):
@@ -184,6 +220,9 @@ class LongVideoContrastive(SSLMethod):
             backwards (see the module docstring).
         order_negatives, order_weight: video-side hard negatives for long videos: the same clip cut into
             ``order_negatives`` chunks put in another order (0: off; see the module docstring).
+        order_cut: where the video-side order negative is cut: ``even`` (``order_negatives`` near-equal
+            chunks of whole tubelet steps) or ``events`` (at each sample's part starts, ``batch["event_starts"]``;
+            ``order_negatives`` then only switches the term on).
         clip_view: the name of the data's clip view (its first output is the clip, its second, if any, the
             video-video objective's second view).
         image_view, image_weight: stage 1's image–text term: the name of a one-frame view in the
@@ -221,6 +260,7 @@ class LongVideoContrastive(SSLMethod):
         reverse_weight: float = 1.0,
         order_negatives: int = 0,
         order_weight: float = 1.0,
+        order_cut: str = "even",
         second_view: str = "rgb",
         motion_view_gain: float = 4.0,
         clip_view: str = "clip",
@@ -255,6 +295,9 @@ class LongVideoContrastive(SSLMethod):
         if order_negatives and objective == "video_video":
             raise VideosslError("order_negatives asks each caption to prefer its video: they need objective video_text or both")
         self.order_negatives, self.order_weight = int(order_negatives), float(order_weight)
+        if order_cut not in ORDER_CUTS:
+            raise VideosslError(f"unknown order_cut {order_cut!r}: choose one of {', '.join(ORDER_CUTS)}")
+        self.order_cut = order_cut
         if second_view not in SECOND_VIEWS:
             raise VideosslError(f"unknown second_view {second_view!r}: choose one of {', '.join(SECOND_VIEWS)}")
         if second_view != "rgb" and objective == "video_text":
@@ -393,6 +436,17 @@ class LongVideoContrastive(SSLMethod):
         rc, rv, src = _chunk_shuffled(clip, valid, step, self.order_negatives, generator)
         return self._encode_moved(rc, rv, None if kept is None else src, kept)
 
+    def encode_events_reordered(self, batch: dict[str, Any], clip: torch.Tensor, valid: torch.Tensor | None,
+                                generator: torch.Generator | None, generator_cpu: torch.Generator | None) -> torch.Tensor:
+        """Features of ``clip`` (output 0 of the clip view) with its parts in another order (:func:`event_order`),
+        masked anew from ``generator``."""
+        starts = batch.get("event_starts")
+        if starts is None:
+            raise VideosslError("order_cut='events' needs each sample's parts: the shards' json must list 'events' "
+                                "with their 'start' frames (the long synthetic preset and make-long write them)")
+        rc, rv = _event_shuffled(clip, valid, view_frames(batch, self.clip_view, 0).to(clip.device), starts, generator_cpu)
+        return self.encode(rc, rv, generator=generator)
+
     def temperature(self) -> torch.Tensor:
         return 1.0 / self.logit_scale.exp().clamp(max=self.max_logit_scale)
 
@@ -474,7 +528,10 @@ class LongVideoContrastive(SSLMethod):
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vt_{k}": x for k, x in rev_logs.items()})
             if self.order_negatives:
-                v_ord = self.video_proj(self.encode_reordered(clip0, valid0, kept0, g_cpu))
+                if self.order_cut == "events":
+                    v_ord = self.video_proj(self.encode_events_reordered(batch, clip0, valid0, g, g_cpu))
+                else:
+                    v_ord = self.video_proj(self.encode_reordered(clip0, valid0, kept0, g_cpu))
                 l_ord, ord_logs = _hard_negative_term(t, v, v_ord, temp, "order")
                 loss = loss + self.order_weight * l_ord
                 logs.update({f"vt_{k}": x for k, x in ord_logs.items()})

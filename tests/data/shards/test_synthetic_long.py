@@ -62,6 +62,19 @@ def test_long_set_reads_at_1fps_from_the_start(long_set):
     b = next(iter(make_loader(ds)))
     assert b["views"][0].shape == (2, 128, 3, 32, 32)
     assert b["indices"][0][:, 0].tolist() == [0, 0]
+    # each sample's event starts, from its json, padded with -1 to the batch's most events
+    metas = {json.loads(r["json"])["key"]: json.loads(r["json"]) for r in _samples(long_set)}
+    starts = [[e["start"] for e in metas[k]["events"]] for k in b["key"]]
+    width = max(map(len, starts))
+    assert b["event_starts"].tolist() == [s + [-1] * (width - len(s)) for s in starts]
+
+
+def test_event_starts_read_from_the_json_or_absent():
+    from videossl.data.loader.dataset import event_starts
+
+    assert event_starts({"events": [{"start": 20}, {"start": 0}]}).tolist() == [0, 20]
+    for meta in ({}, {"events": []}, {"events": [{"end": 3}]}, {"events": "x"}):
+        assert event_starts(meta) is None
 
 
 def test_long_generation_is_reproducible_and_checks_its_frames(tmp_path):

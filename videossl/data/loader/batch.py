@@ -24,7 +24,7 @@ import torch
 from videossl.data.shards.format import load_npy, load_npz
 from videossl.errors import VideosslError
 
-__all__ = ["INLINE_BYTES", "collate", "for_ipc", "to_clip", "view", "view_indices", "view_valid"]
+__all__ = ["INLINE_BYTES", "collate", "for_ipc", "to_clip", "view", "view_frames", "view_indices", "view_valid"]
 
 #: tensors up to this size cross the DataLoader's worker -> main pipe by value (see :func:`for_ipc`)
 INLINE_BYTES = 64 * 1024
@@ -107,6 +107,9 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "valid": [torch.stack(v) for v in zip(*(s["valid"] for s in samples), strict=True)],
         "indices": [torch.stack(v) for v in zip(*(s["indices"] for s in samples), strict=True)],
     }
+    if "event_starts" in samples[0]:  # (B, K_max), padded with -1
+        starts = [s.get("event_starts", torch.empty(0, dtype=torch.long)) for s in samples]
+        out["event_starts"] = torch.nn.utils.rnn.pad_sequence(starts, batch_first=True, padding_value=-1)
     if "spectrogram" in samples[0]:
         specs = [s["spectrogram"] for s in samples]
         if any(t.shape != specs[0].shape for t in specs):
@@ -150,6 +153,11 @@ def _position(batch: dict[str, Any], name: str, k: int) -> int:
 def view(batch: dict[str, Any], name: str, k: int = 0) -> torch.Tensor:
     """The ``k``-th output (copy / clip / crop) of the view named ``name``: (B, T, 3, S, S)."""
     return batch["views"][_position(batch, name, k)]
+
+
+def view_frames(batch: dict[str, Any], name: str, k: int = 0) -> torch.Tensor:
+    """The (B, T) source frame index of every frame of that output (``batch["indices"]``)."""
+    return batch["indices"][_position(batch, name, k)]
 
 
 def view_valid(batch: dict[str, Any], name: str, k: int = 0) -> torch.Tensor | None:

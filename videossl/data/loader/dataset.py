@@ -81,7 +81,19 @@ VIDEO_EXTS = ("mp4", "avi", "mkv", "webm", "mov")
 #: where training views are augmented: all in the data workers, or the photometric part on the device
 AUGMENT_ON = ("workers", "device")
 
-__all__ = ["AUGMENT_ON", "EpochDataLoader", "VIDEO_EXTS", "VideoShardDataset", "make_loader"]
+__all__ = ["AUGMENT_ON", "EpochDataLoader", "VIDEO_EXTS", "VideoShardDataset", "event_starts", "make_loader"]
+
+
+def event_starts(meta: dict[str, Any]) -> torch.Tensor | None:
+    """The sorted start frames (K,) of the parts a long sample is made of (its json's ``events``: the long
+    synthetic preset's events, ``make-long``'s stitched clips), or None when it has no such list."""
+    events = meta.get("events")
+    if not isinstance(events, list) or not events:
+        return None
+    try:
+        return torch.tensor(sorted(int(e["start"]) for e in events), dtype=torch.long)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _source_hw(meta: dict[str, Any]) -> tuple[int, int] | None:
@@ -345,6 +357,9 @@ class VideoShardDataset(IterableDataset):
             "caption": meta.get("caption") or "",
             "duplicate": False,
         }
+        starts = event_starts(meta)
+        if starts is not None:
+            out["event_starts"] = starts
         if sound is not None:
             out["spectrogram"], out["has_audio"] = sound
         return out
