@@ -451,8 +451,8 @@ def test_order_negatives_keep_the_tubelets_and_log_their_term():
     for bad in (1, -2):
         with pytest.raises(VideosslError, match="number of chunks"):
             LongVideoContrastive(enc(), text_encoder=text(), order_negatives=bad)
-    with pytest.raises(VideosslError, match="video_text or both"):
-        LongVideoContrastive(enc(), objective="video_video", order_negatives=4)
+    with pytest.raises(VideosslError, match="forward clips only"):
+        LongVideoContrastive(enc(), objective="video_video", order_negatives=4, reverse_negatives=True)
 
 
 def test_event_order_moves_each_part_whole_and_never_keeps_the_original_order():
@@ -497,3 +497,27 @@ def test_order_cut_events_reorders_at_the_batch_parts_and_needs_them():
         m.ssl_step(b)
     with pytest.raises(VideosslError, match="order_cut"):
         LongVideoContrastive(enc(), text_encoder=text(), order_negatives=2, order_cut="random")
+
+
+def test_video_video_order_term_prefers_the_other_view_to_the_reordered_clip(tmp_path):
+    torch.manual_seed(0)
+    m = LongVideoContrastive(enc(), text_encoder=text(), objective="both", embed_dim=16, proj_hidden=32,
+                             order_negatives=2, order_cut="events", order_weight=0.5)
+    calls = []
+    m.encoder.register_forward_hook(lambda mod, a, kw, out: calls.append(a[0].clone()), with_kwargs=True)
+    m.train()
+    b = batch()
+    b["indices"] = [torch.arange(8).expand(4, 8)]
+    b["event_starts"] = torch.tensor([[0, 3]] * 4)
+    loss, _, logs = m.ssl_step(b)
+    assert {"vt_order_loss", "vv_order_loss", "vv_order_acc"} <= set(logs)
+    assert len(calls) == 3  # the clip, its reordered copy (shared by both order terms), the second view
+    parts = ("vt_loss", "vv_loss")
+    expect = sum(float(logs[k]) for k in parts) + 0.5 * (float(logs["vt_order_loss"]) + float(logs["vv_order_loss"]))
+    assert math.isclose(float(loss.detach()), expect, rel_tol=1e-5)
+    # a video-text-only previous stage: the new video head starts fresh, everything else loads
+    s1 = LongVideoContrastive(enc(), text_encoder=text(), embed_dim=16)
+    torch.save({"state_dict": s1.state_dict()}, tmp_path / "s1.ckpt")
+    s2 = LongVideoContrastive(enc(), text_encoder=text(), objective="both", embed_dim=16, proj_hidden=32,
+                              init_from=str(tmp_path / "s1.ckpt"))
+    torch.testing.assert_close(s2.video_proj.weight, s1.video_proj.weight)

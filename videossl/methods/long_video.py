@@ -44,7 +44,7 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   synthetic set by construction: its class pairs are time reversals of each other; mostly true of
   real actions, but not of e.g. waving). Costs one more encoder pass per step. Logged: ``rev_loss``,
   ``rev_acc`` (how often the positive wins).
-* ``order_negatives=K`` (video–text, long videos; our addition, not in arXiv:2312.07395): each caption must
+* ``order_negatives=K`` (long videos; our addition, not in arXiv:2312.07395): each caption must
   prefer its video to the same video cut into K chunks (whole tubelet steps, padding left in place) put in
   another random order, with the same kept tubelets moved along. Every event keeps its own motion, so
   only the *order* of the events tells the two apart: it is the video-side twin of ``order_shuffle``, which
@@ -57,7 +57,10 @@ most tubelet tokens *dropped* at training time (75%), and is trained contrastive
   json's ``events``: the long synthetic preset's events, ``make-long``'s stitched clips; no class label is
   used): each part (an event with the still gap after it) moves whole, so the reordered video is another
   valid arrangement of the same parts, with the same kind of cut between them as the real one; it is
-  masked anew (its tubelets do not line up with the original's).
+  masked anew (its tubelets do not line up with the original's). With the video–video objective
+  (``video_video`` / ``both``) the same reordered clip is also the second view's hard negative: view 1 must
+  prefer view 0 to view 0 in another order (logged ``vv_order_loss``, ``vv_order_acc``), an order signal
+  that needs no text tower that reads order.
 
 Stage 1 can add an image–text term (``image_view``: the name of a one-frame view embedded as a still
 image through the ViViT's own 2D patch conv; the paper mixes image–text and video–text batches).
@@ -292,8 +295,9 @@ class LongVideoContrastive(SSLMethod):
         self.reverse_negatives, self.reverse_weight = bool(reverse_negatives), float(reverse_weight)
         if int(order_negatives) == 1 or int(order_negatives) < 0:
             raise VideosslError(f"order_negatives is a number of chunks to reorder (0: off, or >= 2), got {order_negatives}")
-        if order_negatives and objective == "video_video":
-            raise VideosslError("order_negatives asks each caption to prefer its video: they need objective video_text or both")
+        if order_negatives and reverse_negatives and objective != "video_text":
+            raise VideosslError("order_negatives with reverse_negatives: the video-video order term is defined on forward "
+                                "clips only; use one of the two with objective video_video or both")
         self.order_negatives, self.order_weight = int(order_negatives), float(order_weight)
         if order_cut not in ORDER_CUTS:
             raise VideosslError(f"unknown order_cut {order_cut!r}: choose one of {', '.join(ORDER_CUTS)}")
@@ -380,6 +384,8 @@ class LongVideoContrastive(SSLMethod):
                     g0 = int(round(math.sqrt(sd[k].shape[1])))
                     g1 = tuple(getattr(self.encoder, "grid", (int(round(math.sqrt(own[k].shape[1]))),) * 2))
                     sd[k] = resize_spatial_table(sd[k].float(), (g0, g0), g1)
+        if self.uses_video and not any(k.startswith("video_head.") for k in sd):  # a previous video-text-only stage:
+            sd.update({k: v for k, v in own.items() if k.startswith(("video_head.", "video_logit_scale"))})  # starts fresh
         load_state(self, sd, what=f"init_from {source if isinstance(source, str) else 'state dict'}",
                    allow_missing=False, allow_unexpected=False, hint="a different model?")
 
@@ -505,6 +511,10 @@ class LongVideoContrastive(SSLMethod):
         else:
             f0, kept0 = self.encode(*_reversed(clip0, valid0, flip), with_kept=True, generator=g)
         feats, loss = f0, f0.new_zeros(())
+        f_ord = None  # the video-side order negative: its features, shared by the two objectives
+        if self.order_negatives:
+            f_ord = (self.encode_events_reordered(batch, clip0, valid0, g, g_cpu) if self.order_cut == "events"
+                     else self.encode_reordered(clip0, valid0, kept0, g_cpu))
         if self.uses_text:
             caps = self.captions(batch, g_cpu)
             v = self.video_proj(f0)
@@ -527,12 +537,8 @@ class LongVideoContrastive(SSLMethod):
                 l_rev, rev_logs = _hard_negative_term(t, v, v_rev, temp, "rev")
                 loss = loss + self.reverse_weight * l_rev
                 logs.update({f"vt_{k}": x for k, x in rev_logs.items()})
-            if self.order_negatives:
-                if self.order_cut == "events":
-                    v_ord = self.video_proj(self.encode_events_reordered(batch, clip0, valid0, g, g_cpu))
-                else:
-                    v_ord = self.video_proj(self.encode_reordered(clip0, valid0, kept0, g_cpu))
-                l_ord, ord_logs = _hard_negative_term(t, v, v_ord, temp, "order")
+            if f_ord is not None:
+                l_ord, ord_logs = _hard_negative_term(t, v, self.video_proj(f_ord), temp, "order")
                 loss = loss + self.order_weight * l_ord
                 logs.update({f"vt_{k}": x for k, x in ord_logs.items()})
             if self.image_view is not None:
@@ -568,6 +574,11 @@ class LongVideoContrastive(SSLMethod):
                 logs.update({f"vv_{k}": x for k, x in rev_logs.items()})
                 if not self.uses_text:  # the online probe gets features of the clip played forwards
                     feats = torch.where(flip[:, None], f0_rev, g0)
+            elif f_ord is not None:
+                # view 1 must prefer view 0 to view 0 with its parts in another order
+                l_ordv, ordv_logs = _hard_negative_term(z1, z0, self.video_head(f_ord), temp_v, "order")
+                loss = loss + self.order_weight * l_ordv
+                logs.update({f"vv_{k}": x for k, x in ordv_logs.items()})
         return loss, feats, logs
 
     def _motion_view(self, clip: torch.Tensor) -> torch.Tensor:
