@@ -119,6 +119,14 @@ def _reversed(clip: torch.Tensor, valid: torch.Tensor | None, which: torch.Tenso
     return clip, valid
 
 
+def _other_order(k: int, generator: torch.Generator | None = None) -> list[int]:
+    """A random order of ``k`` >= 2 items, never the original one (a draw of it is rotated by one)."""
+    perm = torch.randperm(k, generator=generator)
+    if torch.equal(perm, torch.arange(k)):
+        perm = perm.roll(1)
+    return perm.tolist()
+
+
 def chunk_order(valid_steps: int, steps: int, chunks: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Source step of each of ``steps`` time steps: the first ``valid_steps`` cut into ``chunks`` near-equal runs
     put in a random order other than the original, the rest (padding) left in place; the identity when fewer
@@ -127,10 +135,7 @@ def chunk_order(valid_steps: int, steps: int, chunks: int, generator: torch.Gene
     if k < 2:
         return torch.arange(steps)
     bounds = [round(i * valid_steps / k) for i in range(k + 1)]
-    perm = torch.randperm(k, generator=generator)
-    if torch.equal(perm, torch.arange(k)):  # never the original order: rotate by one instead
-        perm = perm.roll(1)
-    runs = [torch.arange(bounds[p], bounds[p + 1]) for p in perm.tolist()]
+    runs = [torch.arange(bounds[p], bounds[p + 1]) for p in _other_order(k, generator)]
     return torch.cat(runs + [torch.arange(valid_steps, steps)])
 
 
@@ -165,10 +170,7 @@ def event_order(frames: torch.Tensor, valid: torch.Tensor | None, starts: torch.
     ids = part.unique(sorted=True)
     if len(ids) < 2:
         return torch.arange(t, device=frames.device)
-    perm = torch.randperm(len(ids), generator=generator)
-    if torch.equal(perm, torch.arange(len(ids))):  # never the original order: rotate by one instead
-        perm = perm.roll(1)
-    runs = [(part == ids[p]).nonzero().flatten() for p in perm.tolist()]
+    runs = [(part == ids[p]).nonzero().flatten() for p in _other_order(len(ids), generator)]
     return torch.cat(runs + [torch.arange(n, t, device=frames.device)])
 
 
@@ -353,7 +355,7 @@ class LongVideoContrastive(SSLMethod):
                     p.requires_grad_(False)
         elif fixed_text:
             raise VideosslError("fixed_text fixes the text side: it needs objective video_text or both")
-        self.freeze_text, self.fixed_text = bool(freeze_text), bool(fixed_text)
+        self.freeze_text = bool(freeze_text)
         if self.uses_video:
             self.video_head = nn.Sequential(
                 nn.Linear(dim, proj_hidden), nn.BatchNorm1d(proj_hidden), nn.ReLU(inplace=True), nn.Linear(proj_hidden, embed_dim)
@@ -442,10 +444,13 @@ class LongVideoContrastive(SSLMethod):
         rc, rv, src = _chunk_shuffled(clip, valid, step, self.order_negatives, generator)
         return self._encode_moved(rc, rv, None if kept is None else src, kept)
 
-    def encode_events_reordered(self, batch: dict[str, Any], clip: torch.Tensor, valid: torch.Tensor | None,
-                                generator: torch.Generator | None, generator_cpu: torch.Generator | None) -> torch.Tensor:
-        """Features of ``clip`` (output 0 of the clip view) with its parts in another order (:func:`event_order`),
-        masked anew from ``generator``."""
+    def encode_order_negative(self, batch: dict[str, Any], clip: torch.Tensor, valid: torch.Tensor | None, kept,
+                              generator: torch.Generator | None, generator_cpu: torch.Generator | None) -> torch.Tensor:
+        """Features of the video-side order negative of ``clip`` (output 0 of the clip view), cut as ``order_cut``
+        says: even chunks (:meth:`encode_reordered`, the tubelets of ``kept`` moved along) or the sample's parts
+        (:func:`event_order`, masked anew from ``generator``)."""
+        if self.order_cut == "even":
+            return self.encode_reordered(clip, valid, kept, generator_cpu)
         starts = batch.get("event_starts")
         if starts is None:
             raise VideosslError("order_cut='events' needs each sample's parts: the shards' json must list 'events' "
@@ -513,8 +518,7 @@ class LongVideoContrastive(SSLMethod):
         feats, loss = f0, f0.new_zeros(())
         f_ord = None  # the video-side order negative: its features, shared by the two objectives
         if self.order_negatives:
-            f_ord = (self.encode_events_reordered(batch, clip0, valid0, g, g_cpu) if self.order_cut == "events"
-                     else self.encode_reordered(clip0, valid0, kept0, g_cpu))
+            f_ord = self.encode_order_negative(batch, clip0, valid0, kept0, g, g_cpu)
         if self.uses_text:
             caps = self.captions(batch, g_cpu)
             v = self.video_proj(f0)
